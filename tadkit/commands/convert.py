@@ -1,0 +1,8 @@
+"""`tadkit convert` (placeholder until its issue lands; the owner replaces this file)."""
+
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("convert", help="(not implemented yet)")
+    parser.set_defaults(func=lambda args: print("tadkit convert is not implemented yet") or 1)

@@ -1,0 +1,8 @@
+"""`tadkit data` (placeholder until its issue lands; the owner replaces this file)."""
+
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("data", help="(not implemented yet)")
+    parser.set_defaults(func=lambda args: print("tadkit data is not implemented yet") or 1)

@@ -1,0 +1,1 @@
+"""Data layer: annotations, features, windows, synthetic data."""

@@ -1,0 +1,36 @@
+"""What every localization model offers the engine (training loop, inference, CLI).
+
+A batch is the output of :func:`tadkit.data.windows.collate_windows`:
+``{"features": Tensor (B, D, T) float32, "targets": list[{"segments": Tensor (N, 2) in window steps,
+"labels": Tensor (N,) int64 0-based}], "meta": list[{"video_id", "t0", "step", "valid_length"}]}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+
+@dataclass
+class WindowDetections:
+    """Detections of one window, in window steps (convert with the window's t0/step)."""
+
+    segments: torch.Tensor  # (K, 2) float, window steps
+    scores: torch.Tensor  # (K,)
+    labels: torch.Tensor  # (K,) int64, 0-based class index
+
+
+class LocalizationModel(Protocol):
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+    def loss(self, outputs: dict[str, torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Loss terms; key ``"total"`` is what the engine back-propagates."""
+        ...
+
+    def decode(self, outputs: dict[str, torch.Tensor]) -> list[WindowDetections]:
+        """Per-window candidate detections before cross-window NMS."""
+        ...
+
+    def config_dict(self) -> dict[str, Any]: ...

@@ -1,0 +1,24 @@
+"""Shared test helpers: where ../shared is, and skipping with a clear reason when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TADKIT_SHARED", REPO.parent / "shared"))
+
+
+def shared_path(*parts: str) -> Path:
+    """Path inside ../shared, or skip the calling test with the reason it is missing."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs {path} (the project's ../shared directory; set TADKIT_SHARED to point at it)")
+    return path
+
+
+@pytest.fixture
+def shared():
+    return shared_path
