@@ -1,1 +1,5 @@
-"""tadkit.viz"""
+"""tadkit.viz: PNG plots for reports (matplotlib Agg canvas, written atomically)."""
+
+from tadkit.viz.plots import class_colors, plot_duration_map, plot_pr_curve, plot_timeline, plot_training_curves
+
+__all__ = ["class_colors", "plot_duration_map", "plot_pr_curve", "plot_timeline", "plot_training_curves"]

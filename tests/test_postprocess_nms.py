@@ -1,0 +1,432 @@
+"""NMS against plain loop references (written here, one candidate at a time) and hand cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tadkit.data.records import DetectionSet
+from tadkit.errors import TadkitError
+from tadkit.ops import tiou_pairwise
+from tadkit.postprocess.nms import (
+    NMS_PRESETS,
+    NMSConfig,
+    batched_nms,
+    batched_nms_numpy,
+    nms,
+    nms_detection_set,
+    segment_iou,
+    soft_nms,
+    soft_nms_indices,
+    soft_nms_numpy,
+)
+
+# --------------------------------------------------------------------------------------------- #
+# Loop references: Python floats, lists, one candidate at a time.
+# --------------------------------------------------------------------------------------------- #
+
+
+def ref_iou(a: tuple[float, float], b: tuple[float, float], offset: float = 0.0) -> float:
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]) + offset)
+    union = (a[1] - a[0] + offset) + (b[1] - b[0] + offset) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def ref_hard_nms(segs, scores, thr, max_keep=None, offset=0.0) -> list[int]:
+    """Visit candidates best-first; keep one if it overlaps no kept one by more than thr."""
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    kept: list[int] = []
+    for i in order:
+        if max_keep is not None and len(kept) == max_keep:
+            break
+        if all(ref_iou(segs[i], segs[k], offset) <= thr for k in kept):
+            kept.append(i)
+    return kept
+
+
+def ref_per_class_nms(segs, scores, labels, thr, max_keep=None, offset=0.0) -> list[int]:
+    kept: list[int] = []
+    for label in sorted(set(labels)):
+        members = [i for i in range(len(labels)) if labels[i] == label]
+        local = ref_hard_nms([segs[i] for i in members], [scores[i] for i in members], thr, max_keep, offset)
+        kept.extend(members[j] for j in local)
+    return sorted(kept, key=lambda i: (-scores[i], i))
+
+
+def ref_soft_nms(segs, scores, method="gaussian", sigma=0.5, thr=0.0, min_score=None, max_keep=None,
+                 thr_high=None, keep_last=True) -> list[tuple[int, float]]:
+    """Emit the best pending candidate, decay the others; returns [(index, score at emission)]."""
+    current = list(map(float, scores))
+    pending = [i for i in range(len(scores)) if min_score is None or current[i] >= min_score]
+    out: list[tuple[int, float]] = []
+    while pending and (max_keep is None or len(out) < max_keep):
+        if not keep_last and len(pending) == 1:
+            break
+        best = max(pending, key=lambda i: (current[i], -i))
+        out.append((best, current[best]))
+        pending.remove(best)
+        width = segs[best][1] - segs[best][0]
+        gate = thr if thr_high is None else thr + (thr_high - thr) * width
+        for j in pending:
+            iou = ref_iou(segs[j], segs[best])
+            if iou > gate:
+                current[j] *= (1.0 - iou) if method == "linear" else math.exp(-(iou * iou) / sigma)
+        if min_score is not None:
+            pending = [j for j in pending if current[j] >= min_score]
+    return out
+
+
+# --------------------------------------------------------------------------------------------- #
+# Strategies: coarse grids make exact ties, identical segments and IoU == threshold common.
+# --------------------------------------------------------------------------------------------- #
+
+coord = st.one_of(st.integers(0, 40).map(lambda v: v / 2), st.floats(0, 20, allow_nan=False))
+length = st.one_of(st.integers(0, 16).map(lambda v: v / 2), st.floats(0, 10, allow_nan=False))
+score = st.one_of(st.sampled_from([0.1, 0.25, 0.5, 0.75, 0.9]), st.floats(0, 1, allow_nan=False))
+
+
+@st.composite
+def candidates(draw, max_n=30, num_labels=3):
+    n = draw(st.integers(0, max_n))
+    starts = draw(st.lists(coord, min_size=n, max_size=n))
+    lengths = draw(st.lists(length, min_size=n, max_size=n))
+    scores = draw(st.lists(score, min_size=n, max_size=n))
+    labels = draw(st.lists(st.integers(0, num_labels - 1), min_size=n, max_size=n))
+    segs = [(s, s + w) for s, w in zip(starts, lengths)]
+    return segs, scores, labels
+
+
+def as_tensors(segs, scores, labels=None):
+    seg_t = torch.tensor(segs, dtype=torch.float64).reshape(-1, 2)
+    score_t = torch.tensor(scores, dtype=torch.float64)
+    label_t = None if labels is None else torch.tensor(labels, dtype=torch.int64)
+    return seg_t, score_t, label_t
+
+
+# Sized to keep this file ~15 s on 2 cores; CI runs a fresh random sample every time.
+FAST = settings(max_examples=70, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+# --------------------------------------------------------------------------------------------- #
+# Property tests
+# --------------------------------------------------------------------------------------------- #
+
+
+@FAST
+@given(candidates(num_labels=1), st.sampled_from([0.0, 0.2, 0.5, 0.7, 1.0]), st.sampled_from([None, 1, 3]))
+def test_hard_nms_matches_loop_reference(data, thr, max_keep):
+    segs, scores, _ = data
+    keep = nms(*as_tensors(segs, scores)[:2], thr, max_keep).tolist()
+    assert keep == ref_hard_nms(segs, scores, thr, max_keep)
+
+
+@FAST
+@given(candidates(), st.sampled_from([0.0, 0.2, 0.6]), st.sampled_from([None, 2]), st.sampled_from([0.0, 1.0]))
+def test_batched_nms_equals_per_class_loop(data, thr, max_keep, offset):
+    segs, scores, labels = data
+    keep = batched_nms(*as_tensors(segs, scores, labels), thr, max_keep, length_offset=offset).tolist()
+    assert keep == ref_per_class_nms(segs, scores, labels, thr, max_keep, offset)
+
+
+@FAST
+@given(
+    candidates(max_n=25, num_labels=1),
+    st.sampled_from(["gaussian", "linear"]),
+    st.sampled_from([0.0, 0.1, 0.3]),
+    st.sampled_from([None, 0.001, 0.2]),
+    st.sampled_from([None, 4]),
+    st.booleans(),
+)
+def test_soft_nms_matches_loop_reference(data, method, thr, min_score, max_keep, keep_last):
+    segs, scores, _ = data
+    seg_t, score_t, _ = as_tensors(segs, scores)
+    keep, new_scores = soft_nms_indices(seg_t, score_t, None, method, 0.5, thr, min_score, max_keep,
+                                        keep_last=keep_last)
+    ref = sorted(ref_soft_nms(segs, scores, method, 0.5, thr, min_score, max_keep, keep_last=keep_last),
+                 key=lambda p: (-p[1], p[0]))
+    assert sorted(keep.tolist()) == sorted(i for i, _ in ref)
+    got = dict(zip(keep.tolist(), new_scores.tolist()))
+    for index, value in ref:
+        assert got[index] == pytest.approx(value, abs=1e-6)
+    assert all(np.diff(new_scores.numpy()) <= 0)  # sorted by decayed score
+
+
+@FAST
+@given(candidates(max_n=25), st.sampled_from([0.5, 0.8]), st.sampled_from([None, 3]))
+def test_batched_soft_nms_equals_per_class_loop(data, sigma, max_keep):
+    segs, scores, labels = data
+    seg_t, score_t, label_t = as_tensors(segs, scores, labels)
+    keep, new_scores = soft_nms_indices(seg_t, score_t, label_t, "gaussian", sigma, 0.1, None, max_keep)
+    expected: dict[int, float] = {}
+    for label in set(labels):
+        members = [i for i in range(len(labels)) if labels[i] == label]
+        for j, value in ref_soft_nms([segs[i] for i in members], [scores[i] for i in members], "gaussian",
+                                     sigma, 0.1, None, max_keep):
+            expected[members[j]] = value
+    got = dict(zip(keep.tolist(), new_scores.tolist()))
+    assert set(got) == set(expected)
+    for index, value in expected.items():
+        assert got[index] == pytest.approx(value, abs=1e-6)
+
+
+@FAST
+@given(candidates(max_n=20, num_labels=1))
+def test_bsn_width_gate_matches_reference(data):
+    segs, scores, _ = data
+    seg_t, score_t, _ = as_tensors(segs, scores)
+    keep, new_scores = soft_nms_indices(seg_t, score_t, None, "gaussian", 0.75, 0.3, None, None,
+                                        iou_threshold_high=0.05)
+    ref = ref_soft_nms(segs, scores, "gaussian", 0.75, 0.3, None, None, thr_high=0.05)
+    got = dict(zip(keep.tolist(), new_scores.tolist()))
+    assert set(got) == {i for i, _ in ref}
+    for index, value in ref:
+        assert got[index] == pytest.approx(value, abs=1e-6)
+
+
+@st.composite
+def detection_sets(draw):
+    segs, scores, labels = draw(candidates(max_n=40))
+    videos = draw(st.lists(st.sampled_from(["v_b", "v_a", "v_c"]), min_size=len(segs), max_size=len(segs)))
+    names = np.array(["Diving", "Shotput", "HighJump"], dtype=object)
+    arr = np.asarray(segs, dtype=np.float64).reshape(-1, 2)
+    return DetectionSet(np.asarray(videos, dtype=object), arr[:, 0], arr[:, 1], names[np.asarray(labels, int)],
+                        np.asarray(scores, dtype=np.float64))
+
+
+def rows_of(dets: DetectionSet) -> list[tuple]:
+    return list(zip(dets.video.tolist(), dets.start.tolist(), dets.end.tolist(), dets.label.tolist(),
+                    dets.score.tolist()))
+
+
+@SETS
+@given(detection_sets(), st.sampled_from([0.2, 0.5]), st.sampled_from([None, 2]), st.sampled_from([None, 3]),
+       st.booleans())
+def test_detection_set_hard_nms_equals_loop_over_videos(dets, thr, per_class, per_video, agnostic):
+    out = nms_detection_set(dets, NMSConfig("hard", thr, max_per_class=per_class, max_per_video=per_video,
+                                            class_agnostic=agnostic))
+    expected = []
+    for video in dets.videos():  # first-appearance order
+        rows = np.flatnonzero(dets.video == video)
+        segs = list(zip(dets.start[rows], dets.end[rows]))
+        scores = dets.score[rows].tolist()
+        labels = [0] * len(rows) if agnostic else dets.label[rows].tolist()
+        kept = ref_per_class_nms(segs, scores, labels, thr, per_class)
+        kept = kept[:per_video] if per_video else kept
+        expected.extend(rows[kept].tolist())
+    assert rows_of(out) == rows_of(dets.select(np.asarray(expected, dtype=np.int64)))
+
+
+@SETS
+@given(detection_sets(), st.sampled_from([None, 0.05]), st.sampled_from([None, 2]))
+def test_detection_set_soft_nms_equals_loop_over_videos(dets, min_score, per_video):
+    out = nms_detection_set(dets, "afsd", min_score=min_score, max_per_video=per_video)
+    expected = []
+    for video in dets.videos():
+        rows = np.flatnonzero(dets.video == video)
+        emitted = []
+        for label in set(dets.label[rows].tolist()):
+            members = rows[dets.label[rows] == label]
+            ref = ref_soft_nms(list(zip(dets.start[members], dets.end[members])), dets.score[members].tolist(),
+                               "gaussian", 0.5, 0.0, min_score, 5000, keep_last=False)
+            emitted.extend((int(members[j]), value) for j, value in ref)
+        emitted.sort(key=lambda p: (-p[1], p[0]))
+        expected.extend(emitted[:per_video] if per_video else emitted)
+    assert len(out) == len(expected)
+    got = rows_of(out)
+    for (video, start, end, label, value), (index, ref_value) in zip(got, expected):
+        assert (video, start, end, label) == (dets.video[index], dets.start[index], dets.end[index],
+                                              dets.label[index])
+        assert value == pytest.approx(ref_value, abs=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(candidates(max_n=20), st.sampled_from([0.0, 1.0]))
+def test_segment_iou_is_the_shared_tiou(data, offset):
+    segs, _, _ = data
+    if not segs:
+        return
+    a = torch.tensor(segs, dtype=torch.float64)
+    b = a.flip(0)
+    got = segment_iou(a, b).numpy()
+    np.testing.assert_array_equal(got, np.diag(tiou_pairwise(a.numpy(), b.numpy())))
+    shifted = segment_iou(a, b, offset).numpy()
+    assert shifted.tolist() == [ref_iou(x, y, offset) for x, y in zip(segs, segs[::-1])]
+
+
+# --------------------------------------------------------------------------------------------- #
+# Hand cases
+# --------------------------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_iou_exactly_at_threshold_is_kept(dtype):
+    # [0, 6] vs [4, 10]: intersection 2, union 10 -> IoU 0.2 exactly.
+    segs = torch.tensor([[0.0, 6.0], [4.0, 10.0]], dtype=dtype)
+    scores = torch.tensor([0.9, 0.8], dtype=dtype)
+    assert nms(segs, scores, 0.2).tolist() == [0, 1]
+    assert nms(segs, scores, 0.19).tolist() == [0]
+
+
+def test_soft_nms_decays_only_above_the_gate():
+    segs = torch.tensor([[0.0, 6.0], [4.0, 10.0]], dtype=torch.float64)  # IoU exactly 0.2
+    scores = torch.tensor([0.9, 0.8], dtype=torch.float64)
+    assert soft_nms(segs, scores, iou_threshold=0.2, min_score=None)[1].tolist() == [0.9, 0.8]
+    decayed = soft_nms(segs, scores, iou_threshold=0.19, min_score=None)[1].tolist()
+    assert decayed == pytest.approx([0.9, 0.8 * math.exp(-0.04 / 0.5)], rel=1e-12)
+
+
+def test_ties_keep_the_lower_input_index():
+    segs = torch.tensor([[0.0, 5.0], [0.0, 5.0], [0.0, 5.0], [20.0, 25.0]])
+    scores = torch.tensor([0.5, 0.7, 0.7, 0.7])
+    assert nms(segs, scores, 0.5).tolist() == [1, 3]
+    keep, new_scores = soft_nms_indices(segs, scores, min_score=None)
+    assert keep.tolist()[:2] == [1, 3]  # tied 0.7s: index 1 before 3, 2 decayed by the identical 1
+    assert new_scores[2].item() == pytest.approx(0.7 * math.exp(-1 / 0.5), rel=1e-6)
+
+
+def test_max_per_class_caps_each_class_separately():
+    segs = torch.tensor([[i * 10.0, i * 10.0 + 5] for i in range(6)])
+    scores = torch.tensor([0.1, 0.6, 0.3, 0.9, 0.8, 0.2])
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    assert batched_nms(segs, scores, labels, 0.5, max_per_class=2).tolist() == [3, 4, 1, 2]
+
+
+def test_ecm_plus_one_convention_suppresses_close_disjoint_segments():
+    # Disjoint in seconds, but with the +1 length convention they "overlap": IoU 0.7 / 2.2 ~ 0.318.
+    segs = torch.tensor([[0.0, 0.5], [0.8, 1.2]], dtype=torch.float64)
+    scores = torch.tensor([0.9, 0.8], dtype=torch.float64)
+    assert nms(segs, scores, 0.3).tolist() == [0, 1]
+    assert nms(segs, scores, 0.3, length_offset=1.0).tolist() == [0]
+
+
+def test_afsd_keep_last_quirk_drops_the_final_pending_candidate():
+    segs = torch.tensor([[0.0, 1.0], [5.0, 6.0], [10.0, 11.0]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    labels = torch.tensor([0, 0, 1])
+    _, kept_scores, kept_labels = soft_nms(segs, scores, labels, keep_last=False)
+    assert kept_scores.tolist() == pytest.approx([0.9])  # class 0 loses its last, class 1 had one only
+    assert kept_labels.tolist() == [0]
+    assert len(soft_nms(segs, scores, labels)[1]) == 3
+
+
+def test_gaussian_decay_value_matches_formula():
+    segs = torch.tensor([[0.0, 10.0], [5.0, 15.0]], dtype=torch.float64)  # IoU 5/15
+    scores = torch.tensor([1.0, 0.8], dtype=torch.float64)
+    _, new, _ = soft_nms(segs, scores, method="gaussian", sigma=0.5, min_score=None)
+    assert new.tolist() == pytest.approx([1.0, 0.8 * math.exp(-(1 / 3) ** 2 / 0.5)], rel=1e-12)
+    _, new, _ = soft_nms(segs, scores, method="linear", iou_threshold=0.3, min_score=None)
+    assert new.tolist() == pytest.approx([1.0, 0.8 * (1 - 1 / 3)], rel=1e-12)
+    _, new, _ = soft_nms(segs, scores, method="linear", iou_threshold=0.5, min_score=None)
+    assert new.tolist() == pytest.approx([1.0, 0.8])  # IoU below the gate: untouched
+
+
+def test_soft_nms_returns_input_dtype_and_empty_inputs_work():
+    segs = torch.zeros((0, 2), dtype=torch.float32)
+    scores = torch.zeros(0, dtype=torch.float32)
+    s, sc, lab = soft_nms(segs, scores, torch.zeros(0, dtype=torch.int64))
+    assert s.shape == (0, 2) and sc.dtype == torch.float32 and lab.shape == (0,)
+    assert batched_nms(segs, scores, torch.zeros(0, dtype=torch.int64), 0.5).shape == (0,)
+    assert len(nms_detection_set(DetectionSet.empty(), "a2net")) == 0
+
+
+def test_numpy_wrappers_agree_with_torch():
+    rng = np.random.default_rng(3)
+    start = rng.uniform(0, 100, 300)
+    segs = np.stack([start, start + rng.uniform(1, 20, 300)], axis=1)
+    scores = rng.random(300)
+    labels = rng.integers(0, 5, 300)
+    keep = batched_nms_numpy(segs, scores, labels, 0.4)
+    assert isinstance(keep, np.ndarray)
+    assert keep.tolist() == ref_per_class_nms([tuple(s) for s in segs], scores.tolist(), labels.tolist(), 0.4)
+    idx, new = soft_nms_numpy(segs, scores, labels, sigma=0.5)
+    t_idx, t_new = soft_nms_indices(torch.from_numpy(segs), torch.from_numpy(scores), torch.from_numpy(labels))
+    np.testing.assert_array_equal(idx, t_idx.numpy())
+    np.testing.assert_allclose(new, t_new.numpy())
+
+
+def test_a2net_preset_caps_per_class_then_per_video():
+    rng = np.random.default_rng(0)
+    n = 3000  # disjoint segments (nothing suppressed) so only the caps act
+    start = np.arange(n, dtype=np.float64) * 2.0
+    labels = np.array(["A", "B", "C"], dtype=object)[np.arange(n) % 3]
+    dets = DetectionSet(np.array(["v"] * n, dtype=object), start, start + 1.0, labels, rng.random(n))
+    out = nms_detection_set(dets, "a2net")
+    assert len(out) == 200
+    best_per_class = {c: np.sort(dets.score[dets.label == c])[::-1][:200] for c in "ABC"}
+    expected = np.sort(np.concatenate(list(best_per_class.values())))[::-1][:200]
+    np.testing.assert_array_equal(out.score, expected)
+
+
+def test_detection_set_output_order_is_video_then_score():
+    dets = DetectionSet(
+        np.array(["v2", "v1", "v2", "v1"], dtype=object), np.array([0.0, 0.0, 10.0, 10.0]),
+        np.array([1.0, 1.0, 11.0, 11.0]), np.array(["A", "A", "A", "B"], dtype=object), np.array([0.3, 0.2, 0.9, 0.5]),
+    )
+    out = nms_detection_set(dets, NMSConfig("hard", 0.5))
+    assert out.video.tolist() == ["v2", "v2", "v1", "v1"]
+    assert out.score.tolist() == [0.9, 0.3, 0.5, 0.2]
+
+
+# --------------------------------------------------------------------------------------------- #
+# Bad input
+# --------------------------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize(
+    "segments, scores, labels, field",
+    [
+        (torch.zeros(3, 3), torch.zeros(3), None, "segments"),
+        (torch.zeros(3, 2), torch.zeros(4), None, "scores"),
+        (torch.tensor([[0.0, float("nan")]]), torch.ones(1), None, "segments"),
+        (torch.zeros(1, 2), torch.tensor([float("inf")]), None, "scores"),
+        (torch.zeros(2, 2), torch.zeros(2), torch.zeros(3, dtype=torch.int64), "labels"),
+        (torch.zeros(2, 2), torch.zeros(2), torch.zeros(2), "labels"),
+    ],
+)
+def test_bad_tensors_raise_tadkit_error(segments, scores, labels, field):
+    with pytest.raises(TadkitError) as info:
+        batched_nms(segments, scores, labels, 0.5)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"iou_threshold": 1.5}, "iou_threshold"),
+        ({"iou_threshold": float("nan")}, "iou_threshold"),
+        ({"sigma": 0.0}, "sigma"),
+        ({"max_per_class": 0}, "max_per_class"),
+        ({"max_per_video": -1}, "max_per_video"),
+        ({"method": "fast"}, "method"),
+    ],
+)
+def test_bad_config_raises_tadkit_error(kwargs, field):
+    with pytest.raises(TadkitError) as info:
+        NMSConfig(**kwargs)
+    assert info.value.field == field
+
+
+def test_config_from_dict_presets_and_errors():
+    cfg = NMSConfig.from_dict({"preset": "a2net", "max_per_video": 100})
+    assert cfg == NMSConfig("hard", 0.2, max_per_class=200, max_per_video=100)
+    with pytest.raises(TadkitError) as info:
+        NMSConfig.from_dict({"iou_thresh": 0.5}, file="cfg.yaml")
+    assert info.value.file == "cfg.yaml" and "iou_thresh" in str(info.value)
+    with pytest.raises(TadkitError) as info:
+        NMSConfig.from_dict({"preset": "a2net", "sigma": -1}, file="cfg.yaml")
+    assert info.value.field == "nms.sigma" and info.value.file == "cfg.yaml"
+    assert set(NMS_PRESETS) >= {"a2net", "afsd", "ecm_thumos", "ecm_anet", "acrnet_thumos", "acrnet_anet"}
+
+
+def test_detection_set_with_nan_score_names_the_video():
+    dets = DetectionSet(np.array(["v1", "v2"], dtype=object), np.array([0.0, 1.0]), np.array([1.0, 2.0]),
+                        np.array(["A", "A"], dtype=object), np.array([0.5, np.nan]))
+    with pytest.raises(TadkitError) as info:
+        nms_detection_set(dets, "a2net")
+    assert info.value.video == "v2" and info.value.field == "score"
