@@ -1,0 +1,269 @@
+"""Checkpoints: everything a killed run needs to continue bit-for-bit, in weights_only-safe types.
+
+A checkpoint is a dict of tensors and plain Python values (``torch.load(..., weights_only=True)``
+reads it; no pickled classes)::
+
+    format          "tadkit-checkpoint/1"
+    model_name      registry name, e.g. "a2net"
+    model_config    kwargs that rebuild the model: build_model(model_name, **model_config)
+    model           state_dict (DDP prefix stripped)
+    optimizer, scheduler, scaler   their state_dicts (scaler: None without AMP)
+    epoch           last completed epoch (1-based); global_step: optimizer steps so far
+    rng             {"world_size": W, "per_rank": [rng state of rank r, ...]} (see capture_rng_state)
+    sampler         {"seed", "epoch"}: the data order of epoch e is a function of (seed, e) only
+    config          Config.to_dict() of the run
+    history         list of per-epoch records (what history.json holds)
+    best            {"metric", "value", "epoch"} or None
+    versions        {"tadkit", "torch"}
+
+Files in a run directory: ``epoch_XXX.pt`` after every epoch, ``last.pt`` (the newest; a hard link
+when the file system allows, a copy otherwise), ``best.pt`` when ``train.best_metric`` is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from tadkit.errors import TadkitError
+from tadkit.utils.io import atomic_open, torch_save
+
+CHECKPOINT_FORMAT = "tadkit-checkpoint/1"
+LAST = "last.pt"
+BEST = "best.pt"
+_EPOCH_RE = re.compile(r"^epoch_(\d+)\.pt$")
+REQUIRED_KEYS = ("model_name", "model_config", "model", "epoch")
+RESUME_KEYS = ("optimizer", "scheduler", "global_step", "rng", "config")
+
+
+def epoch_filename(epoch: int) -> str:
+    return f"epoch_{epoch:03d}.pt"
+
+
+# --------------------------------------------------------------------------------------------------
+# RNG state <-> weights_only-safe values
+# --------------------------------------------------------------------------------------------------
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch (and CUDA) generator states as tensors / ints / floats / None.
+
+    ``random.getstate()`` is ``(version, tuple of 625 ints, gauss_next)`` and NumPy's legacy state is
+    ``('MT19937', uint32[624], pos, has_gauss, cached_gaussian)``; tuples of ints and NumPy arrays are
+    not what the weights_only unpickler is for, so both become int64 tensors here.
+    """
+    version, internal, gauss_next = random.getstate()
+    bit_generator, keys, pos, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "python": {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next},
+        "numpy": {
+            "bit_generator": str(bit_generator),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": [s for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+    }
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    py = state["python"]
+    random.setstate((int(py["version"]), tuple(int(x) for x in py["state"].tolist()), py["gauss_next"]))
+    npy = state["numpy"]
+    np.random.set_state(
+        (
+            npy["bit_generator"],
+            npy["keys"].numpy().astype(np.uint32),
+            int(npy["pos"]),
+            int(npy["has_gauss"]),
+            float(npy["cached_gaussian"]),
+        )
+    )
+    torch.set_rng_state(state["torch"].cpu())
+    cuda_states = state.get("cuda") or []
+    if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading and writing
+# --------------------------------------------------------------------------------------------------
+
+
+def strip_ddp_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``module.x`` -> ``x`` when every key has the DDP prefix."""
+    keys = list(state_dict)
+    if keys and all(k.startswith("module.") for k in keys):
+        return {k[len("module."):]: v for k, v in state_dict.items()}
+    return dict(state_dict)
+
+
+def save_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write atomically (temp file + rename): a kill mid-write leaves the previous file intact."""
+    data = dict(payload)
+    data.setdefault("format", CHECKPOINT_FORMAT)
+    torch_save(data, path)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    require: tuple[str, ...] = REQUIRED_KEYS) -> dict[str, Any]:
+    """Load a tadkit checkpoint with ``weights_only=True``; anything else is a clear TadkitError."""
+    path = Path(path)
+    if not path.is_file():
+        raise TadkitError("checkpoint not found", file=str(path))
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TadkitError(f"not a readable PyTorch checkpoint ({first})", file=str(path)) from None
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise TadkitError(
+            f"not a tadkit checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r}); official "
+            "weights are imported with `tadkit convert`",
+            file=str(path),
+            field="format",
+        )
+    for key in require:
+        if key not in data:
+            raise TadkitError("checkpoint is missing this entry", file=str(path), field=key)
+    return data
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Atomically make ``dst`` hold ``src``: a hard link (no second write of a large file) or a copy."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        os.link(src, tmp)
+        os.replace(tmp, dst)
+        return
+    except OSError:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    with open(src, "rb") as source, atomic_open(dst, "wb") as target:
+        shutil.copyfileobj(source, target, length=16 << 20)
+
+
+class CheckpointManager:
+    """``epoch_XXX.pt`` every epoch, ``last.pt`` = newest, ``best.pt``; prunes to the last ``keep_last``."""
+
+    def __init__(self, directory: str | os.PathLike, keep_last: int | None = None,
+                 keep_epochs: tuple[int, ...] | list[int] = ()) -> None:
+        self.directory = Path(directory)
+        self.keep_last = keep_last
+        self.keep_epochs = set(int(e) for e in keep_epochs)
+
+    @property
+    def last_path(self) -> Path:
+        return self.directory / LAST
+
+    @property
+    def best_path(self) -> Path:
+        return self.directory / BEST
+
+    def epoch_path(self, epoch: int) -> Path:
+        return self.directory / epoch_filename(epoch)
+
+    def epoch_files(self) -> dict[int, Path]:
+        out = {}
+        if self.directory.is_dir():
+            for path in self.directory.iterdir():
+                match = _EPOCH_RE.match(path.name)
+                if match:
+                    out[int(match.group(1))] = path
+        return dict(sorted(out.items()))
+
+    def save(self, payload: Mapping[str, Any], epoch: int, best: bool = False) -> Path:
+        path = save_checkpoint(payload, self.epoch_path(epoch))
+        _link_or_copy(path, self.last_path)
+        if best:
+            _link_or_copy(path, self.best_path)
+        self.prune()
+        return path
+
+    def prune(self) -> list[Path]:
+        """Delete epoch files beyond the newest ``keep_last`` (never ``keep_epochs``, last.pt, best.pt)."""
+        if self.keep_last is None:
+            return []
+        files = self.epoch_files()
+        doomed = [p for e, p in list(files.items())[: max(len(files) - self.keep_last, 0)] if e not in self.keep_epochs]
+        for path in doomed:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        return doomed
+
+
+# --------------------------------------------------------------------------------------------------
+# Model restore for inference
+# --------------------------------------------------------------------------------------------------
+
+
+def load_checkpoint_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """Rebuild the model of a tadkit checkpoint (eval mode) and return ``(model, config)``.
+
+    The model comes from ``build_model(model_name, **model_config)`` and loads its weights with
+    ``strict=True``; ``config`` is the run's :class:`tadkit.engine.config.Config`.
+    """
+    from tadkit.engine.config import Config
+    from tadkit.models import build_model
+
+    data = load_checkpoint(path, map_location="cpu")
+    # lenient: a checkpoint must stay loadable when later tadkit versions add or drop config keys
+    config = Config.from_dict(data["config"], file=path, strict=False) if "config" in data else Config()
+    model_config = data["model_config"]
+    if not isinstance(model_config, dict):
+        raise TadkitError("model_config must be a mapping", file=str(path), field="model_config")
+    try:
+        model = build_model(str(data["model_name"]), **model_config)
+    except TadkitError as error:
+        raise TadkitError(error.message, file=str(path), field=error.field or "model_name") from None
+    except (TypeError, ValueError) as error:
+        raise TadkitError(f"cannot build the model from model_config: {error}", file=str(path), field="model_config") from None
+    state = strip_ddp_prefix(data["model"])
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        summary = " ".join(str(error).split())[:400]
+        raise TadkitError(f"weights do not fit the model: {summary}", file=str(path), field="model") from None
+    model.to(device)
+    model.eval()
+    return model, config
+
+
+def model_config_of(model: nn.Module, fallback: Mapping[str, Any]) -> dict[str, Any]:
+    """The kwargs that rebuild ``model``: its ``config_dict()`` when it has one."""
+    getter = getattr(model, "config_dict", None)
+    return dict(getter()) if callable(getter) else dict(fallback)
+
+
+__all__ = [
+    "BEST",
+    "CHECKPOINT_FORMAT",
+    "LAST",
+    "CheckpointManager",
+    "capture_rng_state",
+    "epoch_filename",
+    "load_checkpoint",
+    "load_checkpoint_model",
+    "model_config_of",
+    "restore_rng_state",
+    "save_checkpoint",
+    "strip_ddp_prefix",
+]

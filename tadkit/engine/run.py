@@ -1,0 +1,76 @@
+"""What ``tadkit train CONFIG [--set KEY=VALUE ...] [--out DIR] [--resume]`` needs, as small functions.
+
+``commands/train.py`` stays a thin wrapper::
+
+    def register(subparsers):
+        parser = subparsers.add_parser("train", help="train a model from a YAML config")
+        add_train_arguments(parser)
+        parser.set_defaults(func=lambda args: run_train(args, make_evaluate_fn=make_evaluate_fn))
+
+``build_datasets_fn`` defaults to :func:`tadkit.engine.data.build_train_data` (WindowDataset from the
+config's ``data`` section); ``make_evaluate_fn(config, out_dir)`` returns the per-epoch evaluator.
+
+Under ``torchrun --nproc_per_node N -m tadkit.cli train CONFIG`` the same command runs DDP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Callable
+
+from tadkit.engine.config import Config, load_config
+from tadkit.engine.trainer import BuildDatasetsFn, EvaluateFn, TrainResult, train
+
+MakeEvaluateFn = Callable[[Config, Path], "EvaluateFn | None"]
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("config", help="YAML run config (relative paths in it resolve against its directory)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.lr=1e-4 --set train.lr_decay_epochs=[30] (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--out", default=None, help="run directory (default: config out_dir, else runs/<config name>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def resolve_out_dir(config: Config, out: str | None, config_path: str | None = None) -> Path:
+    """``--out`` (relative to the current directory) > ``out_dir`` in the config > ``runs/<config stem>``."""
+    if out:
+        return Path(out).absolute()
+    if config.out_dir:
+        return Path(config.out_dir)
+    stem = Path(config_path).stem if config_path else "run"
+    return (Path("runs") / stem).absolute()
+
+
+def prepare_run(args: argparse.Namespace) -> tuple[Config, Path]:
+    config = load_config(args.config, args.overrides)
+    out_dir = resolve_out_dir(config, args.out, args.config)
+    config.out_dir = str(out_dir)  # the resolved config beside the run names where it lives
+    return config, out_dir
+
+
+def run_train(
+    args: argparse.Namespace,
+    build_datasets_fn: BuildDatasetsFn | None = None,
+    make_evaluate_fn: MakeEvaluateFn | None = None,
+) -> int:
+    """Load the config, train, print where the results are. Returns the exit code."""
+    config, out_dir = prepare_run(args)
+    evaluate_fn = make_evaluate_fn(config, out_dir) if make_evaluate_fn is not None else None
+    result: TrainResult = train(
+        config, out_dir, args.resume, build_datasets_fn, evaluate_fn, progress=not args.no_progress
+    )
+    if int(os.environ.get("RANK", "0")) == 0:  # torchrun: only rank 0 reports
+        print(f"trained {result.epoch} epoch(s); checkpoints, history.json and train.log in {out_dir}")
+        if result.best is not None:
+            print(f"best {result.best['metric']} {result.best['value']:.4f} at epoch {result.best['epoch']} -> {result.best_checkpoint}")
+    return 0
+
+
+__all__ = ["add_train_arguments", "prepare_run", "resolve_out_dir", "run_train"]
