@@ -1,0 +1,94 @@
+"""TV-L1 optical flow for the I3D flow stream (DeepMind's Kinetics recipe).
+
+Each frame is resized (short side 256, PIL bilinear, like RGB) and converted to grayscale; TV-L1
+flow is computed between consecutive frames on the full resized frame, then centre-cropped to 224,
+clipped to [-20, 20] pixels and scaled to [-1, 1]. A stack of S flow fields needs S + 1 frames.
+
+TV-L1 lives in OpenCV's contrib build: ``pip install opencv-contrib-python-headless`` (same version
+as the installed OpenCV; it replaces the ``cv2`` module). Without it the flow stream raises a
+:class:`TadkitError` saying so; the RGB stream never needs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from tadkit.errors import TadkitError
+from tadkit.video.decode import Preprocess, center_crop, resize_short_side
+
+FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (gray0, gray1) uint8 (H, W) -> (H, W, 2) float32
+
+CONTRIB_HINT = (
+    "TV-L1 optical flow needs OpenCV's contrib modules: "
+    "pip install opencv-contrib-python-headless==<your opencv version>"
+)
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    bound: float = 20.0  # pixels; flow is clipped to [-bound, bound] then divided by bound
+
+
+def tvl1_available() -> bool:
+    """Whether this OpenCV build has a Dual TV-L1 implementation."""
+    import cv2
+
+    optflow = getattr(cv2, "optflow", None)
+    return hasattr(optflow, "DualTVL1OpticalFlow_create") or hasattr(cv2, "DualTVL1OpticalFlow_create")
+
+
+def make_tvl1() -> FlowFn:
+    """A TV-L1 flow function with OpenCV's default parameters (one instance per video: not thread safe)."""
+    import cv2
+
+    optflow = getattr(cv2, "optflow", None)
+    if hasattr(optflow, "DualTVL1OpticalFlow_create"):
+        solver = optflow.DualTVL1OpticalFlow_create()
+    elif hasattr(cv2, "DualTVL1OpticalFlow_create"):  # OpenCV 3.x kept it in the main module
+        solver = cv2.DualTVL1OpticalFlow_create()
+    else:
+        raise TadkitError(f"{CONTRIB_HINT} (this cv2 {cv2.__version__} has no DualTVL1OpticalFlow)", field="stream")
+
+    def tvl1(gray0: np.ndarray, gray1: np.ndarray) -> np.ndarray:
+        return solver.calc(gray0, gray1, None)
+
+    return tvl1
+
+
+def to_gray(frame: np.ndarray, spec: Preprocess = Preprocess()) -> np.ndarray:
+    """Decoded RGB frame -> resized (short side ``spec.short_side``) uint8 grayscale (H, W)."""
+    import cv2
+
+    return cv2.cvtColor(resize_short_side(frame, spec.short_side), cv2.COLOR_RGB2GRAY)
+
+
+def flow_to_unit(flow: np.ndarray, spec: FlowSpec = FlowSpec()) -> np.ndarray:
+    """Clip to [-bound, bound] pixels and scale to [-1, 1] (float32)."""
+    bound = np.float32(spec.bound)
+    return np.clip(flow.astype(np.float32, copy=False), -bound, bound) / bound
+
+
+class FlowCache:
+    """Flow of each consecutive frame pair, computed once even when stacks overlap (step < S)."""
+
+    def __init__(self, flow_fn: FlowFn, crop: int = 224, spec: FlowSpec = FlowSpec()) -> None:
+        self.flow_fn = flow_fn
+        self.crop = crop
+        self.spec = spec
+        self._flows: dict[int, np.ndarray] = {}
+
+    def stack(self, start: int, grays: list[np.ndarray]) -> np.ndarray:
+        """(len(grays) - 1, crop, crop, 2) flows for frames ``start .. start + len(grays) - 1``."""
+        for old in [k for k in self._flows if k < start]:
+            del self._flows[old]  # frames before this window are never needed again
+        out = []
+        for offset in range(len(grays) - 1):
+            key = start + offset
+            if key not in self._flows:
+                flow = self.flow_fn(grays[offset], grays[offset + 1])
+                self._flows[key] = flow_to_unit(center_crop(flow, self.crop), self.spec)
+            out.append(self._flows[key])
+        return np.stack(out)
