@@ -1,8 +1,40 @@
-"""`tadkit test` (placeholder until its issue lands; the owner replaces this file)."""
+"""`tadkit test CONFIG --checkpoint CKPT --out DIR`: detections + both official protocols."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("test", help="(not implemented yet)")
-    parser.set_defaults(func=lambda args: print("tadkit test is not implemented yet") or 1)
+    parser = subparsers.add_parser(
+        "test", help="detect on the test subset and evaluate a checkpoint",
+        description="Runs the model of CKPT over the config's test subset, writes results.json (ActivityNet "
+        "format), detections_thumos14.txt (when the classes have THUMOS ids), report.json and report.txt "
+        "(mAP per tIoU under both official protocols, per-duration mAP) and PNG plots.",
+    )
+    parser.add_argument("config", help="YAML run config (data + test sections are used)")
+    parser.add_argument("--checkpoint", required=True, help="tadkit checkpoint (last.pt, best.pt, epoch_XXX.pt)")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (repeatable)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from tadkit.engine.checkpoint import load_checkpoint_model
+    from tadkit.engine.config import load_config
+    from tadkit.pipeline import plot_outputs, run_test
+
+    config = load_config(args.config, args.overrides)
+    model, _ = load_checkpoint_model(args.checkpoint)
+    out_dir = Path(args.out)
+    outputs = run_test(model, config, out_dir, progress=not args.no_progress)
+    print(outputs.report.format())
+    if not args.no_plots:
+        history = Path(args.checkpoint).parent / "history.json"  # training curves when run beside a run dir
+        outputs.files.update(plot_outputs(outputs.gt, outputs.dets, outputs.report, history, out_dir))
+    for name, path in outputs.files.items():
+        print(f"{name}: {path}")
+    return 0

@@ -224,7 +224,8 @@ def load_checkpoint_model(path: str | os.PathLike, device: str | torch.device = 
     from tadkit.engine.config import Config
     from tadkit.models import build_model
 
-    data = load_checkpoint(path, map_location="cpu")
+    # model-only checkpoints (e.g. `tadkit convert a2net-official`) have no training state
+    data = load_checkpoint(path, map_location="cpu", require=("model_name", "model_config", "model"))
     # lenient: a checkpoint must stay loadable when later tadkit versions add or drop config keys
     config = Config.from_dict(data["config"], file=path, strict=False) if "config" in data else Config()
     model_config = data["model_config"]

@@ -472,6 +472,8 @@ class Trainer:
             "rng": {"world_size": self.ctx.world_size, "per_rank": rng},
             "sampler": {"seed": self.cfg.seed, "epoch": self.epoch},
             "config": self.config.to_dict(),
+            # class names travel with the weights so `tadkit detect` can label a new video
+            "classes": [str(c) for c in getattr(getattr(self.data.train, "annotations", None), "classes", [])],
             "history": self.history,
             "best": self.best,
             "versions": {"tadkit": str(__version__), "torch": str(torch.__version__)},  # TorchVersion is not weights_only-safe
