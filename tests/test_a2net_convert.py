@@ -44,11 +44,12 @@ def test_convert_official_checkpoint_reproduces_fixture(fixture_data, tmp_path, 
     assert main(["convert", "a2net-official", str(src), str(dst)]) == 0
     assert "pyramid 64/128/128/256/256/512" in capsys.readouterr().out
     ckpt = torch.load(dst, map_location="cpu", weights_only=True)
-    assert set(ckpt) == {"model", "model_name", "model_config"} and ckpt["model_name"] == "a2net"
+    assert set(ckpt) == {"format", "model", "model_name", "model_config"} and ckpt["model_name"] == "a2net"
     assert set(ckpt["model"]) == set(state)
-    model = build_model(ckpt["model_name"], **ckpt["model_config"])
-    model.load_state_dict(ckpt["model"], strict=True)
-    model.eval()
+    # the loader `tadkit test` and `tadkit detect` use takes the converted file as it is
+    from tadkit.engine.checkpoint import load_checkpoint_model
+
+    model, _ = load_checkpoint_model(dst)
     with torch.no_grad():
         out = model.raw_outputs(torch.from_numpy(data["input"]))
     assert np.abs(out["af_cls"].numpy() - data["out_af_cls"]).max() <= 1e-5

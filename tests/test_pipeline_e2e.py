@@ -18,8 +18,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo")
-    code = main(["demo", "--out", str(out), "--videos", "10", "--epochs", "4", "--max-video-seconds", "120",
-                 "--no-progress"])
+    # Small but learnable: 8 + 8 short videos of easy synthetic data, 20 short epochs (~1.5 min on 2 cores).
+    code = main(["demo", "--out", str(out), "--videos", "8", "--epochs", "20", "--max-video-seconds", "120",
+                 "--difficulty", "easy", "--no-progress"])
     assert code == 0
     return out
 
@@ -54,7 +55,7 @@ def test_demo_writes_results_report_and_plots(demo_dir: Path):
     assert len([p for p in pngs if p.name.startswith("timeline_")]) == 3
     assert all(p.read_bytes()[:8] == PNG_MAGIC and p.stat().st_size > 5000 for p in pngs)
     history = json.loads((demo_dir / "run" / "history.json").read_text())["epochs"]
-    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert [h["epoch"] for h in history] == list(range(1, 21))
     assert history[-1]["loss"]["total"] < history[0]["loss"]["total"]  # it learns
 
 
@@ -73,7 +74,7 @@ def test_trained_model_beats_its_initialisation(demo_dir: Path, tmp_path: Path, 
     for name, model in (("trained", trained), ("untrained", untrained)):
         outputs = run_test(model, config, tmp_path / name, progress=False)
         scores[name] = outputs.report.results["thumos14"].mAP[2]  # tIoU 0.3
-    assert scores["trained"] > scores["untrained"] + 0.02, scores
+    assert scores["trained"] > scores["untrained"] + 0.05, scores
 
 
 def test_cli_test_matches_cli_eval_on_its_own_outputs(demo_dir: Path, tmp_path: Path, capsys):
@@ -151,7 +152,7 @@ def test_detect_on_a_real_video(tmp_path: Path, shared, monkeypatch, capsys):
     config = A2NetConfig(in_dim=1024, base_dim=32, pyramid_dims=(32, 32, 32, 32, 32, 32), reduce_dim=32,
                          head_dim=32, num_classes=3)
     ckpt = tmp_path / "a2net.pt"
-    torch_save({"model_name": "a2net", "model_config": config.to_dict(), "model": A2Net(config).state_dict(),
+    torch_save({"format": "tadkit-checkpoint/1", "model_name": "a2net", "model_config": config.to_dict(), "model": A2Net(config).state_dict(),
                 "classes": ["clean and jerk", "walking the dog", "ballet"]}, ckpt)
     load_checkpoint_model(ckpt)  # a model-only checkpoint loads
     out = tmp_path / "v.json"

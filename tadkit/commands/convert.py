@@ -49,13 +49,15 @@ def convert_a2net_official(
 ) -> dict[str, Any]:
     """Convert an official A2Net checkpoint; returns the saved model config."""
     from tadkit.models.a2net import A2Net
+    from tadkit.engine.checkpoint import CHECKPOINT_FORMAT
     from tadkit.utils.io import torch_save
 
     state_dict = load_official_state_dict(src)
     model = A2Net.from_official_state_dict(state_dict, source=str(src), **(overrides or {}))
     config = model.config_dict()
     try:
-        torch_save({"model": model.state_dict(), "model_name": "a2net", "model_config": config}, dst)
+        torch_save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "model_name": "a2net",
+                    "model_config": config}, dst)
     except OSError as error:
         raise TadkitError(f"cannot write the converted checkpoint: {error.strerror or error}", file=str(dst)) from error
     return config

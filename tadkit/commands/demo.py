@@ -57,6 +57,8 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of data and training (default 0)")
     parser.add_argument("--max-video-seconds", type=float, default=240.0,
                         help="longest synthetic video (default 240 s; THUMOS goes to 600)")
+    parser.add_argument("--difficulty", nargs="+", default=[], metavar="PRESET|KNOB=VALUE",
+                        help="synthetic-data difficulty: easy | default | hard and/or knobs (see docs/synthetic.md)")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
 
@@ -64,7 +66,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import torch
 
-    from tadkit.data.synthetic import SynthConfig, generate_dataset
+    from tadkit.data.synthetic import SynthConfig, difficulty_from_spec, generate_dataset
     from tadkit.engine.checkpoint import load_checkpoint_model
     from tadkit.engine.config import Config
     from tadkit.engine.trainer import train
@@ -81,7 +83,8 @@ def run(args) -> int:
     else:
         print(f"[1/4] synthetic data: generating {args.videos} + {args.videos} videos in {data_dir}")
         synth = SynthConfig(seed=args.seed, dim=DEMO_MODEL["in_dim"], videos=args.videos,
-                            max_video_seconds=args.max_video_seconds)
+                            max_video_seconds=args.max_video_seconds,
+                            difficulty=difficulty_from_spec(args.difficulty))
         generate_dataset(data_dir, synth, progress=progress)
 
     config = Config.from_dict(demo_config(data_dir, args.epochs, args.seed))
