@@ -87,11 +87,13 @@ def evaluate_report(gt: AnnotationSet, dets: DetectionSet, config: Config) -> Re
 
     thresholds = config.test.tiou_thresholds
     blocked = config.test.blocked_videos
+    subset = config.data.subset_test  # gt is already this subset; passing it names it in the report
     results = {
-        protocol: evaluate(gt, dets, protocol, thresholds, blocked=blocked)
+        protocol: evaluate(gt, dets, protocol, thresholds, subset=subset, blocked=blocked)
         for protocol in [config.test.protocol] + [p for p in PROTOCOLS if p != config.test.protocol]
     }
-    durations = duration_breakdown(gt, dets, protocol=config.test.protocol, tiou_thresholds=(0.5,), blocked=blocked)
+    durations = duration_breakdown(gt, dets, protocol=config.test.protocol, tiou_thresholds=(0.5,), subset=subset,
+                                   blocked=blocked)
     return Report(results=results, durations=durations, primary=config.test.protocol)
 
 

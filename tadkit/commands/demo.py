@@ -52,8 +52,8 @@ def register(subparsers) -> None:
         description="Runs the whole pipeline on built-in synthetic THUMOS-like data; nothing is downloaded.",
     )
     parser.add_argument("--out", default="tadkit_demo", help="output directory (default: tadkit_demo)")
-    parser.add_argument("--videos", type=int, default=40, help="synthetic videos per subset (default 40)")
-    parser.add_argument("--epochs", type=int, default=12, help="training epochs (default 12)")
+    parser.add_argument("--videos", type=int, default=100, help="synthetic videos per subset (default 100)")
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
     parser.add_argument("--seed", type=int, default=0, help="seed of data and training (default 0)")
     parser.add_argument("--max-video-seconds", type=float, default=240.0,
                         help="longest synthetic video (default 240 s; THUMOS goes to 600)")
