@@ -16,7 +16,6 @@ OUT/per_duration.png. Report what it prints, whatever it says.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

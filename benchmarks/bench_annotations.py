@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -21,16 +20,11 @@ import numpy as np
 
 from tadkit.data.annotations import A2NET_DURATION_BINS, annotation_stats, load_annotations
 
+from _timing import best_of  # benchmarks/ is on sys.path when run as a script
+
 SHARED = Path(os.environ.get("TADKIT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
 
-def best_of(fn, repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def bare_parse(path: Path) -> None:

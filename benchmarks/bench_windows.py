@@ -11,7 +11,6 @@ Prints, for each path, our time, the baseline's time and the speed-up ratio:
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +18,9 @@ import numpy as np
 from tadkit.data.features import FeatureSpec, FeatureStore, FeatureTiming, save_features
 from tadkit.data.windows import SlidingWindowConfig, plan_sliding_windows, resample_features, window_starts
 
+from _timing import best_of  # benchmarks/ is on sys.path when run as a script
 
-def _best(fn, repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+
 
 
 def _report(name: str, ours: float, baseline: float) -> None:
@@ -58,7 +52,7 @@ def bench_gt_assignment() -> None:
                     if overlap / (e_pos - s_pos) > 0.9:
                         kept.append((max(s_pos, 0), min(e_pos, 128), label))
 
-    _report("GT assignment, 200 videos x 15 GT", _best(ours), _best(baseline))
+    _report("GT assignment, 200 videos x 15 GT", best_of(ours), best_of(baseline))
 
 
 def bench_window_reads() -> None:
@@ -80,7 +74,7 @@ def bench_window_reads() -> None:
             for s in starts:
                 np.load(root / "v.npy")[s : s + 128]
 
-        _report(f"read {len(starts)} windows of a 49 MB video", _best(ours), _best(baseline, repeat=1))
+        _report(f"read {len(starts)} windows of a 49 MB video", best_of(ours), best_of(baseline, repeat=1))
 
 
 def bench_resample() -> None:
@@ -99,7 +93,7 @@ def bench_resample() -> None:
                 i1 = min(i0 + 1, n - 1)
                 out[j] = features[i0] * (1 - (x - i0)) + features[i1] * (x - i0)
 
-        _report(f"linear resampling 5000 -> 750 steps, D={dim}", _best(ours, 5), _best(baseline, 5))
+        _report(f"linear resampling 5000 -> 750 steps, D={dim}", best_of(ours, 5), best_of(baseline, 5))
 
 
 if __name__ == "__main__":

@@ -20,14 +20,9 @@ import numpy as np
 from tadkit.data.records import Segment, VideoAnnotation
 from tadkit.data.synthetic import THUMOS14_CLASSES, SynthConfig, generate_dataset, make_world, render_features
 
+from _timing import best_of  # benchmarks/ is on sys.path when run as a script
 
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+
 
 
 def ten_minute_video() -> VideoAnnotation:
