@@ -80,7 +80,10 @@ class AnnotationSet:
         if names is None:
             return self
         wanted = {names.lower()} if isinstance(names, str) else {n.lower() for n in names}
-        videos = {k: v for k, v in self.videos.items() if v.subset.lower() in wanted}
+        return self.with_videos({k: v for k, v in self.videos.items() if v.subset.lower() in wanted})
+
+    def with_videos(self, videos: dict[str, VideoAnnotation]) -> "AnnotationSet":
+        """The same dataset (classes, ids, provenance) over another set of videos."""
         return AnnotationSet(
             videos=videos,
             classes=list(self.classes),

@@ -392,14 +392,7 @@ def timeline_from_annotations(source: AnnotationSet, config: SynthConfig) -> Ann
             video, duration=float(duration), fps=float(fps), segments=list(video.segments),
             ambiguous=list(video.ambiguous), num_frames=int(frames),
         )
-    return AnnotationSet(
-        videos=videos,
-        classes=list(source.classes),
-        source=source.source,
-        format=source.format,
-        external_ids=dict(source.external_ids),
-        version=source.version,
-    )
+    return source.with_videos(videos)
 
 
 def make_timelines(config: SynthConfig) -> AnnotationSet:
