@@ -227,8 +227,6 @@ def single_video_store(features_path: Path, work_dir: Path, *, fps: float | None
     written by ``tadkit extract`` (fps, step, stack, timestamps), or the ``fps``/``stride_frames``
     arguments. Without any of them the seconds would be guesses, so that is an error.
     """
-    import shutil
-
     from tadkit.data.features import FEATURES_JSON, FeatureSpec, FeatureStore
 
     features_path = Path(features_path)
@@ -258,7 +256,8 @@ def single_video_store(features_path: Path, work_dir: Path, *, fps: float | None
         raise TadkitError(f"expected a (T, D) array, got shape {array.shape}", file=str(features_path), field="shape")
     target = work_dir / f"{features_path.stem}.npy"
     if target.resolve() != features_path.resolve():
-        shutil.copyfile(features_path, target)
+        target.unlink(missing_ok=True)
+        target.symlink_to(features_path.resolve())  # the store reads it memory-mapped; no second copy
     FeatureSpec.from_dict({"fps": float(fps), "stride_frames": float(stride_frames),
                            "clip_frames": float(clip_frames or stride_frames), "offset_frames": 0,
                            "dim": int(array.shape[1])}).save(work_dir)
