@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/complementarity")
     parser.add_argument("--timeline", default=str(REPO.parent / "shared/data/thumos14/actionformer/thumos14.json"))
-    parser.add_argument("--config", default=str(REPO / "configs/a2net_thumos14_synthetic.yaml"))
+    parser.add_argument("--config", default=str(REPO / "configs/a2net/thumos14_synthetic.yaml"))
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (data seed is 0)")

@@ -1,9 +1,16 @@
-"""Glue from a run config to detections, reports and plots: what `tadkit train/test/demo` share.
+"""Glue from a run config to detections, reports and plots: what `tadkit train/test/demo/detect` share.
 
-Data flow: test windows (``WindowDataset``) -> ``model.forward`` + ``model.decode`` per window
-(:func:`tadkit.engine.inference.predict_windows`, DDP-aware) -> video seconds
-(:func:`tadkit.postprocess.merge.windows_to_detections`) -> optional CliffDiving->Diving copy ->
-per-video NMS recipe of the config -> :class:`DetectionSet` -> official protocols.
+Data flow, dispatched on the method's spec (:mod:`tadkit.methods`), never on its name: test samples
+of the method's data kind (windows or whole videos) -> ``model(batch)`` + ``model.decode(outputs,
+batch)`` per sample (:func:`tadkit.engine.inference.predict`, DDP-aware) -> video seconds:
+
+* output kind ``detections``: :func:`tadkit.postprocess.merge.windows_to_detections`, then
+  ``test.drop_reversed`` (end < start can never match);
+* output kind ``cas``: the method's ``localize(activation, meta, test.cas)``;
+
+-> optional CliffDiving->Diving copy (``test.duplicate_cliffdiving``) -> optional removal of
+detections overlapping Ambiguous GT (``test.drop_ambiguous``) -> the NMS recipe (``test.nms``, or
+the method's default) -> :class:`DetectionSet` -> official protocols.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from tadkit.data.records import AnnotationSet, DetectionSet
 from tadkit.engine.config import Config
 from tadkit.errors import TadkitError
 
-PROTOCOLS = ("thumos14", "activitynet")
+from tadkit.data.choices import PROTOCOLS  # noqa: E402
 
 
 def video_durations(annotations: AnnotationSet) -> dict[str, float] | None:
@@ -30,29 +37,74 @@ def video_durations(annotations: AnnotationSet) -> dict[str, float] | None:
     return {vid: float(d) for vid, d in durations.items()}
 
 
-def detect_windows(model: nn.Module, dataset: Any, config: Config, *, progress: bool = True) -> DetectionSet:
-    """Detections (seconds) of every video of ``dataset`` after the config's post-processing."""
-    from tadkit.data.windows import collate_windows
-    from tadkit.engine.inference import predict_windows
+def detections_from_predictions(predictions: list, annotations: AnnotationSet, config: Config) -> DetectionSet:
+    """Per-sample decoder outputs -> post-processed detections in seconds (the config's recipe)."""
+    from tadkit.engine.data import method_of
     from tadkit.postprocess.merge import THUMOS14_DUPLICATES, duplicate_labels, windows_to_detections
     from tadkit.postprocess.nms import nms_detection_set
 
-    predictions = predict_windows(
-        model, dataset, collate_windows, batch_size=config.test.batch_size, progress=progress, desc="detect"
-    )
-    annotations: AnnotationSet = dataset.annotations
-    dets = windows_to_detections(
-        [p.detections for p in predictions],
-        [p.meta for p in predictions],
-        annotations.classes,
-        clip_to_video=video_durations(annotations),
-    )
-    # A2Net's linear AF regression can emit end < start (official code keeps them; they can never
-    # overlap ground truth, so they are pure false positives): drop them before NMS. Documented deviation.
-    dets = dets.select(dets.end >= dets.start)
+    spec = method_of(config)
+    clip = video_durations(annotations)
+    if spec.output_kind == "cas":
+        dets = _localize_all(spec, predictions, annotations, config, clip)
+    else:
+        dets = windows_to_detections(
+            [p.detections for p in predictions], [p.meta for p in predictions], annotations.classes, clip_to_video=clip,
+        )
+        if config.test.drop_reversed:  # can never match GT: pure false positives (A2Net deviation 1 in docs)
+            dets = dets.select(dets.end >= dets.start)
     if config.test.duplicate_cliffdiving:
         dets = duplicate_labels(dets, THUMOS14_DUPLICATES)
-    return nms_detection_set(dets, config.test.nms_config(file=config.source))
+    if config.test.drop_ambiguous:
+        dets = drop_ambiguous(dets, annotations)
+    nms = config.test.nms_config(file=config.source, default=spec.defaults.get("test.nms"))
+    return dets if nms is None else nms_detection_set(dets, nms)
+
+
+def _localize_all(spec: Any, predictions: list, annotations: AnnotationSet, config: Config,
+                  clip: dict[str, float] | None) -> DetectionSet:
+    """``cas`` methods: each sample's class activation -> segments in seconds via the method's localize."""
+    localize = spec.localizer()
+    options = dict(config.test.cas)
+    videos, starts, ends, scores, labels = [], [], [], [], []
+    for pred in predictions:
+        segments, score, label = localize(pred.detections, dict(pred.meta), options)
+        segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
+        if clip is not None and pred.video_id in clip:
+            segments = np.clip(segments, 0.0, clip[pred.video_id])
+        videos.append(np.full(len(segments), pred.video_id, dtype=object))
+        starts.append(segments[:, 0])
+        ends.append(segments[:, 1])
+        scores.append(np.asarray(score, dtype=np.float64).reshape(-1))
+        labels.append(np.asarray(label, dtype=np.int64).reshape(-1))
+    if not videos:
+        return DetectionSet.empty()
+    label_idx = np.concatenate(labels)
+    names = np.asarray(annotations.classes, dtype=object)
+    return DetectionSet(np.concatenate(videos), np.concatenate(starts), np.concatenate(ends),
+                        names[label_idx], np.concatenate(scores))
+
+
+def drop_ambiguous(dets: DetectionSet, annotations: AnnotationSet) -> DetectionSet:
+    """Delete detections that overlap (any tIoU > 0) an Ambiguous segment of their video (ACRNet's protocol)."""
+    from tadkit.postprocess.merge import drop_overlapping
+
+    ambiguous = {vid: np.asarray(v.ambiguous, dtype=np.float64).reshape(-1, 2)
+                 for vid, v in annotations.videos.items() if getattr(v, "ambiguous", None)}
+    return drop_overlapping(dets, ambiguous) if ambiguous else dets
+
+
+def detect_dataset(model: nn.Module, dataset: Any, config: Config, *, progress: bool = True) -> DetectionSet:
+    """Detections (seconds) of every video of ``dataset`` after the config's post-processing."""
+    from tadkit.engine.data import collate_fn_for, method_of
+    from tadkit.engine.inference import predict
+
+    collate = collate_fn_for(method_of(config).data_kind)
+    predictions = predict(model, dataset, collate, batch_size=config.test.batch_size, progress=progress, desc="detect")
+    return detections_from_predictions(predictions, dataset.annotations, config)
+
+
+detect_windows = detect_dataset  # issue-3 name
 
 
 @dataclass
@@ -107,13 +159,13 @@ def make_evaluate_fn(config: Config, out_dir: Path) -> Callable[[nn.Module, int]
     state: dict[str, Any] = {}
 
     def evaluate_fn(model: nn.Module, epoch: int) -> dict[str, float]:
-        from tadkit.engine.data import build_window_dataset
+        from tadkit.engine.data import build_dataset
         from tadkit.evaluation import evaluate
 
         if "dataset" not in state:
-            state["dataset"] = build_window_dataset(config, training=False, progress=False)
+            state["dataset"] = build_dataset(config, training=False, progress=False)
         dataset = state["dataset"]
-        dets = detect_windows(model, dataset, config, progress=False)
+        dets = detect_dataset(model, dataset, config, progress=False)
         result = evaluate(dataset.annotations, dets, config.test.protocol, config.test.tiou_thresholds)
         metrics = {f"mAP@{t:g}": float(m) for t, m in zip(result.tiou, result.mAP)}
         metrics["average_mAP"] = float(result.average_mAP)
@@ -134,18 +186,18 @@ class TestOutputs:
 
 def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool = True) -> TestOutputs:
     """Detect on the test subset, write ActivityNet JSON + THUMOS txt + the report (JSON and text)."""
-    from tadkit.engine.data import build_window_dataset
+    from tadkit.engine.data import build_dataset
     from tadkit.evaluation import write_activitynet_json, write_thumos_txt
     from tadkit.utils.io import write_json, write_text
 
     out_dir = Path(out_dir)
-    dataset = build_window_dataset(config, training=False, progress=progress)
+    dataset = build_dataset(config, training=False, progress=progress)
     if len(dataset) == 0:
         raise TadkitError(
-            f"no test windows: subset {config.data.subset_test!r} has no video with features",
+            f"no test samples: subset {config.data.subset_test!r} has no video with features",
             file=config.data.annotations, field="data.subset_test",
         )
-    dets = detect_windows(model, dataset, config, progress=progress)
+    dets = detect_dataset(model, dataset, config, progress=progress)
     gt = dataset.annotations
     files = {"results": out_dir / "results.json", "report": out_dir / "report.json", "table": out_dir / "report.txt"}
     write_activitynet_json(dets, files["results"])
@@ -179,17 +231,21 @@ def plot_outputs(
         chosen = dets.select(np.flatnonzero(mask)[top])
         duration = video.duration or float(max([s.end for s in video.segments] + list(chosen.end) + [1.0]))
         path = out_dir / f"timeline_{video.video_id}.png"
-        plot_timeline(video.segments, chosen, duration, gt.classes, path, title=f"{video.video_id}: GT vs detections")
+        plot_timeline(video.segments, chosen, duration, gt.classes, path, title=f"{video.video_id}: GT vs detections",
+                      total_detections=int(mask.sum()))
         files[f"timeline_{video.video_id}"] = path
     bins = {b.name: 100.0 * b.mAP[0] for b in report.durations.bins if b.num_gt}
     files["per_duration"] = out_dir / "per_duration_map.png"
-    plot_duration_map(bins, files["per_duration"], title=f"mAP@0.5 per action duration ({report.primary})")
+    kept = [b for b in report.durations.bins if b.num_gt]
+    plot_duration_map(bins, files["per_duration"], title=f"mAP@0.5 per action duration ({report.primary})", unit="%",
+                      ranges={b.name: (b.low, b.high) for b in kept}, counts={b.name: b.num_gt for b in kept})
     if history_path is not None and Path(history_path).exists():
         history = json.loads(Path(history_path).read_text())
         curves = history_to_curves(history)
         if curves:
             files["training_curves"] = out_dir / "training_curves.png"
-            plot_training_curves(curves, files["training_curves"])
+            records = history.get("epochs", []) if isinstance(history, dict) else list(history)
+            plot_training_curves(curves, files["training_curves"], lr=[float(r.get("lr", "nan")) for r in records])
     return files
 
 
@@ -267,11 +323,11 @@ def single_video_store(features_path: Path, work_dir: Path, *, fps: float | None
 def detect_feature_store(model: nn.Module, store: Any, video_id: str, config: Config, classes: list[str],
                          duration: float | None = None, *, progress: bool = True) -> DetectionSet:
     """Detections for one video of ``store``: the same windows, decoding and NMS as `tadkit test`."""
-    from tadkit.data.dataset import WindowDataset
     from tadkit.data.records import VideoAnnotation
+    from tadkit.engine.data import build_dataset
 
     dim = store.dim(video_id)
-    in_dim = getattr(getattr(model, "config", None), "in_dim", None)
+    in_dim = model_input_dim(model)
     if in_dim is not None and int(in_dim) != int(dim):
         raise TadkitError(
             f"the model expects {in_dim}-d features but this video's features are {dim}-d "
@@ -283,7 +339,13 @@ def detect_feature_store(model: nn.Module, store: Any, video_id: str, config: Co
         duration = float(timing.index_to_seconds(count - 1)) + timing.seconds_per_feature
     video = VideoAnnotation(video_id=video_id, subset=DETECT_SUBSET, duration=float(duration), fps=timing.fps)
     annotations = AnnotationSet(videos={video_id: video}, classes=list(classes), source="detect")
-    kwargs = config.data.window_dataset_kwargs(training=False)
-    kwargs["subset"] = DETECT_SUBSET
-    dataset = WindowDataset(annotations, store, **kwargs, progress=False)
-    return detect_windows(model, dataset, config, progress=progress)
+    config = Config.from_dict({**config.to_dict(), "data": {**config.to_dict()["data"], "subset_test": DETECT_SUBSET}})
+    dataset = build_dataset(config, training=False, progress=False, annotations=annotations, store=store)
+    return detect_dataset(model, dataset, config, progress=progress)
+
+
+def model_input_dim(model: nn.Module) -> int | None:
+    """The feature width a model expects (``in_dim`` of its ``config_dict()``), when it says."""
+    getter = getattr(model, "config_dict", None)
+    value = getter().get("in_dim") if callable(getter) else None
+    return int(value) if isinstance(value, (int, float)) else None

@@ -528,10 +528,11 @@ def test_decode_hand_set_outputs():
     assert torch.allclose(af_seg[10], torch.tensor([16.0, 26.0]))  # (10-2, 10+3) units x2
     assert int(det.labels[2 + 10]) == 2
     assert torch.allclose(af_seg[125], torch.tensor([98.0, 128.0]))  # (48+1, 64) x2
-    # equal weighting reproduces the official scores; lambda re-weights branches by 2λ / 2(1-λ)
+    # equal weighting reproduces the official scores; as in paper Table V, lambda weights the
+    # anchor-based scores (the first 2 candidates) by 2λ and the anchor-free ones by 2(1-λ)
     skewed = tiny_model(merge_lambda=0.25).decode(out)[0]
-    assert torch.allclose(skewed.scores[:2], det.scores[:2] * 1.5)
-    assert torch.allclose(skewed.scores[2:], det.scores[2:] * 0.5)
+    assert torch.allclose(skewed.scores[:2], det.scores[:2] * 0.5)
+    assert torch.allclose(skewed.scores[2:], det.scores[2:] * 1.5)
 
 
 # ----------------------------------------------------------------------------------------------

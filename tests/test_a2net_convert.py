@@ -100,6 +100,6 @@ def test_convert_rejects_truncated_and_mismatched_checkpoints(fixture_data, tmp_
     dst = tmp_path / "out.pt"
     assert main(["convert", "a2net-official", str(truncated), str(dst)]) == 2
     _assert_one_line_error(capsys, str(truncated))
-    assert main(["convert", "a2net-official", str(good), str(dst), "--anchor-ratios", "1", "2"]) == 2
+    assert main(["convert", "a2net-official", str(good), str(dst), "--set", "anchor_ratios=[1, 2]"]) == 2
     _assert_one_line_error(capsys, "field anchor_ratios")
     assert not dst.exists()

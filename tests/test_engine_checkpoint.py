@@ -87,9 +87,10 @@ def test_full_training_state_loads_with_weights_only_and_resumes_optimizer(tmp_p
     clone.load_state_dict(data["model"])
     opt2 = torch.optim.Adam(clone.parameters(), lr=0.01)
     opt2.load_state_dict(data["optimizer"])
-    sched2 = torch.optim.lr_scheduler.MultiStepLR(opt2, [99])
+    sched2 = build_scheduler(opt2, Config.from_dict(toy_config_dict()))
     sched2.load_state_dict(data["scheduler"])
-    assert sched2.last_epoch == scheduler.last_epoch and list(sched2.milestones) == list(scheduler.milestones)
+    assert sched2.last_epoch == scheduler.last_epoch and sched2.base_lrs == scheduler.base_lrs
+    assert sched2.get_last_lr() == scheduler.get_last_lr()
     # One more identical step on both must give identical weights (Adam moments restored).
     for m, o in ((model, optimizer), (clone, opt2)):
         o.zero_grad()
@@ -150,7 +151,7 @@ def test_load_checkpoint_model_rebuilds_the_model_and_config(tmp_path):
         load_checkpoint_model(save_checkpoint(data, tmp_path / "bad.pt"))
     assert info.value.file.endswith("bad.pt") and info.value.field == "model"
     data["model_name"] = "no_such_model"
-    with pytest.raises(TadkitError, match="unknown model"):
+    with pytest.raises(TadkitError, match="unknown method"):
         load_checkpoint_model(save_checkpoint(data, tmp_path / "bad2.pt"))
 
 

@@ -20,9 +20,13 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def test_defaults_are_the_official_a2net_thumos_settings(tmp_path):
-    # methods/a2net.md §5: Adam lr 1e-4, no weight decay, batch 48, 40 epochs, x0.1 after epoch 30, seed 1.
+def test_generic_defaults_and_the_a2net_method_defaults(tmp_path):
+    # Generic defaults (= methods/a2net.md §5 numbers): Adam lr 1e-4, no weight decay, batch 48, 40 epochs,
+    # x0.1 after epoch 30, seed 1. The NMS recipe is no longer a config default but the method's own.
+    from tadkit.methods import get_method
+
     config = load_config(write(tmp_path / "empty.yaml", ""))
+    assert config.model.name is None and config.test.nms_config() is None
     t = config.train
     assert (t.lr, t.weight_decay, t.batch_size, t.epochs, t.lr_decay_epochs, t.lr_gamma, t.seed) == (
         1e-4, 0.0, 48, 40, [30], 0.1, 1)
@@ -30,7 +34,7 @@ def test_defaults_are_the_official_a2net_thumos_settings(tmp_path):
     d = config.data
     assert (d.mode, d.window, d.stride_train, d.stride_test, d.pad) == ("sliding", 128, None, None, "repeat")
     # §6: per-class hard NMS 0.2, <= 200 per class, top 200 per video; protocol defaults from evaluation.md.
-    nms = config.test.nms_config()
+    nms = config.test.nms_config(default=get_method("a2net").defaults["test.nms"])
     assert (nms.method, nms.iou_threshold, nms.max_per_class, nms.max_per_video) == ("hard", 0.2, 200, 200)
     assert config.test.thresholds() == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
     config.test.protocol = "activitynet"

@@ -17,7 +17,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -46,7 +46,8 @@ class ToyDetector(nn.Module):
         self.cls = nn.Conv1d(hidden, num_classes + 1, 1)
         self.reg = nn.Conv1d(hidden, 2, 1)
 
-    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Mapping[str, Any] | torch.Tensor) -> dict[str, torch.Tensor]:
+        features = batch["features"] if isinstance(batch, Mapping) else batch  # the method contract: whole batch
         x = F.relu(self.body(features))
         return {"logits": self.cls(x), "reg": self.reg(x)}
 
@@ -65,7 +66,8 @@ class ToyDetector(nn.Module):
             dists.append(torch.stack([centres - chosen[:, 0], chosen[:, 1] - centres], 1))
         return torch.stack(labels), torch.stack(dists)
 
-    def loss(self, outputs: dict[str, torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    def loss(self, outputs: dict[str, torch.Tensor], batch: Mapping[str, Any] | list) -> dict[str, torch.Tensor]:
+        targets = batch["targets"] if isinstance(batch, Mapping) else batch
         logits, reg = outputs["logits"], outputs["reg"]
         labels, dists = self.step_targets(targets, logits.shape[-1])
         labels, dists = labels.to(logits.device), dists.to(logits.device)
@@ -81,7 +83,7 @@ class ToyDetector(nn.Module):
         return {"cls": cls, "reg": reg_loss, "total": cls + reg_loss}
 
     @torch.no_grad()
-    def decode(self, outputs: dict[str, torch.Tensor]) -> list[WindowDetections]:
+    def decode(self, outputs: dict[str, torch.Tensor], batch: Mapping[str, Any] | None = None) -> list[WindowDetections]:
         probs = outputs["logits"].softmax(1)[:, 1:]  # (B, C, T)
         scores, labels = probs.max(1)
         centres = torch.arange(scores.shape[-1], device=scores.device, dtype=torch.float32) + 0.5

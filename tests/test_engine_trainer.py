@@ -257,7 +257,12 @@ def test_predict_windows_single_process_keeps_every_window_once_in_order():
     assert {k: len(v) for k, v in grouped.items()} == {"video_0000": 3, "video_0001": 3, "video_0002": 1}
     with torch.no_grad():
         expected = model.decode(model(toy_collate([dataset[4]])["features"]))[0]
-    assert torch.equal(predictions[4].detections.scores, expected.scores)
+    # batched vs single-window convolution differ in the last bits on some CPUs: compare with a
+    # tolerance that still tells windows apart (another window's scores differ by far more)
+    assert torch.allclose(predictions[4].detections.scores, expected.scores, rtol=1e-4, atol=1e-6)
+    assert torch.equal(predictions[4].detections.labels, expected.labels)
+    other = model.decode(model(toy_collate([dataset[3]])["features"]))[0]
+    assert not torch.allclose(other.scores, expected.scores, rtol=1e-4, atol=1e-6)
     assert predictions[4].meta["t0"] == 16.0  # second window of video_0001
     assert not model.training
 

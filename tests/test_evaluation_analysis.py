@@ -143,3 +143,105 @@ def test_limit_factor_keeps_top_predictions_per_class():
     top = false_positive_breakdown(gt, make_dets(rows), tiou_thresholds=[0.5], limit_factor=10)
     assert full.num_predictions == 21 and top.num_predictions == 10
     assert top.counts["background"] == [9] and top.true_positives == [1]
+
+
+# ----------------------------------------------------------------------------------------------
+# DETAD (HumamAlwassel/DETAD src/action_detector_diagnosis.py), restated as loops
+# ----------------------------------------------------------------------------------------------
+def detad_reference(gt_rows, pred_rows, thresholds, limit_factor=10, min_tiou=0.1):
+    """(counts {type: [per tIoU]}, true positives per tIoU, average-mAP_N, gains) of DETAD's
+    false_positive_analysis.py settings (limit 10G, normalize_ap, min tIoU 0.1)."""
+    from test_evaluation_reference import interpolated_prec_rec, segment_iou_scalar
+
+    labels = list(dict.fromkeys(r[1] for r in gt_rows))
+    n_avg = len(gt_rows) / len(labels)
+    npos = {lab: sum(1 for g in gt_rows if g[1] == lab) for lab in labels}
+    preds = []  # _limit_prediction: per class, nlargest(int(N_j * 10)) (stable on ties)
+    for lab in labels:
+        cls = sorted([r for r in pred_rows if r[1] == lab], key=lambda r: -r[4])
+        preds += cls[: int(npos[lab] * limit_factor)]
+    gt_idx = {lab: [i for i, g in enumerate(gt_rows) if g[1] == lab] for lab in labels}
+    matched = [[None] * len(preds) for _ in thresholds]
+    order_of = {}
+    for lab in labels:
+        order = sorted([i for i, r in enumerate(preds) if r[1] == lab], key=lambda i: -preds[i][4])
+        order_of[lab] = order
+        for t, thr in enumerate(thresholds):
+            locked = set()
+            for i in order:
+                cands = [(segment_iou_scalar(preds[i][2], preds[i][3], gt_rows[g][2], gt_rows[g][3]), g)
+                         for g in gt_idx[lab] if gt_rows[g][0] == preds[i][0]]
+                for v, g in sorted(cands, key=lambda c: (-c[0], -c[1])):  # argsort()[::-1]: later GT on ties
+                    if v < thr:
+                        break
+                    if g in locked:
+                        continue
+                    locked.add(g)
+                    matched[t][i] = g
+                    break
+    types = [[None] * len(preds) for _ in thresholds]
+    for t, thr in enumerate(thresholds):
+        for i, r in enumerate(preds):
+            if matched[t][i] is not None:
+                continue
+            best_v, best_g = -1.0, None
+            for g, row in enumerate(gt_rows):  # argmax: first maximum, GT of any class in the video
+                if row[0] == r[0]:
+                    v = segment_iou_scalar(r[2], r[3], row[2], row[3])
+                    if v > best_v:
+                        best_v, best_g = v, g
+            same = best_g is not None and gt_rows[best_g][1] == r[1]
+            if best_v >= thr:
+                types[t][i] = "double_detection" if same else "wrong_label"
+            elif best_v >= min_tiou:
+                types[t][i] = "localization" if same else "confusion"
+            else:
+                types[t][i] = "background"
+
+    def mean_ap(removed_type=None):
+        aps = []
+        for lab in labels:
+            for t in range(len(thresholds)):
+                tp = fp = 0
+                prec, rec = [], []
+                for i in order_of[lab]:
+                    if removed_type is not None and types[t][i] == removed_type:
+                        continue
+                    if matched[t][i] is not None:
+                        tp += 1
+                    else:
+                        fp += 1
+                    r = tp / npos[lab]
+                    rec.append(r)
+                    prec.append(r * n_avg / (r * n_avg + fp))
+                aps.append(interpolated_prec_rec(prec, rec) if prec else 0.0)
+        return float(np.mean(aps))
+
+    counts = {k: [sum(1 for x in types[t] if x == k) for t in range(len(thresholds))] for k in FP_TYPES}
+    tps = [sum(1 for m in matched[t] if m is not None) for t in range(len(thresholds))]
+    average = mean_ap()
+    return counts, tps, average, {k: mean_ap(k) - average for k in FP_TYPES}, len(preds)
+
+
+@pytest.mark.shared
+def test_detad_settings_match_official_restatement():
+    from tadkit.data.annotations import load_annotations
+    from tadkit.evaluation.analysis import detad_breakdown
+
+    full = load_annotations(shared_path("data", "activitynet", "v1.3", "bsn", "anet_anno_action.json"),
+                            subset="validation")
+    gt = full.with_videos(dict(list(full.videos.items())[:120]))
+    dets = perturb_gt(gt, np.random.default_rng(4), copies=(0, 6), wrong_label=0.3, extra_fp=150,
+                      unknown_video=False)
+    thresholds = [0.5, 0.75, 0.95]
+    ours = detad_breakdown(gt, dets, tiou_thresholds=thresholds)
+    gt_rows, _ = gt_rows_of(gt)
+    counts, tps, average, gains, n = detad_reference(gt_rows, pred_rows_of(dets), thresholds)
+    print("DETAD restatement:", counts, "avg-mAP_N", round(100 * average, 3),
+          {k: round(100 * v, 3) for k, v in gains.items()})
+    assert ours.num_predictions == n < len(dets)  # the top-10G limit removed some
+    assert ours.counts == counts and ours.true_positives == tps
+    assert ours.average_mAP == pytest.approx(average, abs=1e-12)
+    for k in FP_TYPES:
+        assert ours.mAP_gain[k] == pytest.approx(gains[k], abs=1e-12)
+    assert sum(ours.detad_profile()[k][0] for k in ("true_positive",) + FP_TYPES) == pytest.approx(1.0)

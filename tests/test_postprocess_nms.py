@@ -430,3 +430,138 @@ def test_detection_set_with_nan_score_names_the_video():
     with pytest.raises(TadkitError) as info:
         nms_detection_set(dets, "a2net")
     assert info.value.video == "v2" and info.value.field == "score"
+
+
+# --------------------------------------------------------------------------------------------- #
+# Large groups (the block kernel) against a straightforward NumPy loop
+# --------------------------------------------------------------------------------------------- #
+
+import importlib  # noqa: E402
+
+nms_module = importlib.import_module("tadkit.postprocess.nms")  # the package re-exports a function `nms`
+
+
+def numpy_loop_nms(segs, scores, labels, method, thr, sigma=0.5, min_score=None, max_keep=None, thr_high=None,
+                   keep_last=True, offset=0.0):
+    """One class at a time, one pick per iteration (argmax: first = lowest index), vectorized update."""
+    out: list[tuple[int, float]] = []
+    for label in np.unique(labels):
+        idx = np.flatnonzero(labels == label)
+        s, e, cur = segs[idx, 0], segs[idx, 1], scores[idx].astype(np.float64)
+        pend = np.arange(idx.size)
+        if method != "hard" and min_score is not None:
+            pend = pend[cur[pend] >= min_score]
+        emitted = 0
+        while pend.size and (max_keep is None or emitted < max_keep):
+            if not keep_last and pend.size == 1:
+                break
+            j = int(np.argmax(cur[pend]))
+            p = pend[j]
+            out.append((int(idx[p]), float(cur[p])))
+            emitted += 1
+            pend = np.delete(pend, j)
+            inter = np.maximum(np.minimum(e[pend], e[p]) - np.maximum(s[pend], s[p]) + offset, 0.0)
+            union = (e[pend] - s[pend] + offset) + (e[p] - s[p] + offset) - inter
+            iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+            if method == "hard":
+                pend = pend[iou <= thr]
+                continue
+            gate = thr if thr_high is None else thr + (thr_high - thr) * (e[p] - s[p])
+            factor = 1.0 - iou if method == "linear" else np.exp(-(iou * iou) / sigma)
+            cur[pend] = np.where(iou > gate, cur[pend] * factor, cur[pend])
+            if min_score is not None:
+                pend = pend[cur[pend] >= min_score]
+    out.sort(key=lambda pair: (-pair[1], pair[0]))
+    return np.array([i for i, _ in out], dtype=np.int64), np.array([v for _, v in out])
+
+
+def clustered(rng, n, num_labels, coarse):
+    """Heavy overlap around a few centres; ``coarse`` puts everything on a 0.5 grid with 5 score levels,
+    so exact score ties, identical segments, zero-length segments and IoU == threshold are common."""
+    centre = rng.choice(rng.uniform(0, 60, 6), n) + rng.normal(0, 2.0, n)
+    length = rng.uniform(0, 12, n)
+    start = centre - length / 2
+    scores = rng.random(n)
+    if coarse:
+        start, length = np.round(start * 2) / 2, np.round(length * 2) / 2
+        scores = rng.choice([0.1, 0.25, 0.5, 0.75, 0.9], n)
+    dup = rng.random(n) < 0.1  # copies of another row: identical segment and score
+    src = rng.integers(0, n, n)
+    start[dup], length[dup], scores[dup] = start[src[dup]], length[src[dup]], scores[src[dup]]
+    segs = np.stack([start, start + length], axis=1)
+    return segs, scores, rng.integers(0, num_labels, n)
+
+
+def assert_same(got, expected):
+    keep, value = got
+    ref_keep, ref_value = expected
+    np.testing.assert_array_equal(keep, ref_keep)
+    np.testing.assert_allclose(value, ref_value, rtol=0, atol=1e-12)
+
+
+BLOCK_CASES = [
+    # method, thr, min_score, max_keep, thr_high, keep_last
+    ("gaussian", 0.0, 0.001, None, None, True),
+    ("gaussian", 0.0, 0.001, 5000, None, False),  # AFSD
+    ("gaussian", 0.1, None, None, None, True),  # ACRNet: keep everything
+    ("gaussian", 0.3, None, None, 0.05, True),  # BSN width gate (negative for wide picks)
+    ("linear", 0.1, 0.001, None, None, True),
+    ("linear", 0.0, 0.2, 7, None, True),
+    ("linear", 0.3, 0.05, 3, None, False),
+    ("gaussian", 0.0, 0.3, None, None, False),
+]
+
+
+@pytest.mark.parametrize("coarse", [False, True])
+@pytest.mark.parametrize("case", BLOCK_CASES)
+def test_soft_nms_large_groups_equal_numpy_loop(case, coarse):
+    method, thr, min_score, max_keep, thr_high, keep_last = case
+    rng = np.random.default_rng(2 * BLOCK_CASES.index(case) + int(coarse))
+    segs, scores, labels = clustered(rng, 900, 3, coarse)  # ~300 per class: the block kernel
+    assert np.bincount(labels).min() >= nms_module._BLOCK_MIN_GROUP
+    got = soft_nms_numpy(segs, scores, labels, method, 0.5, thr, min_score, max_keep, iou_threshold_high=thr_high,
+                         keep_last=keep_last)
+    assert_same(got, numpy_loop_nms(segs, scores, labels, method, thr, 0.5, min_score, max_keep, thr_high, keep_last))
+
+
+@pytest.mark.parametrize("coarse", [False, True])
+@pytest.mark.parametrize("thr, max_keep, offset", [(0.2, None, 0.0), (0.0, None, 0.0), (0.5, 4, 0.0),
+                                                   (0.6, None, 1.0), (1.0, None, 0.0)])
+def test_hard_nms_large_groups_equal_numpy_loop(thr, max_keep, offset, coarse):
+    rng = np.random.default_rng(int(thr * 10) + 7 * int(coarse) + (max_keep or 0))
+    segs, scores, labels = clustered(rng, 900, 3, coarse)
+    keep = batched_nms_numpy(segs, scores, labels, thr, max_keep, length_offset=offset)
+    ref_keep, _ = numpy_loop_nms(segs, scores, labels, "hard", thr, max_keep=max_keep, offset=offset)
+    np.testing.assert_array_equal(keep, ref_keep)
+
+
+def test_mixed_group_sizes_and_torch_entry_point_equal_numpy_loop():
+    # One big class (block kernel) next to small ones (round kernel), through the public torch API.
+    rng = np.random.default_rng(11)
+    segs, scores, _ = clustered(rng, 700, 1, False)
+    labels = np.where(rng.random(700) < 0.8, 0, rng.integers(1, 40, 700))
+    keep, value = soft_nms_indices(torch.from_numpy(segs), torch.from_numpy(scores), torch.from_numpy(labels),
+                                   "gaussian", 0.5, 0.0, 0.001)
+    assert_same((keep.numpy(), value.numpy()), numpy_loop_nms(segs, scores, labels, "gaussian", 0.0, 0.5, 0.001))
+    kept = batched_nms(torch.from_numpy(segs), torch.from_numpy(scores), torch.from_numpy(labels), 0.3)
+    np.testing.assert_array_equal(kept.numpy(), numpy_loop_nms(segs, scores, labels, "hard", 0.3)[0])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(candidates(max_n=40), st.sampled_from(["hard", "gaussian", "linear"]), st.sampled_from([0.0, 0.2, 0.5]),
+       st.sampled_from([None, 0.2]), st.sampled_from([None, 2]), st.booleans())
+def test_block_kernel_on_small_inputs_matches_loop(data, method, thr, min_score, max_keep, keep_last):
+    # Force every group through the block kernel, so the hand-picked corner cases of the strategies
+    # (exact ties, identical and zero-length segments, IoU == threshold) reach it too.
+    segs, scores, labels = data
+    segs = np.asarray(segs, dtype=np.float64).reshape(-1, 2)
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(nms_module, "_BLOCK_MIN_GROUP", 1)
+        if method == "hard":
+            got = batched_nms_numpy(segs, scores, labels, thr, max_keep)
+            np.testing.assert_array_equal(got, numpy_loop_nms(segs, scores, labels, "hard", thr, max_keep=max_keep)[0])
+        else:
+            got = soft_nms_numpy(segs, scores, labels, method, 0.5, thr, min_score, max_keep, keep_last=keep_last)
+            assert_same(got, numpy_loop_nms(segs, scores, labels, method, thr, 0.5, min_score, max_keep,
+                                            keep_last=keep_last))

@@ -429,10 +429,42 @@ def test_cli_synth_writes_a_dataset_and_reports_errors_on_one_line(tmp_path, cap
     for extra, needle in (
         ([], "--overwrite"),
         (["--overwrite", "--difficulty", "volume=3"], "knob"),
-        (["--overwrite", "--timeline", str(tmp_path / "missing.json"), "--videos", "3"], "--videos"),
+        (["--overwrite", "--timeline", str(tmp_path / "missing.json"), "--videos", "3"], "missing.json"),
+        (["--overwrite", "--videos", "0"], "videos"),
         (["--overwrite", "--dim", "1"], "dim"),
     ):
         capsys.readouterr()
         assert cli_main(args + extra) == 2
         err = capsys.readouterr().err.strip()
         assert needle in err and "\n" not in err and "Traceback" not in err
+
+
+def test_cli_synth_timeline_videos_and_subset_combine(tmp_path, capsys):
+    """--timeline F --videos N --subset S: the first N video ids (sorted) of subset S of F, real segments kept."""
+    database = {}
+    for subset, prefix in (("val", "video_validation"), ("test", "video_test")):
+        for i in (5, 1, 3):  # file order is not id order
+            database[f"{prefix}_{i:07d}"] = {"subset": subset, "duration": 70.0 + i, "fps": 30.0, "annotations": [
+                {"segment": [10.0 + i, 14.0 + i], "label": "Diving"}]}
+    timeline = tmp_path / "timeline.json"
+    timeline.write_text(json.dumps({"classes": ["Diving"], "database": database}))
+    base = ["data", "synth", "--seed", "2", "--dim", "16", "--timeline", str(timeline)]
+    assert cli_main(base + ["--out", str(tmp_path / "two"), "--videos", "2", "--subset", "validation"]) == 0
+    assert "2 videos" in capsys.readouterr().out
+    two = json.loads((tmp_path / "two" / "annotations.json").read_text())["database"]
+    assert sorted(two) == ["video_validation_0000001", "video_validation_0000003"]
+    assert two["video_validation_0000003"]["annotations"][0]["segment"] == [13.0, 17.0]
+    assert json.loads((tmp_path / "two" / "synth.json").read_text())["config"]["timeline_videos"] == 2
+
+    assert cli_main(base + ["--out", str(tmp_path / "each"), "--videos", "1"]) == 0
+    each = json.loads((tmp_path / "each" / "annotations.json").read_text())["database"]
+    assert sorted(each) == ["video_test_0000001", "video_validation_0000001"]  # N per subset
+
+    assert cli_main(base + ["--out", str(tmp_path / "all")]) == 0
+    assert len(json.loads((tmp_path / "all" / "annotations.json").read_text())["database"]) == 6
+    # a video's features do not depend on which other videos were generated
+    np.testing.assert_array_equal(np.load(tmp_path / "two" / "features" / "video_validation_0000003.npy"),
+                                  np.load(tmp_path / "all" / "features" / "video_validation_0000003.npy"))
+    with pytest.raises(TadkitError) as info:
+        SynthConfig(timeline_videos=2).validate()
+    assert info.value.field == "timeline_videos"

@@ -189,3 +189,138 @@ def test_pr_curve(tmp_path):
     for bad in ({}, {"x": ([0.1, 0.2], [0.5])}, {"x": ([0.1], [1.5])}):
         with pytest.raises(TadkitError):
             plot_pr_curve(bad, tmp_path / "bad.png")
+
+
+# --------------------------------------------------------------------------------------------- #
+# What the figures say (matplotlib objects, captured before saving)
+# --------------------------------------------------------------------------------------------- #
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """Every Figure a plot function saves, in order."""
+    import tadkit.viz.plots as plots
+
+    captured = []
+    real_save = plots._save
+
+    def capture(fig, path):
+        captured.append(fig)
+        return real_save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", capture)
+    return captured
+
+
+def _collection(ax, label):
+    return next(c for c in ax.collections if c.get_label() == label)
+
+
+def test_timeline_legend_fixed_opacity_and_top_k_caption(tmp_path, figures):
+    gt = [Segment(1.0, 4.0, "Diving")]
+    many = [("v", 1.0 + 0.01 * i, 4.0, "Diving", 0.2 + 0.5 * i / 99) for i in range(100)]
+    plot_timeline(gt, detections([("v", 1.0, 4.0, "Diving", 0.2), ("v", 5.0, 6.0, "HighJump", 0.9)]), 10.0, CLASSES,
+                  tmp_path / "a.png")
+    plot_timeline(gt, detections(many), 10.0, CLASSES, tmp_path / "b.png")
+    a, b = figures
+    texts = [t.get_text() for t in a.legends[0].get_texts()]
+    assert texts[0].startswith("ground truth") and all(t.startswith("detection") for t in texts[1:])
+    assert [t.split("score ")[1] for t in texts[1:]] == ["1", "0.5", "0"]
+    # the same score gets the same opacity whatever else is in the figure: 0.15 + 0.8 * score
+    alpha_a = _collection(a.axes[0], "det:Diving").get_facecolors()[:, 3]
+    assert alpha_a == pytest.approx([0.15 + 0.8 * 0.2])
+    alpha_b = _collection(b.axes[0], "det:Diving").get_facecolors()[:, 3]
+    assert len(alpha_b) == 30 and alpha_b.max() == pytest.approx(0.15 + 0.8 * 0.7)
+    assert alpha_b.min() == pytest.approx(0.15 + 0.8 * (0.2 + 0.5 * 70 / 99))
+    assert _collection(a.axes[0], "det:HighJump").get_facecolors()[0, 3] == pytest.approx(0.87)
+    assert _collection(a.axes[0], "gt:Diving").get_facecolors()[0, 3] == 1.0
+    assert a.axes[0].get_title(loc="left") == "v: 1 GT, all 2 detections"
+    assert b.axes[0].get_title(loc="left") == "v: 1 GT, top 30 of 100 detections"
+    assert "top 30 detections per video" in b._suptitle.get_text() and "fixed 0..1 scale" in b._suptitle.get_text()
+
+
+def test_timeline_total_detections_score_range_and_clipping(tmp_path, figures):
+    dets = detections([("v", 1.0, 2.0, "Diving", 3.0), ("v", 3.0, 4.0, "Diving", -1.0)])
+    plot_timeline([], dets, 10.0, CLASSES, tmp_path / "a.png", total_detections=250, max_detections=2)
+    plot_timeline([], dets, 10.0, CLASSES, tmp_path / "b.png", score_range=(-1.0, 3.0))
+    a, b = figures
+    assert a.axes[0].get_title(loc="left") == "v: 0 GT, top 2 of 250 detections"
+    assert "2 score(s) outside it clipped" in a._suptitle.get_text()
+    assert sorted(_collection(a.axes[0], "det:Diving").get_facecolors()[:, 3]) == pytest.approx([0.15, 0.95])
+    assert sorted(_collection(b.axes[0], "det:Diving").get_facecolors()[:, 3]) == pytest.approx([0.15, 0.95])
+    assert "fixed -1..3 scale" in b._suptitle.get_text() and "clipped" not in b._suptitle.get_text()
+    for kwargs, field in (({"score_range": (1.0, 1.0)}, "score_range"), ({"total_detections": 1}, "total_detections"),
+                          ({"total_detections": {"v": 1.5}}, "total_detections")):
+        with pytest.raises(TadkitError) as info:
+            plot_timeline([], dets, 10.0, CLASSES, tmp_path / "c.png", **kwargs)
+        assert info.value.field == field
+
+
+def test_class_colours_are_never_grey_and_distinct_for_thumos():
+    colours = class_colors([f"c{i}" for i in range(38)])
+    rgb = np.array([c[:3] for c in colours.values()])
+    spread = rgb.max(axis=1) - rgb.min(axis=1)
+    assert spread.min() > 0.1, "a grey (r == g == b) class colour"
+    assert len({tuple(np.round(c, 4)) for c in rgb}) == 38
+    assert colours["c0"][:3] == pytest.approx((0.12156862745098039, 0.4666666666666667, 0.7058823529411765))  # tab:blue
+
+
+def test_duration_map_percent_axis_ranges_and_counts(tmp_path, figures):
+    values = {"ES": 11.5, "S": 28.2, "M": 50.0, "L": 55.7, "EL": 0.0}
+    ranges = {"ES": (0, 1.5), "S": (1.5, 2.5), "M": (2.5, 4.2), "L": (4.2, 6.9), "EL": (6.9, None)}
+    counts = {"ES": 650, "S": 701, "M": 690, "L": 680, "EL": 0}
+    plot_duration_map(values, tmp_path / "d.png", unit="%", ranges=ranges, counts=counts)
+    plot_duration_map({"XS": 0.2}, tmp_path / "plain.png")
+    fig, plain = figures
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "mAP@0.5 (%)" and plain.axes[0].get_ylabel() == "mAP@0.5"
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks[0] == "ES\n0-1.5 s\n650 GT" and ticks[1] == "S\n1.5-2.5 s\n701 GT" and ticks[4] == "EL\n>= 6.9 s\n0 GT"
+    bar_texts = [t.get_text() for t in ax.texts]
+    assert bar_texts == ["11.5", "28.2", "50.0", "55.7", "no GT"]
+    assert ax.get_ylim()[1] <= 105.0
+    for kwargs, field in (({"ranges": {"ES": (0, 1)}}, "ranges"), ({"counts": {**counts, "ES": -1}}, "counts"),
+                          ({"ranges": {**ranges, "S": (2.5, 1.5)}}, "ranges"),
+                          ({"unit": "%", "ranges": None, "counts": None, "title": None}, "bins")):
+        bins = {**values, "M": 150.0} if field == "bins" else values
+        with pytest.raises(TadkitError) as info:
+            plot_duration_map(bins, tmp_path / "bad.png", **kwargs)
+        assert info.value.field == field
+
+
+def test_training_curves_validation_lr_decay_and_axes(tmp_path, figures):
+    epochs = 40
+    lr = [1e-4] * 30 + [1e-5] * 10
+    loss = list(np.linspace(3.0, 0.5, epochs))
+    evaluated = [3, 28, 30, 40]
+    val_map = [45.0 if e in evaluated else float("nan") for e in range(1, epochs + 1)]
+    val_loss = [1.0 if e in evaluated else float("nan") for e in range(1, epochs + 1)]
+    history = {"loss/total": loss, "val/total": val_loss, "val/mAP@0.5 (%)": val_map, "lr": lr}
+    plot_training_curves(history, tmp_path / "c.png")
+    plot_training_curves({"loss/total": loss}, tmp_path / "d.png", decay_epochs=[30, 35])
+    fig, given = figures
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["loss/total", "val/mAP@0.5 (%)", "lr"]  # val/total joined loss
+    loss_ax, map_ax, lr_ax = visible
+    assert [t.get_text() for t in loss_ax.get_legend().get_texts()] == ["train", "validation"]
+    assert [t.get_text() for t in map_ax.get_legend().get_texts()] == ["evaluated at 4 epoch(s)"]
+    assert list(map_ax.lines[0].get_xdata()) == evaluated
+    for ax in visible:
+        assert ax.get_xlim() == pytest.approx((0.5, 40.5))
+        decay_lines = [line for line in ax.lines if line.get_linestyle() == ":"]
+        assert [line.get_xdata()[0] for line in decay_lines] == [30.5]
+        assert "lr x0.1" in [t.get_text() for t in ax.texts]
+    assert lr_ax.get_yscale() == "log"
+    marks = [line.get_xdata()[0] for line in given.axes[0].lines if line.get_linestyle() == ":"]
+    assert marks == [30.5, 35.5]
+
+
+def test_training_curves_single_epoch_draws_no_axis(tmp_path, figures):
+    plot_training_curves({"loss/total": [17.03], "val/total": [16.0], "mAP": [0.25]}, tmp_path / "c.png", "demo")
+    (fig,) = figures
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 2 and not any(ax.axison for ax in visible)
+    assert not any(ax.lines for ax in visible)
+    assert visible[0].texts[0].get_text() == "epoch 1\ntrain: 17.03\nvalidation: 16"
+    assert visible[1].texts[0].get_text() == "epoch 1\n0.25"
+    assert "single epoch" in fig._suptitle.get_text()

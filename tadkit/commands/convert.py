@@ -1,6 +1,11 @@
-"""`tadkit convert`: turn third-party checkpoints into tadkit checkpoints.
+"""`tadkit convert <method>-official IN OUT`: the authors' checkpoints -> tadkit checkpoints.
 
-    tadkit convert a2net-official IN.pth OUT.pt [--window 128] [--anchor-ratios 0.5 0.75 1 1.5 2]
+One sub-command per registered method with an official importer (``MethodSpec.official_importer``):
+
+    tadkit convert a2net-official IN.pth OUT.pt [--set window=128] [--set anchor_ratios=[0.5,0.75,1,1.5,2]]
+    tadkit convert ecm-official IN.pth OUT.pt [--set preset=anet13]
+
+``--set`` gives the importer what the tensors cannot tell (YAML-typed values).
 
 A tadkit checkpoint is ``{"model": state_dict, "model_name": str, "model_config": dict}``; rebuild it
 with ``tadkit.models.build_model(ckpt["model_name"], **ckpt["model_config"])``.
@@ -17,8 +22,10 @@ from tadkit.errors import TadkitError
 
 def load_official_state_dict(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``; accept a raw state_dict or one nested under
-    ``"state_dict"`` / ``"model"`` (the official training script saves ``{"epoch", "model", "optimizer"}``)."""
+    ``"state_dict"`` / ``"model"`` (official training scripts save ``{"epoch", "model", "optimizer"}``)."""
     import torch
+
+    from tadkit.models.base import strip_ddp_prefix
 
     path = Path(path)
     if not path.is_file():
@@ -39,59 +46,74 @@ def load_official_state_dict(path: str | Path) -> dict[str, Any]:
     bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise TadkitError("state_dict entry is not a tensor", file=str(path), field=str(bad[0]))
-    from tadkit.models.a2net import strip_module_prefix
-
-    return {strip_module_prefix(k): v for k, v in obj.items()}
+    return strip_ddp_prefix(obj)
 
 
-def convert_a2net_official(
-    src: str | Path, dst: str | Path, overrides: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Convert an official A2Net checkpoint; returns the saved model config."""
-    from tadkit.models.a2net import A2Net
+def convert_official(method: str, src: str | Path, dst: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Convert an official checkpoint of ``method``; returns the saved model config."""
+    import inspect
+
     from tadkit.engine.checkpoint import CHECKPOINT_FORMAT
+    from tadkit.methods import get_method
     from tadkit.utils.io import torch_save
 
+    from tadkit.methods.base import resolve
+
+    spec = get_method(method, field="method")
+    if spec.official_importer is None:
+        raise TadkitError(f"method {spec.name!r} has no importer for official checkpoints", field="method")
     state_dict = load_official_state_dict(src)
-    model = A2Net.from_official_state_dict(state_dict, source=str(src), **(overrides or {}))
+    kwargs = dict(overrides or {})
+    function = resolve(spec.official_importer)
+    if "source" in inspect.signature(function).parameters:
+        kwargs["source"] = str(src)
+    try:
+        model = function(state_dict, **kwargs)
+    except TypeError as error:
+        raise TadkitError(f"{spec.name} importer: {error}", file=str(src), field="overrides") from None
     config = model.config_dict()
     try:
-        torch_save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "model_name": "a2net",
+        torch_save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "model_name": spec.name,
                     "model_config": config}, dst)
     except OSError as error:
         raise TadkitError(f"cannot write the converted checkpoint: {error.strerror or error}", file=str(dst)) from error
     return config
 
 
-def _run_a2net(args: argparse.Namespace) -> int:
-    overrides: dict[str, Any] = {}
-    if args.window is not None:
-        overrides["window"] = args.window
-    if args.anchor_ratios is not None:
-        overrides["anchor_ratios"] = tuple(args.anchor_ratios)
-    config = convert_a2net_official(args.input, args.output, overrides)
-    dims = "/".join(str(d) for d in config["pyramid_dims"])
-    print(
-        f"converted {args.input} -> {args.output}: a2net, in_dim {config['in_dim']}, base {config['base_dim']}, "
-        f"pyramid {dims}, {config['num_classes']} classes, branches {config['branches']}"
-    )
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from tadkit.engine.config import parse_override
+
+    values: dict[str, Any] = {}
+    for text in args.overrides:
+        key, value = parse_override(text)
+        values[key] = value
+    return values
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = convert_official(args.method, args.input, args.output, _overrides(args))
+    def text(value: Any) -> str:
+        return "/".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+    shown = ", ".join(f"{k.removesuffix('_dims')} {text(v)}" for k, v in config.items() if "weight" not in k)
+    print(f"converted {args.input} -> {args.output}: {args.method}, {shown}")
     return 0
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("convert", help="convert third-party checkpoints to tadkit checkpoints")
+    from tadkit.methods import official_importers
+
+    parser = subparsers.add_parser("convert", help="convert the authors' checkpoints to tadkit checkpoints")
     kinds = parser.add_subparsers(dest="kind", metavar="KIND")
-    a2net = kinds.add_parser(
-        "a2net-official",
-        help="official A2Net (LeYangNwpu/A2Net) checkpoint -> tadkit checkpoint",
-        description="Read the authors' checkpoint (raw state_dict, or nested under 'state_dict'/'model'), "
-        "infer the widths from the tensor shapes and save {model, model_name, model_config}.",
-    )
-    a2net.add_argument("input", help="official .pth file")
-    a2net.add_argument("output", help="tadkit checkpoint to write (.pt)")
-    a2net.add_argument("--window", type=int, default=None, help="features per window (default 128)")
-    a2net.add_argument(
-        "--anchor-ratios", type=float, nargs="+", default=None, help="anchor ratios (default 0.5 0.75 1 1.5 2)"
-    )
-    a2net.set_defaults(func=_run_a2net)
+    for kind, spec in official_importers().items():
+        sub = kinds.add_parser(
+            kind, help=f"official {spec.name} checkpoint -> tadkit checkpoint",
+            description="Read the authors' checkpoint (raw state_dict, or nested under 'state_dict'/'model'), "
+            "infer the widths from the tensor shapes and save {model, model_name, model_config}.",
+        )
+        sub.add_argument("input", help="official .pth file")
+        sub.add_argument("output", help="tadkit checkpoint to write (.pt)")
+        sub.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="model setting the tensors cannot tell (YAML-typed, repeatable)")
+        sub.set_defaults(func=_run, method=spec.name)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)

@@ -46,6 +46,10 @@ def register(subparsers) -> None:
     stats.add_argument("--json", action="store_true", help="print the statistics as JSON")
     stats.set_defaults(func=_stats)
 
+    from tadkit.data.import_features import register_import_command
+
+    register_import_command(data_subparsers)
+
     try:  # `tadkit data synth` lives in another module that may not exist yet
         from tadkit.data.synthetic import register_synth_command
     except ImportError:

@@ -1,4 +1,8 @@
-"""`tadkit detect INPUT --checkpoint CKPT`: actions in one new video (or one feature file)."""
+"""`tadkit detect INPUT [--checkpoint CKPT]`: actions in one new video (or one feature file).
+
+Without ``--checkpoint`` the detector is zero-shot: the 400 Kinetics actions of I3D's own classifier
+(:mod:`tadkit.video.zeroshot`). Extracted features are cached (:mod:`tadkit.video.cache`).
+"""
 
 from __future__ import annotations
 
@@ -12,16 +16,22 @@ FEATURE_SUFFIXES = {".npy", ".npz"}
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "detect", help="detect actions in one video file or feature file",
+        "detect", help="detect actions in one video file or feature file (zero-shot Kinetics-400 without --checkpoint)",
         description="INPUT is a video (features are extracted with I3D first; run `tadkit weights i3d` once) "
         "or a (T, D) .npy feature file (timing from features.json beside it, a `tadkit extract` sidecar "
-        "JSON, or --feature-fps/--feature-stride). Runs the checkpoint's model over the whole video with the "
-        "windows/resampling of its config, post-processes, prints the segments and writes ActivityNet JSON.",
+        "JSON, or --feature-fps/--feature-stride). With --checkpoint: runs the model over the whole video with "
+        "the windows/resampling of its config and its post-processing. Without: ZERO-SHOT localization of the "
+        "400 Kinetics-400 actions from I3D's own Kinetics classifier, applied to every feature stack (no "
+        "training; the classes are Kinetics', not your dataset's). Prints the segments and writes ActivityNet "
+        "JSON. Extracted features are cached in $TADKIT_CACHE/features (default ~/.cache/tadkit/features).",
     )
     parser.add_argument("input", help="video file or feature file")
-    parser.add_argument("--checkpoint", required=True, help="tadkit checkpoint (from tadkit train / convert)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="tadkit checkpoint (from tadkit train / convert); omit for zero-shot Kinetics-400")
     parser.add_argument("--config", help="YAML config whose data/test sections override the checkpoint's")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override; without --checkpoint a zero-shot setting such as "
+                        "class_threshold=0.1, max_classes=3, smooth=1, cas.gamma=0, nms.iou_threshold=0.4")
     parser.add_argument("--out", help="write ActivityNet-format JSON here")
     parser.add_argument("--plot", help="draw the detection timeline to this PNG")
     parser.add_argument("--top", type=int, default=20, help="rows printed (default 20; the JSON has all)")
@@ -33,6 +43,8 @@ def register(subparsers) -> None:
     video.add_argument("--stream", default="rgb", choices=["rgb", "flow", "rgb+flow"])
     video.add_argument("--flow-weights", default=None, help="flow I3D weights (stream flow / rgb+flow)")
     video.add_argument("--features-out", default=None, help="keep the extracted features in this directory")
+    video.add_argument("--no-cache", action="store_true",
+                       help="neither read nor write the feature cache ($TADKIT_CACHE/features)")
     feats = parser.add_argument_group("feature-file input without features.json or sidecar")
     feats.add_argument("--feature-fps", type=float, default=None, help="frame rate the features were taken at")
     feats.add_argument("--feature-stride", type=float, default=None, help="frames between consecutive features")
@@ -42,10 +54,29 @@ def register(subparsers) -> None:
 
 def _class_names(checkpoint: dict, model) -> list[str]:
     classes = [str(c) for c in checkpoint.get("classes") or []]
-    num = getattr(getattr(model, "config", None), "num_classes", None)
-    if not classes and num is not None:
-        classes = [f"class_{i}" for i in range(int(num))]  # old checkpoints: indices are all we know
+    getter = getattr(model, "config_dict", None)
+    num = getter().get("num_classes") if callable(getter) else None
+    if not classes and isinstance(num, int):
+        classes = [f"class_{i}" for i in range(num)]  # converted checkpoints: indices are all we know
     return classes
+
+
+I3D_DIM_PER_STREAM = 1024
+
+
+def check_feature_kind(spec, model, stream: str, checkpoint: str) -> None:
+    """Before any extraction: the checkpoint must take I3D features of the streams asked for."""
+    from tadkit.pipeline import model_input_dim
+
+    if spec.data_kind == "frames":
+        raise TadkitError(f"method {spec.name!r} runs on decoded frames, which `tadkit detect` does not "
+                          "decode in this version", file=checkpoint, field="model_name")
+    expected = I3D_DIM_PER_STREAM * len(stream.split("+"))
+    in_dim = model_input_dim(model)
+    if in_dim is not None and in_dim != expected:
+        hint = {1024: "--stream rgb", 2048: "--stream rgb+flow --flow-weights FLOW"}.get(in_dim, "features of its own kind")
+        raise TadkitError(f"the model takes {in_dim}-d features but --stream {stream} gives {expected}-d I3D "
+                          f"features; use {hint}, or pass a feature file", file=checkpoint, field="stream")
 
 
 def run(args) -> int:
@@ -53,6 +84,7 @@ def run(args) -> int:
 
     from tadkit.engine.checkpoint import load_checkpoint, load_checkpoint_model
     from tadkit.engine.config import Config, load_config
+    from tadkit.engine.data import method_of
     from tadkit.evaluation import write_activitynet_json
     from tadkit.pipeline import detect_feature_store, single_video_store
 
@@ -68,6 +100,8 @@ def run(args) -> int:
         config = Config.from_dict(apply_overrides(ckpt_config.to_dict(), args.overrides)[0], file=args.checkpoint)
     classes = _class_names(checkpoint, model)
     progress = not args.no_progress
+    if source.suffix.lower() not in FEATURE_SUFFIXES:
+        check_feature_kind(method_of(config), model, args.stream, args.checkpoint)
 
     with tempfile.TemporaryDirectory(prefix="tadkit_detect_") as tmp:
         work = Path(tmp)

@@ -13,6 +13,8 @@ import argparse
 import json
 import sys
 
+import numpy as np
+
 from tadkit.errors import TadkitError
 
 
@@ -24,8 +26,10 @@ def register(subparsers) -> None:
         "(activitynet = Evaluation/eval_detection.py, thumos14 = TH14evalDet.m).",
     )
     parser.add_argument("--gt", required=True, help="ground truth (any format load_annotations reads)")
-    parser.add_argument("--pred", required=True, help="detections: ActivityNet JSON, THUMOS txt or CSV")
-    parser.add_argument("--protocol", required=True, choices=["activitynet", "thumos14"])
+    parser.add_argument("--pred", default=None,
+                        help="detections: ActivityNet JSON, THUMOS txt or CSV (required unless --compare)")
+    parser.add_argument("--protocol", default=None, choices=["activitynet", "thumos14"],
+                        help="required unless --preset/--all-presets/--duration-bins a2net-table1/--proposals")
     parser.add_argument("--subset", required=True, help="GT subset, e.g. validation or test")
     parser.add_argument(
         "--tiou",
@@ -33,9 +37,13 @@ def register(subparsers) -> None:
         help="tIoU thresholds: start:end:step (end inclusive) or a comma list; "
         "default 0.5:0.95:0.05 (activitynet) / 0.1:0.7:0.1 (thumos14)",
     )
-    parser.add_argument("--blocked", default=None, help="JSON list of video ids to drop (GT and predictions)")
+    parser.add_argument("--blocked", default=None,
+                        help="JSON list of video ids to drop (GT and predictions). The official ActivityNet "
+                        "eval_detection.py / eval_proposal.py drop blocked videos by default (list fetched from a "
+                        "dead server); pass ../shared/data/activitynet/v1.3/blocked_videos.json for parity")
     parser.add_argument("--format", choices=["table", "json"], default="table", help="stdout format")
-    parser.add_argument("--strict", action="store_true", help="fail on predictions for unknown labels/videos")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail on predictions for unknown labels/videos and on reversed segments (end < start)")
     parser.add_argument("--gt-format", default=None, help="force the GT format (default: detected)")
     parser.add_argument("--pred-format", choices=["activitynet", "thumos", "csv"], default=None,
                         help="force the prediction format (default: from extension/content)")
@@ -45,10 +53,20 @@ def register(subparsers) -> None:
     parser.add_argument("--analysis", action="store_true",
                         help="add mAP per GT duration (A2Net Table I bins) and the DETAD false-positive breakdown")
     parser.add_argument("--proposals", action="store_true",
-                        help="class-agnostic AR@AN and AUC (eval_proposal.py) instead of detection mAP")
+                        help="class-agnostic AR@AN and AUC (eval_proposal.py) instead of detection mAP; reads the "
+                        "official proposal format (no label). Official parity on ActivityNet needs --blocked")
     parser.add_argument("--max-proposals", type=float, default=100,
                         help="--proposals: largest average number of proposals per video (default 100)")
     parser.add_argument("--out", default=None, help="also write the full result as JSON to this file (atomic)")
+    _add_protocol_arguments(parser)
+    uncertainty = parser.add_argument_group("uncertainty (bootstrap over videos)")
+    uncertainty.add_argument("--bootstrap", type=int, default=None, metavar="N",
+                             help="add a confidence interval to every mAP from N resamples of the videos")
+    uncertainty.add_argument("--compare", nargs=2, default=None, metavar=("PRED_A", "PRED_B"),
+                             help="paired bootstrap test of B against A (same resampled videos); "
+                             "N from --bootstrap, default 1000")
+    uncertainty.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
+    uncertainty.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
     parser.set_defaults(func=run)
 
 
@@ -62,24 +80,42 @@ def _per_class_table(result) -> str:
 def run(args: argparse.Namespace) -> int:
     from tadkit.data.annotations import load_annotations
     from tadkit.evaluation import (
-        duration_breakdown,
         evaluate,
         evaluate_proposals,
         false_positive_breakdown,
         load_predictions,
         parse_tiou,
     )
+    from tadkit.evaluation.analysis import duration_bins
     from tadkit.utils.io import write_json
 
     tiou = parse_tiou(args.tiou) if args.tiou is not None else None  # bad specs fail before any I/O
+    if args.compare is not None:
+        return _run_compare(args, tiou)
+    if args.pred is None:
+        raise TadkitError("--pred is required (or --compare PRED_A PRED_B)", field="pred")
     gt = load_annotations(args.gt, format=args.gt_format, subset=args.subset)
-    pred = load_predictions(args.pred, format=args.pred_format, class_ids=gt.external_ids or None)
+    pred = load_predictions(args.pred, format=args.pred_format, class_ids=gt.external_ids or None,
+                            strict=args.strict, require_label=not args.proposals)
+    gt, pred, special = _paper_protocols(args, gt, pred, tiou)
+    result = None
 
-    if args.proposals:
+    if special is not None:
+        payload, text = special
+    elif args.proposals:
         result = evaluate_proposals(gt, pred, tiou_thresholds=tiou, max_avg_nr_proposals=args.max_proposals,
                                     subset=args.subset, blocked=args.blocked)
         payload = result.to_dict()
         text = result.format_table()
+    elif args.bootstrap is not None:
+        from tadkit.evaluation.bootstrap import bootstrap
+
+        result, boot = bootstrap(gt, pred, args.protocol, n_resamples=args.bootstrap, seed=args.seed,
+                                 confidence=args.confidence, tiou_thresholds=tiou, subset=args.subset,
+                                 blocked=args.blocked, strict=args.strict, unknown_videos=args.unknown_videos)
+        payload = result.to_dict()
+        payload["bootstrap"] = boot.to_dict()
+        text = result.format_table() + "\n" + boot.format_table(result.tiou)
     else:
         result = evaluate(gt, pred, args.protocol, tiou_thresholds=tiou, subset=args.subset,
                           blocked=args.blocked, strict=args.strict, unknown_videos=args.unknown_videos)
@@ -88,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
         if args.per_class:
             text += "\n" + _per_class_table(result)
         if args.analysis:
-            durations = duration_breakdown(gt, pred, protocol=args.protocol, subset=args.subset,
-                                           blocked=args.blocked, unknown_videos=args.unknown_videos)
+            durations = duration_bins(gt, pred, preset=args.duration_bins or "seconds", protocol=args.protocol,
+                                      subset=args.subset, blocked=args.blocked, unknown_videos=args.unknown_videos)
             fps = false_positive_breakdown(gt, pred, protocol=args.protocol, tiou_thresholds=result.tiou,
                                            subset=args.subset, blocked=args.blocked,
                                            unknown_videos=args.unknown_videos)
@@ -102,8 +138,143 @@ def run(args: argparse.Namespace) -> int:
             write_json(args.out, payload)
         except OSError as error:
             raise TadkitError(f"cannot write result ({error.strerror})", file=args.out, field="out") from None
+    for warning in getattr(result, "warnings", None) or []:
+        print(f"tadkit eval: warning: {warning}", file=sys.stderr)
     if args.format == "json":
         sys.stdout.write(json.dumps(payload) + "\n")
     else:
         print(text)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# paper protocols and analyses (issue 13): presets, Ambiguous deletion, named video lists,
+# duration-bin presets and the Fig. 1 style comparison
+# ----------------------------------------------------------------------------------------------
+def _add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
+    from tadkit.evaluation.analysis import DURATION_BIN_PRESETS
+    from tadkit.evaluation.presets import PROTOCOL_PRESETS, VIDEO_LISTS
+
+    group = parser.add_argument_group(
+        "paper protocols", "score exactly as a paper's official code does (THUMOS14 test; --gt = evalkit directory)")
+    group.add_argument("--preset", choices=list(PROTOCOL_PRESETS), default=None,
+                       help="evaluator, tIoU set, video list and Ambiguous rule of one paper's official code")
+    group.add_argument("--all-presets", action="store_true",
+                       help="one table: the same detections under every paper's protocol")
+    group.add_argument("--drop-ambiguous", action="store_true",
+                       help="delete predictions overlapping a THUMOS14 Ambiguous segment first (ACRNet/D2-Net)")
+    group.add_argument("--video-list", choices=list(VIDEO_LISTS), default=None,
+                       help="named THUMOS14 test list: drop the other videos (GT and predictions)")
+    group.add_argument("--duration-bins", choices=list(DURATION_BIN_PRESETS), default=None,
+                       help="mAP per GT-duration bin: 'a2net-table1' = the A2Net authors' Table I analysis "
+                       "exactly, 'seconds' = fixed second ranges (also the rule --analysis uses by default)")
+    group.add_argument("--compare-bins", nargs="+", default=None, metavar="PRED",
+                       help="more detection files to compare per duration bin with --pred (needs --plot)")
+    group.add_argument("--labels", nargs="+", default=None, help="legend labels for --pred and --compare-bins")
+    group.add_argument("--plot", default=None, help="--compare-bins / --duration-bins: write the Fig. 1 style PNG")
+
+
+def _paper_protocols(args: argparse.Namespace, gt, pred, tiou):
+    """(gt, pred, None) to continue with the usual evaluation, or (gt, pred, (payload, text))."""
+    from tadkit.evaluation import load_predictions
+    from tadkit.evaluation.analysis import duration_bins
+    from tadkit.evaluation.presets import (
+        drop_ambiguous_overlaps,
+        evaluate_all_presets,
+        evaluate_preset,
+        exclude_videos,
+        format_presets_table,
+        presets_to_dict,
+        video_list,
+    )
+
+    if args.preset or args.all_presets:
+        if args.preset and args.all_presets:
+            raise TadkitError("give --preset or --all-presets, not both", field="preset")
+        if args.preset:
+            res = evaluate_preset(gt, pred, args.preset, subset=args.subset, strict=args.strict,
+                                  blocked=args.blocked)
+            payload, text = res.to_dict(), res.format_table()
+            if args.per_class:
+                text += "\n" + _per_class_table(res.result)
+        else:
+            results = evaluate_all_presets(gt, pred, subset=args.subset, blocked=args.blocked)
+            payload, text = presets_to_dict(results), format_presets_table(results)
+        return gt, pred, (payload, text)
+
+    notes = []
+    if args.drop_ambiguous:
+        pred, deleted = drop_ambiguous_overlaps(gt, pred, subset=args.subset)
+        notes.append(f"note: --drop-ambiguous deleted {deleted} predictions overlapping Ambiguous segments")
+    if args.video_list:
+        vl = video_list(args.video_list)
+        gt = exclude_videos(gt, vl.exclude)
+        drop = set(vl.exclude)
+        pred = pred.select(np.array([v not in drop for v in pred.video.tolist()], dtype=bool))
+        notes.append(f"note: video list {vl.name} ({vl.size} videos; {vl.source})")
+
+    if args.duration_bins and not args.analysis or args.compare_bins:
+        preset = args.duration_bins or "seconds"
+        protocol = args.protocol or "thumos14"
+        thresholds = tiou if tiou is not None else [0.5]
+        files = [args.pred] + list(args.compare_bins or [])
+        labels = args.labels or files
+        if len(labels) != len(files):
+            raise TadkitError(f"--labels needs {len(files)} names (one per detection file)", field="labels")
+        breakdowns = {}
+        for label, path in zip(labels, files):
+            dets = pred if path == args.pred else load_predictions(path, format=args.pred_format,
+                                                                   class_ids=gt.external_ids or None)
+            breakdowns[label] = duration_bins(gt, dets, preset=preset, protocol=protocol, tiou_thresholds=thresholds,
+                                              subset=args.subset, blocked=args.blocked,
+                                              unknown_videos=args.unknown_videos)
+        text = "\n\n".join(f"{label}:\n{b.format_table()}" if len(files) > 1 else b.format_table()
+                            for label, b in breakdowns.items())
+        payload = {"duration_bins": preset, "breakdowns": {k: b.to_dict() for k, b in breakdowns.items()}}
+        if args.plot:
+            from tadkit.viz.compare import plot_duration_comparison
+
+            plot_duration_comparison(breakdowns, args.plot)
+            text += f"\nplot: {args.plot}"
+        elif args.compare_bins:
+            raise TadkitError("--compare-bins draws a figure: give --plot OUT.png", field="plot")
+        return gt, pred, (payload, "\n".join(notes + [text]))
+
+    if args.protocol is None and not args.proposals:
+        raise TadkitError("--protocol is required (or use --preset / --all-presets)", field="protocol")
+    if notes:  # stderr: --format json keeps exactly one JSON object on stdout
+        print("\n".join(notes), file=sys.stderr)
+    return gt, pred, None
+
+
+def _run_compare(args: argparse.Namespace, tiou) -> int:
+    """``--compare A B``: B's result (the usual JSON fields) plus ``compare`` (paired bootstrap) and ``baseline``."""
+    from tadkit.data.annotations import load_annotations
+    from tadkit.evaluation import load_predictions
+    from tadkit.evaluation.bootstrap import compare
+    from tadkit.utils.io import write_json
+
+    if args.proposals or args.analysis:
+        raise TadkitError("--compare scores detections only (no --proposals / --analysis)", field="compare")
+    gt = load_annotations(args.gt, format=args.gt_format, subset=args.subset)
+    preds = [load_predictions(path, format=args.pred_format, class_ids=gt.external_ids or None, strict=args.strict)
+             for path in args.compare]
+    ra, rb, cmp = compare(gt, preds[0], preds[1], args.protocol, n_resamples=args.bootstrap or 1000, seed=args.seed,
+                          confidence=args.confidence, tiou_thresholds=tiou, subset=args.subset, blocked=args.blocked,
+                          strict=args.strict, unknown_videos=args.unknown_videos, names=tuple(args.compare))
+    payload = rb.to_dict()
+    payload["baseline"] = ra.to_dict()
+    payload["compare"] = cmp.to_dict()
+    if args.out:
+        try:
+            write_json(args.out, payload)
+        except OSError as error:
+            raise TadkitError(f"cannot write result ({error.strerror})", file=args.out, field="out") from None
+    for result in (ra, rb):
+        for warning in result.warnings:
+            print(f"tadkit eval: warning: {warning}", file=sys.stderr)
+    if args.format == "json":
+        sys.stdout.write(json.dumps(payload) + "\n")
+    else:
+        print(ra.format_table() + "\n\n" + rb.format_table() + "\n\n" + cmp.format_table())
     return 0

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 
 def register(subparsers) -> None:
-    from tadkit.engine.run import add_train_arguments, run_train
-    from tadkit.pipeline import make_evaluate_fn
+    from tadkit.engine.run import add_train_arguments
 
     parser = subparsers.add_parser(
-        "train", help="train a model from a YAML config",
-        description="Train from a YAML config; checkpoints (atomic, each epoch), resolved config, history.json, "
-        "TensorBoard logs and train.log go to --out. Evaluates on the test subset every train.eval_every epochs.",
+        "train", help="train a method from a YAML config",
+        description="Train the method of a YAML config (model.name); checkpoints (atomic), resolved config, "
+        "history.json, TensorBoard logs and train.log go to --out. Evaluates on the test subset every "
+        "train.eval_every epochs (iterations in an iteration-based run).",
     )
     add_train_arguments(parser)
-    parser.set_defaults(func=lambda args: run_train(args, make_evaluate_fn=make_evaluate_fn))
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from tadkit.engine.run import run_train
+    from tadkit.pipeline import make_evaluate_fn
+
+    return run_train(args, make_evaluate_fn=make_evaluate_fn)

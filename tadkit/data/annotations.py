@@ -25,19 +25,26 @@ import numpy as np
 
 from tadkit.data.formats._common import (
     ZERO_LENGTH_POLICIES,
+    RawJson,
     ZeroLength,
     check_zero_length_policy,
-    load_json,
+    parse_json_text,
     read_csv,
+    read_text,
     user_error,
 )
-from tadkit.data.formats.activitynet import read_activitynet, tadkit_json_dict, write_tadkit_json
+from tadkit.data.formats.activitynet import (
+    looks_like_activitynet,
+    read_activitynet,
+    tadkit_json_dict,
+    write_tadkit_json,
+)
 from tadkit.data.formats.afsd_csv import csv_kind, read_afsd_csv
 from tadkit.data.formats.bsn import ANNOTATION_NAME as BSN_ANNOTATION_NAME
 from tadkit.data.formats.bsn import looks_like_bsn, read_bsn
 from tadkit.data.formats.thumos_evalkit import looks_like_evalkit, read_thumos_evalkit
 from tadkit.data.formats.wtalc import looks_like_wtalc, read_wtalc
-from tadkit.data.records import AnnotationSet
+from tadkit.data.records import AnnotationSet, resolve_subsets
 
 __all__ = [
     "FORMATS",
@@ -56,10 +63,6 @@ __all__ = [
 ]
 
 FORMATS: tuple[str, ...] = ("activitynet", "thumos-evalkit", "afsd-csv", "bsn", "wtalc")
-
-# Subset spellings that mean the same split across datasets (THUMOS "val" vs ActivityNet "validation").
-_SUBSET_ALIASES = {"val": "validation", "validation": "val", "train": "training", "training": "train",
-                   "test": "testing", "testing": "test"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -91,7 +94,11 @@ def _sniff(path: Path) -> tuple[str, Any]:
                               file=str(path), field="header")
         return "afsd-csv", None
     if suffix == ".json":
-        data = load_json(path)
+        text = read_text(path)
+        if '"database"' in text and looks_like_activitynet(text):
+            return "activitynet", RawJson(text)  # streamed by the reader: no whole JSON tree in memory
+        data = parse_json_text(text, path)
+        del text
         if isinstance(data, dict) and "database" in data:
             return "activitynet", data
         if looks_like_bsn(data):
@@ -166,20 +173,14 @@ def select_subset(aset: AnnotationSet, subset: str | Sequence[str] | None) -> An
     """``aset.subset(...)`` plus aliases, and a TadkitError naming the available subsets when none match."""
     if subset is None:
         return aset
-    wanted = [subset] if isinstance(subset, str) else list(subset)
-    available = {name.lower(): name for name in aset.subsets}
-    chosen = []
-    for name in wanted:
-        key = name.lower()
-        if key not in available and _SUBSET_ALIASES.get(key) in available:
-            key = _SUBSET_ALIASES[key]
-        if key not in available:
-            raise user_error(
-                f"no subset {name!r}; the file has {', '.join(repr(s) for s in aset.subsets) or 'no videos'}",
-                file=aset.source,
-                field="subset",
-            )
-        chosen.append(available[key])
+    chosen, missing = resolve_subsets(subset, aset.subsets)
+    if missing:
+        raise user_error(
+            f"no subset {missing[0]!r}; the file has {', '.join(repr(s) for s in aset.subsets) or 'no videos'}"
+            " (val/validation, test/testing and train/training are accepted for each other)",
+            file=aset.source,
+            field="subset",
+        )
     return aset.subset(chosen)
 
 
@@ -408,7 +409,8 @@ def format_stats(stats: AnnotationStats, max_bar: int = 40) -> str:
     """Human-readable report: subset table, A2Net duration bins, log histogram, per-class table."""
     subsets = [s.name for s in stats.subsets]
     out = [f"{stats.source} ({stats.format}): {stats.num_classes} classes, "
-           f"{sum(s.videos for s in stats.subsets)} videos, {sum(s.instances for s in stats.subsets)} instances", ""]
+           f"{sum(s.videos for s in stats.subsets)} videos, {sum(s.instances for s in stats.subsets)} instances"
+           + ("" if stats.subsets else " (no video in the file: every table below is empty)"), ""]
     out.append(_table(
         ["subset", "videos", "w/ inst", "instances", "ambiguous", "classes", "zero-len", "past end",
          "dur known", "hours", "mean s", "median s"],
@@ -421,9 +423,11 @@ def format_stats(stats: AnnotationStats, max_bar: int = 40) -> str:
         ["subset"] + [f"{b.name} {_interval(b.low, b.high)}" for b in A2NET_DURATION_BINS],
         [[s.name] + [s.a2net_bins[b.name] for b in A2NET_DURATION_BINS] for s in stats.subsets],
     ))
-    totals = np.sum([s.log_histogram for s in stats.subsets], axis=0) if stats.subsets else np.zeros(0, int)
-    peak = max(int(totals.max()) if totals.size else 0, 1)
     edges = stats.log_edges
+    # an empty database has no subset: zero counts, not an IndexError
+    totals = (np.sum([s.log_histogram for s in stats.subsets], axis=0) if stats.subsets
+              else np.zeros(len(edges) - 1, dtype=np.int64))
+    peak = max(int(totals.max()) if totals.size else 0, 1)
     out += ["", "Instance duration, log2 histogram (all subsets):"]
     out.append(_table(
         ["seconds"] + subsets + ["all", ""],

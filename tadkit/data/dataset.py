@@ -4,8 +4,8 @@
   (planned once at construction from feature counts and GT; features are read lazily, window by
   window, from memory-mapped files); ``mode="resample"`` gives one window per video resampled to a
   fixed length.
-* :class:`VideoDataset` (weakly supervised): one whole video per sample plus its video-level
-  multi-hot labels.
+* :class:`VideoDataset` (weakly supervised): one whole video per sample, its video-level multi-hot
+  labels and the meta CAS -> seconds needs (fps, frame_num, duration); no segment boundaries at all.
 
 Batch with :func:`collate_windows` / :func:`collate_videos`.
 """
@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from tadkit.data.features import FeatureStore, FeatureTiming, frames_at
+from tadkit.data.features import FeatureStore, FeatureTiming, frames_at, subsample_store
 from tadkit.data.records import AnnotationSet, VideoAnnotation, Window
 from tadkit.data.windows import (
     RESAMPLE_MODES,
@@ -32,6 +32,8 @@ from tadkit.data.windows import (
     make_resampled_window,
     materialize,
     plan_sliding_windows,
+    resample_features,
+    resampled_time_mapping,
 )
 from tadkit.errors import TadkitError
 
@@ -75,8 +77,9 @@ class WindowDataset(Dataset):
     ``window``: window length in features (sliding) or the fixed length L (resample; ``None`` keeps
     every video at its own length). ``stride``: sliding stride in features (default window // 4 in
     training, window // 2 at test, as A2Net). ``min_gt_coverage`` defaults to 0.9 for sliding windows
-    and 0 (any overlap) for whole videos. ``check`` validates the videos with
-    :meth:`FeatureStore.check` (without scanning values) before anything else.
+    and 0 (any overlap) for whole videos. ``feature_subsample`` k keeps every k-th feature (feature j =
+    stored feature j k, ``stride_frames`` x k; :class:`SubsampledFeatureStore`). ``check`` validates the
+    videos with :meth:`FeatureStore.check` (without scanning values) before anything else.
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class WindowDataset(Dataset):
         resample_mode: str = "interpolate",
         time_base: TimeBase = "duration",
         min_features: int = 1,
+        feature_subsample: int = 1,
         check: bool = True,
         progress: bool = True,
     ) -> None:
@@ -117,6 +121,8 @@ class WindowDataset(Dataset):
                 file=annotations.source or None,
                 field="subset",
             )
+        # every feature_subsample-th feature, stride_frames x k; files are checked as stored
+        feature_store = subsample_store(feature_store, feature_subsample)
         self.store = feature_store
         self.mode = mode
         self.training = training
@@ -222,19 +228,83 @@ class WindowDataset(Dataset):
         return counts
 
 
-@dataclass
-class VideoSample:
-    """A whole video for weak supervision: its window and video-level multi-hot labels (C,)."""
+# --------------------------------------------------------------------------------------------------
+# Weak supervision: whole videos + video-level labels, never a segment
+# --------------------------------------------------------------------------------------------------
 
-    window: Window
-    video_labels: np.ndarray  # (C,) float32, 1 for every class with at least one instance
+
+def video_label_matrix(
+    annotations: AnnotationSet,
+    video_ids: list[str] | None = None,
+    *,
+    require_labels: bool = False,
+) -> np.ndarray:
+    """Video-level multi-hot labels (N, C) float32 from any annotation format tadkit reads.
+
+    A class is positive when the video has at least one instance of it (THUMOS14 ``Ambiguous`` spans
+    are not instances: the evalkit reader keeps them apart). Errors (:class:`TadkitError` naming the
+    file, the video and the field): a label outside the class list (``label``); with
+    ``require_labels``, a video without any label (``labels``: a weak method cannot train on it).
+    """
+    ids = list(annotations.videos) if video_ids is None else list(video_ids)
+    out = np.zeros((len(ids), len(annotations.classes)), dtype=np.float32)
+    source = annotations.source or None
+    for row, vid in enumerate(ids):
+        video = annotations.videos[vid]
+        for segment in video.segments:
+            if not annotations.has_class(segment.label):
+                raise TadkitError(
+                    f"label {segment.label!r} is not in the class list ({len(annotations.classes)} classes)",
+                    file=source, video=vid, field="label",
+                )
+            out[row, annotations.class_index(segment.label)] = 1.0
+        if require_labels and not out[row].any():
+            raise TadkitError(
+                "training video has no action label: weak supervision needs at least one class per video "
+                "(drop the video from the training subset or annotate it)",
+                file=source, video=vid, field="labels",
+            )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class VideoSample:
+    """A whole video for weak supervision. There is deliberately no segment field (``slots``: none can
+    be attached), so segment boundaries cannot reach a weakly supervised method through the data path."""
+
+    features: np.ndarray  # (T, D) float32, time-major
+    meta: dict[str, Any]  # video_id, t0, step, valid_length, fps, frame_num, duration, num_features
+    video_labels: np.ndarray  # (C,) float32 multi-hot
+
+    @property
+    def video_id(self) -> str:
+        return str(self.meta["video_id"])
+
+
+@dataclass(frozen=True)
+class _VideoRecord:
+    video_id: str
+    num_features: int
+    timing: FeatureTiming
+    duration: float | None
+    fps: float | None
+    frame_num: int | None
+    labels: np.ndarray  # (C,) float32 multi-hot
 
 
 class VideoDataset(Dataset):
-    """Whole videos with video-level labels (ECM, ACRNet).
+    """Whole videos with video-level labels only (ECM, ACRNet): one sample per video.
 
-    ``length`` resamples every video to a fixed length (ECM 750/100 with ``resample_mode=
-    "interpolate"``; ACRNet 750/80 with ``"acrnet"``); ``None`` keeps each video at its own length.
+    ``length`` resamples every video to T steps: ``resample_mode="interpolate"`` (ECM: linear
+    interpolation at cell centres, THUMOS14 T = 750, ActivityNet T = 100; a video with fewer features
+    than T is stretched, which is fine), ``"acrnet"`` (random bins in training, uniform at test),
+    ``"uniform"`` / ``"random"``; ``None`` keeps each video at its own length. ``time_base``:
+    ``"duration"`` (t0 = 0, step = duration / T) or ``"features"`` (the feature clock).
+
+    Every sample's ``meta`` carries what CAS -> seconds needs: ``fps`` (the video's native rate when
+    the annotations or the features know it, else ``default_fps``), ``frame_num`` (number of frames at
+    that rate: the annotated count, else round(duration x fps)), ``duration``, ``num_features``.
+    Training (``training=True``) requires at least one label per video (``require_labels``).
     """
 
     def __init__(
@@ -248,46 +318,139 @@ class VideoDataset(Dataset):
         resample_mode: str = "interpolate",
         time_base: TimeBase = "duration",
         min_features: int = 1,
+        default_fps: float | None = None,
+        require_labels: bool | None = None,
         check: bool = True,
         progress: bool = True,
     ) -> None:
-        self.inner = WindowDataset(
-            annotations,
-            feature_store,
-            mode="resample",
-            window=length,
-            subset=subset,
-            training=training,
-            resample_mode=resample_mode,
-            time_base=time_base,
-            min_features=min_features,
-            check=check,
-            progress=progress,
-        )
-        self.num_classes = len(self.inner.annotations.classes)
-        self._labels: dict[str, np.ndarray] = {}
-        for vid, entry in self.inner.videos.items():
-            multi_hot = np.zeros(self.num_classes, dtype=np.float32)
-            multi_hot[entry.labels] = 1.0  # from every instance of the video, not only those inside
-            self._labels[vid] = multi_hot
+        if resample_mode not in DATASET_RESAMPLE_MODES:
+            raise ValueError(f"resample_mode must be one of {DATASET_RESAMPLE_MODES}, got {resample_mode!r}")
+        if time_base not in ("duration", "features"):
+            raise ValueError(f"time_base must be 'duration' or 'features', got {time_base!r}")
+        if length is not None and (isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1):
+            raise TadkitError(f"must be a positive integer or null, got {length!r}", field="data.resample_length")
+        self.annotations = annotations.subset(subset)
+        if not self.annotations.videos:
+            raise TadkitError(
+                f"no videos in subset {subset!r} (subsets: {annotations.subsets})",
+                file=annotations.source or None,
+                field="subset",
+            )
+        self.store = feature_store
+        self.length = None if length is None else int(length)
+        self.training = training
+        self.resample_mode = resample_mode
+        self.time_base = time_base
+        self.num_classes = len(self.annotations.classes)
+        require = training if require_labels is None else require_labels
+        if check:
+            feature_store.check(self.annotations, scan_values=False, progress=progress)
+        ids = list(self.annotations.videos)
+        labels = video_label_matrix(self.annotations, ids, require_labels=require)
+        self.skipped: list[str] = []
+        self._records: list[_VideoRecord] = []
+        fixed = getattr(getattr(feature_store, "spec", None), "fixed_length", None) is not None
+        iterator = tqdm(ids, desc="index videos", unit="video", disable=not progress, leave=False)
+        for row, vid in enumerate(iterator):
+            video = self.annotations.videos[vid]
+            n = feature_store.num_features(vid)
+            if n < min_features:
+                self.skipped.append(vid)
+                continue
+            timing = feature_store.timing(vid, video)
+            duration = video.duration if video.duration is not None and video.duration > 0 else None
+            if duration is None and time_base == "duration":
+                raise TadkitError(
+                    "whole-video samples with time_base 'duration' need the video duration; the annotations give none",
+                    file=self.annotations.source or None, video=vid, field="duration",
+                )
+            fps = video.fps or (None if fixed else timing.fps) or default_fps
+            if duration is None:  # time_base "features": the features' span
+                duration = n * timing.seconds_per_feature
+            frames = frames_at(video, fps) if fps else None
+            self._records.append(
+                _VideoRecord(vid, n, timing, float(duration), None if fps is None else float(fps),
+                             None if frames is None else max(1, int(round(frames))), labels[row])
+            )
+        self._index = {r.video_id: i for i, r in enumerate(self._records)}
 
     @property
     def video_ids(self) -> list[str]:
-        return list(self.inner._order)
+        return [r.video_id for r in self._records]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.annotations.classes)
+
+    def labels_of(self, video_id: str) -> np.ndarray:
+        return self._records[self._index[video_id]].labels.copy()
 
     def __len__(self) -> int:
-        return len(self.inner)
+        return len(self._records)
+
+    def _sampling_mode(self) -> str:
+        if self.resample_mode == "acrnet":
+            return "random" if self.training else "uniform"
+        return self.resample_mode
+
+    def _sample_rows(self, record: _VideoRecord, features: Any) -> np.ndarray:
+        """The (T', D) float32 rows of one video: T' = T, or n <= T in ACRNet's test sampling."""
+        assert self.length is not None
+        if self.resample_mode == "acrnet":  # the method's own sampler, so its semantics have one definition
+            from tadkit.methods.acrnet.sampling import acrnet_sample_indices
+
+            indices = acrnet_sample_indices(record.num_features, self.length, self.training,
+                                            _torch_rng() if self.training else None)
+            return np.asarray(features[indices], dtype=np.float32)
+        mode = self._sampling_mode()
+        return resample_features(features, self.length, mode,  # type: ignore[arg-type]
+                                 _torch_rng() if mode == "random" else None)
 
     def __getitem__(self, index: int) -> VideoSample:
-        window = self.inner[index]
-        return VideoSample(window=window, video_labels=self._labels[window.video_id])
+        record = self._records[index]
+        features = self.store.video(record.video_id)
+        if self.length is None:  # the whole video at its own feature rate
+            array = np.asarray(features[np.arange(record.num_features)], dtype=np.float32)
+            t0, step = float(record.timing.t0), float(record.timing.seconds_per_feature)
+        else:
+            array = self._sample_rows(record, features)
+            t0, step = resampled_time_mapping(record.num_features, array.shape[0], record.timing,
+                                              time_base=self.time_base, duration=record.duration,
+                                              video_id=record.video_id)
+        meta = {
+            "video_id": record.video_id,
+            "t0": float(t0),
+            "step": float(step),
+            "valid_length": int(array.shape[0]),
+            "fps": record.fps,
+            "frame_num": record.frame_num,
+            "duration": record.duration,
+            "num_features": record.num_features,
+        }
+        return VideoSample(features=array, meta=meta, video_labels=record.labels.copy())
 
 
 def collate_videos(samples: list[VideoSample]) -> dict[str, Any]:
-    """:func:`collate_windows` of the samples' windows plus ``video_labels`` (B, C) float32."""
-    batch = collate_windows([s.window for s in samples])
-    batch["video_labels"] = torch.from_numpy(np.stack([s.video_labels for s in samples]).astype(np.float32))
-    return batch
+    """Batch whole videos: ``features`` (B, D, T) float32 (zero-padded to the longest; ``valid_length``
+    in ``meta``), ``meta`` (list of dicts), ``video_labels`` (B, C) float32. Never a ``targets`` key."""
+    if not samples:
+        raise ValueError("cannot collate an empty list of videos")
+    for s in samples:
+        if not isinstance(s, VideoSample):
+            raise TypeError(f"collate_videos takes VideoSample items, got {type(s).__name__}")
+    dims = {s.features.shape[1] for s in samples}
+    if len(dims) != 1:
+        raise TadkitError(f"videos disagree on the feature dimension: {sorted(dims)}", field="features")
+    steps = max(s.features.shape[0] for s in samples)
+    batch = np.zeros((len(samples), dims.pop(), steps), dtype=np.float32)
+    for i, s in enumerate(samples):
+        batch[i, :, : s.features.shape[0]] = s.features.T
+    labels = np.stack([s.video_labels for s in samples]).astype(np.float32)
+    return {
+        "features": torch.from_numpy(batch),
+        "meta": [dict(s.meta) for s in samples],
+        "video_labels": torch.from_numpy(labels),
+    }
 
 
 __all__ = [
@@ -297,5 +460,6 @@ __all__ = [
     "WindowDataset",
     "collate_videos",
     "collate_windows",
+    "video_label_matrix",
     "video_targets",
 ]

@@ -17,12 +17,19 @@ Time mapping: feature ``k`` stands for second ``(k * stride_frames + offset_fram
 
 Files are memory-mapped (``np.load(mmap_mode="r")``; uncompressed .npz members are mapped too), so
 reading a window touches only its rows.
+
+Values: :meth:`FeatureStore.scan_values` (run by the dataset builders of ``tadkit train/test/detect``)
+checks every file for NaN/Inf once, in row chunks of a memory-mapped array, and caches each file's
+verdict by (path, size, mtime) in ``<dir>/.tadkit_scan.json`` (``~/.cache/tadkit/scan/`` when the
+directory is not writable), so an unchanged file is never read twice for it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import struct
 import zipfile
 from collections import OrderedDict
@@ -68,7 +75,7 @@ def a2net_thumos_fps(video_id: str) -> float:
 
 
 # Named per-video fps tables, for configs (``data.fps_table: a2net_thumos``).
-FPS_TABLES: dict[str, Callable[[str], float]] = {"a2net_thumos": a2net_thumos_fps}
+FPS_TABLES: dict[str, Callable[[str], float]] = {"a2net_thumos": a2net_thumos_fps}  # keys: tadkit.data.choices
 
 
 def fps_table_by_name(name: str) -> Callable[[str], float]:
@@ -429,6 +436,127 @@ class FeatureCheckReport:
         return text
 
 
+# --------------------------------------------------------------------------------------------------
+# Value scan (NaN / Inf), cached per file
+# --------------------------------------------------------------------------------------------------
+
+SCAN_CACHE_NAME = ".tadkit_scan.json"
+SCAN_CACHE_FORMAT = "tadkit-value-scan/1"
+SCAN_CHUNK_ELEMENTS = 1 << 22  # values per chunk (16 MB of float32): bounded memory, vectorised
+_MISSING = object()
+
+
+def first_non_finite(array: Any, chunk_rows: int | None = None) -> tuple[int, int] | None:
+    """(row, column) of the first NaN/Inf of a (T, D) array in row-major order, None when all finite.
+
+    Reads ``chunk_rows`` rows at a time (default: about :data:`SCAN_CHUNK_ELEMENTS` values), so a
+    memory-mapped file is checked with bounded memory.
+    """
+    rows, cols = int(array.shape[0]), int(array.shape[1]) if array.ndim > 1 else 1
+    step = int(chunk_rows) if chunk_rows else max(1, SCAN_CHUNK_ELEMENTS // max(cols, 1))
+    for begin in range(0, rows, step):
+        block = np.asarray(array[begin : begin + step]).reshape(-1, cols)
+        finite = np.isfinite(block)
+        if not finite.all():
+            row, col = divmod(int(np.argmin(finite.reshape(-1))), cols)
+            return begin + row, col
+    return None
+
+
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/tadkit`` (default ``~/.cache/tadkit``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "tadkit"
+
+
+class ValueScanCache:
+    """Per-file NaN/Inf verdicts of one feature directory, keyed by (path, size, mtime_ns).
+
+    Stored in ``<dir>/.tadkit_scan.json`` when the directory is writable, else in
+    ``~/.cache/tadkit/scan/<hash of the directory>.json``; both are read. A verdict is ``None`` (all
+    finite) or the first bad ``(row, column)``. Writes are atomic and merge what another process
+    wrote meanwhile; a cache that cannot be written anywhere only costs a rescan.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.local = self.root / SCAN_CACHE_NAME
+        digest = hashlib.sha1(str(self.root.resolve()).encode("utf-8")).hexdigest()[:16]
+        self.fallback = user_cache_dir() / "scan" / f"{digest}.json"
+        self._stored = [self._read(self.local), self._read(self.fallback)]
+        self.updates: dict[str, dict[str, Any]] = {}
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, Any]:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict) or data.get("format") != SCAN_CACHE_FORMAT or not isinstance(data.get("files"), dict):
+            return {}
+        return data["files"]
+
+    def key(self, path: Path, member: str | None) -> str:
+        try:
+            name = path.relative_to(self.root).as_posix()
+        except ValueError:
+            name = str(path.resolve())
+        return name if member is None else f"{name}:{member}"
+
+    def get(self, key: str, stat: os.stat_result) -> Any:
+        """The cached verdict when a stored entry matches the file's size and mtime, else ``_MISSING``."""
+        for entries in (self.updates, *self._stored):
+            entry = entries.get(key)
+            if not isinstance(entry, dict) or entry.get("size") != stat.st_size or entry.get("mtime_ns") != stat.st_mtime_ns:
+                continue
+            bad = entry.get("bad")
+            if bad is None:
+                return None
+            if isinstance(bad, list) and len(bad) == 2 and all(isinstance(x, int) for x in bad):
+                return int(bad[0]), int(bad[1])
+        return _MISSING
+
+    def put(self, key: str, stat: os.stat_result, verdict: tuple[int, int] | None) -> None:
+        self.updates[key] = {"size": int(stat.st_size), "mtime_ns": int(stat.st_mtime_ns),
+                             "bad": None if verdict is None else [int(verdict[0]), int(verdict[1])]}
+
+    def save(self) -> Path | None:
+        """Write the new verdicts (feature directory first, then the user cache); the path or None."""
+        if not self.updates:
+            return None
+        for path in (self.local, self.fallback):
+            merged = {**self._read(path), **self.updates}
+            try:
+                write_json(path, {"format": SCAN_CACHE_FORMAT, "root": str(self.root.resolve()), "files": merged},
+                           indent=None)
+            except (OSError, TadkitError):
+                continue
+            self.updates = {}
+            return path
+        return None
+
+
+@dataclass
+class ValueScanReport:
+    """What :meth:`FeatureStore.scan_values` did: files read now, files whose cached verdict held."""
+
+    num_videos: int
+    files_scanned: int
+    files_cached: int
+    cache_file: Path | None
+
+
+def _combine_problems(problems: list[TadkitError]) -> TadkitError:
+    """The first problem, its message counting the others (and naming up to 5 of their videos)."""
+    first = problems[0]
+    if len(problems) > 1:
+        others = sorted({p.video for p in problems[1:] if p.video and p.video != first.video})
+        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        first.message += f" ({len(problems) - 1} more problem(s)" + (f" in {shown}" if shown else "") + ")"
+        first.args = (str(first),)
+    return first
+
+
 FpsTable = Mapping[str, float] | Callable[[str], float | None]
 
 
@@ -630,15 +758,17 @@ class FeatureStore:
         *,
         scan_values: bool = True,
         progress: bool = True,
-        chunk_rows: int = 4096,
+        chunk_rows: int | None = None,
     ) -> FeatureCheckReport:
         """Validate every annotated video; raise one TadkitError (the first problem, others counted).
 
         Checks: file present and readable, (T, D) float array, D equal to ``dim`` (or the same for
         every video), frame rate known, sidecar timestamps one per feature, T consistent with
-        duration * fps / stride within :class:`LengthTolerance`, and (``scan_values``) no NaN/Inf.
+        duration * fps / stride within :class:`LengthTolerance`, and (``scan_values``) no NaN/Inf
+        (as :meth:`scan_values`: chunked, with the per-file verdict cache).
         """
         videos = list(annotations.videos.values())
+        scan_cache = ValueScanCache(self.root) if scan_values else None
         problems: list[TadkitError] = []
         lengths: dict[str, int] = {}
         unchecked: list[str] = []
@@ -647,7 +777,7 @@ class FeatureStore:
         iterator = tqdm(videos, desc="check features", unit="video", disable=not progress, leave=False)
         for video in iterator:
             try:
-                n, dim, length_checked = self._check_video(video, scan_values, chunk_rows)
+                n, dim, length_checked = self._check_video(video, scan_values, chunk_rows, scan_cache)
             except TadkitError as error:
                 problems.append(error)
                 continue
@@ -667,14 +797,10 @@ class FeatureStore:
             lengths[video.video_id] = n
             if not length_checked:
                 unchecked.append(video.video_id)
+        if scan_cache is not None:
+            scan_cache.save()
         if problems:
-            first = problems[0]
-            if len(problems) > 1:
-                others = sorted({p.video for p in problems[1:] if p.video and p.video != first.video})
-                shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
-                first.message += f" ({len(problems) - 1} more problem(s)" + (f" in {shown}" if shown else "") + ")"
-                first.args = (str(first),)
-            raise first
+            raise _combine_problems(problems)
         return FeatureCheckReport(
             num_videos=len(lengths),
             dim=dim_seen,
@@ -683,7 +809,8 @@ class FeatureStore:
             values_scanned=scan_values,
         )
 
-    def _check_video(self, video: Any, scan_values: bool, chunk_rows: int) -> tuple[int, int, bool]:
+    def _check_video(self, video: Any, scan_values: bool, chunk_rows: int | None,
+                     scan_cache: ValueScanCache | None = None) -> tuple[int, int, bool]:
         """(num_features, dim, whether the length could be checked) of one video."""
         vid = video.video_id
         first_file = self.files(vid)[0][0]
@@ -707,16 +834,73 @@ class FeatureStore:
             )
         checked = self._check_length(vid, video, n, timing, first_file)
         if scan_values:
-            for array, (path, _) in zip(arrays, self.files(vid)):
-                for begin in range(0, array.shape[0], chunk_rows):
-                    block = np.asarray(array[begin : begin + chunk_rows])
-                    finite = np.isfinite(block)
-                    if not finite.all():
-                        row = begin + int(np.argmin(finite.all(axis=1)))
-                        raise TadkitError(
-                            f"contains NaN or Inf (first at feature {row})", file=path, video=vid, field="values"
-                        )
+            self._scan_video(vid, scan_cache, chunk_rows)
         return n, dim, checked
+
+    def scan_values(
+        self,
+        video_ids: Iterable[str],
+        *,
+        progress: bool = False,
+        chunk_rows: int | None = None,
+        cache: bool = True,
+    ) -> ValueScanReport:
+        """Check every feature file of ``video_ids`` for NaN/Inf before any training or inference.
+
+        Files are memory-mapped and read in row chunks (vectorised ``np.isfinite``); each file's
+        verdict is cached by (path, size, mtime) (:class:`ValueScanCache`), so an unchanged file is
+        read once. Raises one TadkitError naming the first bad file, its video and the first bad
+        (feature, column), with the other bad videos counted; missing or unreadable files raise the
+        usual errors of :meth:`arrays`.
+        """
+        ids = list(dict.fromkeys(video_ids))
+        scan_cache = ValueScanCache(self.root) if cache else None
+        problems: list[TadkitError] = []
+        scanned = cached = 0
+        try:
+            for vid in tqdm(ids, desc="scan feature values", unit="video", disable=not progress, leave=False):
+                try:
+                    fresh, known = self._scan_video(vid, scan_cache, chunk_rows)
+                except TadkitError as error:
+                    problems.append(error)
+                    continue
+                scanned, cached = scanned + fresh, cached + known
+        finally:
+            cache_file = scan_cache.save() if scan_cache is not None else None
+        if problems:
+            raise _combine_problems(problems)
+        return ValueScanReport(len(ids), scanned, cached, cache_file)
+
+    def _scan_video(self, vid: str, scan_cache: ValueScanCache | None, chunk_rows: int | None) -> tuple[int, int]:
+        """NaN/Inf check of one video's files; (files read, files answered by the cache)."""
+        scanned = cached = 0
+        arrays: list[np.ndarray] | None = None
+        for index, (path, member) in enumerate(self.files(vid)):
+            try:
+                stat = path.stat()
+            except OSError:
+                self.arrays(vid)  # the usual "missing" / "cannot read" error
+                raise TadkitError("feature file is missing", file=path, video=vid, field="path") from None
+            key = scan_cache.key(path, member) if scan_cache is not None else ""
+            verdict = scan_cache.get(key, stat) if scan_cache is not None else _MISSING
+            if verdict is _MISSING:
+                arrays = arrays if arrays is not None else self.arrays(vid)
+                verdict = first_non_finite(arrays[index], chunk_rows)
+                if scan_cache is not None:
+                    scan_cache.put(key, stat, verdict)
+                scanned += 1
+            else:
+                cached += 1
+            if verdict is not None:
+                row, column = verdict
+                shown = path.resolve() if path.is_symlink() else path
+                inside = f" (array {member!r})" if member is not None and self.spec.layout == "npz" else ""
+                raise TadkitError(
+                    f"contains NaN or Inf{inside}, first at feature {row}, column {column}: these features "
+                    "cannot be trained on or detected from; re-extract them or drop the video",
+                    file=shown, video=vid, field="values",
+                )  # fmt: skip
+        return scanned, cached
 
     def _check_length(self, vid: str, video: Any, n: int, timing: FeatureTiming, file: Path) -> bool:
         if self.spec.fixed_length is not None:
@@ -774,6 +958,100 @@ def _timing_from_timestamps(
             field="timestamps",
         )
     return FeatureTiming(fps=fps, stride_frames=float(stride_frames), clip_frames=clip, offset_frames=float(stamps[0] * fps))
+
+
+# --------------------------------------------------------------------------------------------------
+# Sub-sampling: keep every k-th feature (config ``data.feature_subsample``; OpenTAD ``sample_stride``)
+# --------------------------------------------------------------------------------------------------
+
+
+def _subsampled_length(length: int, factor: int) -> int:
+    """Rows ``0, k, 2k, ...`` of ``length`` rows: ``ceil(length / k)`` (as ``features[::k]``)."""
+    return -(-int(length) // int(factor))
+
+
+class SubsampledVideoFeatures:
+    """Rows ``0, k, 2k, ...`` of a :class:`VideoFeatures`, indexed like it (int, slice, int/bool array);
+    only the kept rows are read from disk."""
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, video: VideoFeatures, factor: int) -> None:
+        self.video = video
+        self.factor = int(factor)
+        self.video_id = video.video_id
+        self.shape = (_subsampled_length(len(video), self.factor), video.shape[1])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        n = self.shape[0]
+        if isinstance(index, tuple):
+            raise TypeError("SubsampledVideoFeatures indexes rows only")
+        if isinstance(index, slice):
+            return self.video[np.arange(*index.indices(n), dtype=np.int64) * self.factor]
+        if np.isscalar(index):
+            row = int(index)
+            if not -n <= row < n:
+                raise IndexError(f"feature {row} out of range for {n} features")
+            return self.video[(row % n) * self.factor]
+        rows = np.asarray(index)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        rows = rows.astype(np.int64)
+        if rows.size and (rows.min() < -n or rows.max() >= n):
+            raise IndexError(f"feature index out of range for {n} features")
+        return self.video[(rows % max(n, 1)) * self.factor]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+
+class SubsampledFeatureStore:
+    """A :class:`FeatureStore` seen with every ``factor``-th feature kept (OpenTAD ``sample_stride``).
+
+    Feature ``j`` is the store's feature ``j * factor``, so its time mapping is the store's with
+    ``stride_frames`` multiplied by ``factor`` (``clip_frames`` and ``offset_frames`` unchanged):
+    ``t(j) = (j * factor * stride_frames + offset_frames) / fps``, exactly. A video of T features has
+    ``ceil(T / factor)``. :meth:`check` validates the files as stored (lengths against the stored
+    stride); everything else (``root``, ``spec``, ``dim``, ``files``, ...) is the wrapped store's.
+    """
+
+    def __init__(self, store: FeatureStore, factor: int) -> None:
+        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+            raise TadkitError(f"must be a positive integer, got {factor!r}", field="data.feature_subsample")
+        self.store = store
+        self.factor = factor
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("store", "factor") or name.startswith("__"):
+            raise AttributeError(name)  # unpickling: the wrapped store is not set yet
+        return getattr(self.store, name)
+
+    def num_features(self, video_id: str) -> int:
+        return _subsampled_length(self.store.num_features(video_id), self.factor)
+
+    def timing(self, video_id: str, annotation: Any | None = None) -> FeatureTiming:
+        base = self.store.timing(video_id, annotation)
+        return FeatureTiming(base.fps, base.stride_frames * self.factor, base.clip_frames, base.offset_frames)
+
+    def video(self, video_id: str) -> SubsampledVideoFeatures:
+        return SubsampledVideoFeatures(self.store.video(video_id), self.factor)
+
+    def read(self, video_id: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        return self.video(video_id)[start:stop]
+
+    def check(self, annotations: Any, **kwargs: Any) -> FeatureCheckReport:
+        return self.store.check(annotations, **kwargs)
+
+
+def subsample_store(store: Any, factor: int) -> Any:
+    """``store`` itself for ``factor == 1``, else a :class:`SubsampledFeatureStore` over it."""
+    if factor == 1 and not isinstance(factor, bool):
+        return store
+    return SubsampledFeatureStore(store, factor)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -864,10 +1142,17 @@ __all__ = [
     "FeatureStore",
     "FeatureTiming",
     "LengthTolerance",
+    "SCAN_CACHE_NAME",
+    "SubsampledFeatureStore",
+    "SubsampledVideoFeatures",
+    "ValueScanCache",
+    "ValueScanReport",
     "VideoFeatures",
     "a2net_thumos_fps",
     "fps_table_by_name",
+    "first_non_finite",
     "frames_at",
     "save_features",
+    "subsample_store",
     "write_feature_dir",
 ]

@@ -12,6 +12,46 @@ from typing import Iterable
 
 import numpy as np
 
+# Subset spellings that name the same split across datasets and code bases (THUMOS14 evalkit "val",
+# ActivityNet "validation", ...): every spelling maps to one canonical key. Matching is
+# case-insensitive; an exact (case-insensitive) name always wins over an alias.
+SUBSET_ALIASES: dict[str, str] = {
+    "val": "validation", "valid": "validation", "validation": "validation",
+    "test": "test", "testing": "test",
+    "train": "train", "training": "train",
+}
+
+
+def canonical_subset(name: str) -> str:
+    """The alias key of a subset name: ``Validation``/``val`` -> ``validation``, ``Test``/``testing`` ->
+    ``test``, ``Train``/``training`` -> ``train``; any other name lower-cased."""
+    key = str(name).strip().lower()
+    return SUBSET_ALIASES.get(key, key)
+
+
+def resolve_subsets(
+    requested: str | Iterable[str], available: Iterable[str]
+) -> tuple[list[str], list[str]]:
+    """Match requested subset names against the ``available`` ones.
+
+    Rule (the one used wherever tadkit matches a subset name): a case-insensitive exact match wins;
+    otherwise every available subset with the same :func:`canonical_subset` key matches (so
+    ``validation`` finds THUMOS14's ``val`` and ``val`` finds ActivityNet's ``validation``).
+    Returns ``(matched available names, in available order; requested names that matched nothing)``.
+    """
+    wanted = [requested] if isinstance(requested, str) else list(requested)
+    available = list(dict.fromkeys(available))
+    matched: set[str] = set()
+    missing: list[str] = []
+    for name in wanted:
+        exact = [a for a in available if a.lower() == str(name).strip().lower()]
+        hits = exact or [a for a in available if canonical_subset(a) == canonical_subset(name)]
+        if hits:
+            matched.update(hits)
+        else:
+            missing.append(name)
+    return [a for a in available if a in matched], missing
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -76,11 +116,13 @@ class AnnotationSet:
         return list(seen)
 
     def subset(self, names: str | Iterable[str] | None) -> "AnnotationSet":
-        """Videos whose subset matches ``names`` (case-insensitive); None keeps all."""
+        """Videos whose subset matches ``names`` (case-insensitive, with the aliases of
+        :func:`resolve_subsets`: ``validation`` finds ``val``); None keeps all. A name that matches
+        nothing selects nothing (see :func:`tadkit.data.annotations.select_subset` for an error)."""
         if names is None:
             return self
-        wanted = {names.lower()} if isinstance(names, str) else {n.lower() for n in names}
-        return self.with_videos({k: v for k, v in self.videos.items() if v.subset.lower() in wanted})
+        wanted = set(resolve_subsets(names, self.subsets)[0])
+        return self.with_videos({k: v for k, v in self.videos.items() if v.subset in wanted})
 
     def with_videos(self, videos: dict[str, VideoAnnotation]) -> "AnnotationSet":
         """The same dataset (classes, ids, provenance) over another set of videos."""

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-from scipy import signal, special
 
 from tadkit.data.records import AnnotationSet, Segment, VideoAnnotation
 from tadkit.errors import TadkitError
@@ -141,6 +140,7 @@ class SynthConfig:
     videos: int = 200  # videos per subset (default timelines only)
     subsets: tuple[str, ...] | None = None  # None: all (default timelines: validation, test)
     timeline: str | None = None  # annotation file whose real segments are kept
+    timeline_videos: int | None = None  # with `timeline`: the first N video ids (sorted) of each subset; None = all
     dtype: str = "float32"  # feature file dtype: float32 or float16
     fps: float = 30.0  # frame rate of generated videos (and of timeline videos without one)
     alt_fps_fraction: float = 0.04  # share of generated videos at 25/24 fps, like THUMOS
@@ -184,6 +184,10 @@ class SynthConfig:
         for name in ("alt_fps_fraction", "tail_probability", "secondary_class_probability", "overlap_probability"):
             if not 0 <= getattr(self, name) <= 1:
                 raise bad(name, f"must be in [0, 1], got {getattr(self, name)}")
+        if self.timeline_videos is not None and self.timeline_videos < 1:
+            raise bad("videos", f"must be >= 1, got {self.timeline_videos}")
+        if self.timeline_videos is not None and self.timeline is None:
+            raise bad("timeline_videos", "limits the videos of a --timeline file; built-in timelines use `videos`")
         if self.subsets is not None and not self.subsets:
             raise bad("subsets", "must name at least one subset")
         self.difficulty.validate()
@@ -264,6 +268,8 @@ def video_num_features(video: VideoAnnotation, config: SynthConfig) -> int:
 
 def _truncated_lognormal(rng: np.random.Generator, median: float, sigma: float, low: float, high: float) -> float:
     """One draw of a log-normal truncated to [low, high] by inverse-CDF sampling (no clipping mass)."""
+    from scipy import special  # lazily: `tadkit data --help` must not import scipy
+
     a = special.ndtr((math.log(low) - math.log(median)) / sigma)
     b = special.ndtr((math.log(high) - math.log(median)) / sigma)
     u = min(max(rng.uniform(a, b), 1e-12), 1 - 1e-12)  # far tails: keep ndtri finite
@@ -375,6 +381,12 @@ def timeline_from_annotations(source: AnnotationSet, config: SynthConfig) -> Ann
         from tadkit.data.annotations import select_subset  # lazy, like the reader
 
         source = select_subset(source, list(config.subsets))
+    if config.timeline_videos is not None:
+        # the first N video ids of each subset, in sorted order: independent of the file's video order
+        keep: set[str] = set()
+        for subset in source.subsets:
+            keep.update(sorted(source.subset(subset).videos)[: config.timeline_videos])
+        source = source.with_videos({k: v for k, v in source.videos.items() if k in keep})
     videos: dict[str, VideoAnnotation] = {}
     for video_id, video in source.videos.items():
         duration = video.duration
@@ -487,6 +499,8 @@ def make_world(classes: Sequence[str], config: SynthConfig) -> SynthWorld:
 def _presence(tau: np.ndarray, starts: np.ndarray, ends: np.ndarray, rho: float) -> np.ndarray:
     """(J, N) soft indicator of tick time inside [start, end]: logistic ramps of scale ``rho``."""
     t = tau[:, None]
+    from scipy import special
+
     return (special.expit((t - starts) / rho) * special.expit((ends - t) / rho)).astype(np.float32)
 
 
@@ -502,6 +516,8 @@ def _smooth_background(rng: np.random.Generator, ticks: int, r: int, tick_second
     b = math.sqrt(1 - a * a)
     white = rng.standard_normal((ticks, r))
     # zi makes y[0] = white[0], so the process starts in its stationary distribution.
+    from scipy import signal
+
     out, _ = signal.lfilter([b], [1.0, -a], white, axis=0, zi=((1 - b) * white[:1]))
     return out
 
@@ -708,7 +724,7 @@ def generate_dataset(
 
     Annotations are written last, so a directory with ``annotations.json`` is complete.
     """
-    from tqdm import tqdm
+    from tadkit.utils.progress import progress as progress_bar  # tqdm on a TTY, plain lines in a log
 
     from tadkit.data.annotations import write_tadkit_json
     from tadkit.data.features import save_features
@@ -742,7 +758,8 @@ def generate_dataset(
                 stale.unlink()
 
     dtype = np.dtype(config.dtype)
-    for video in tqdm(annotations.videos.values(), desc="synth features", unit="video", disable=not progress):
+    for video in progress_bar(annotations.videos.values(), total=len(annotations.videos), desc="synth features",
+                              unit="video", disable=not progress):
         features = render_features(world, video, config)
         save_features(feature_dir, video.video_id, features.astype(dtype, copy=False), spec)
     spec.save(feature_dir)
@@ -771,12 +788,12 @@ def _split_names(values: Sequence[str] | None) -> tuple[str, ...] | None:
 
 
 def config_from_args(args: argparse.Namespace) -> SynthConfig:
-    if args.timeline is not None and args.videos is not None:
-        raise TadkitError("--videos only applies to built-in timelines, not with --timeline", field="videos")
+    with_timeline = args.timeline is not None
     return SynthConfig(
         seed=args.seed,
         dim=args.dim,
-        videos=SynthConfig.videos if args.videos is None else args.videos,
+        videos=SynthConfig.videos if args.videos is None or with_timeline else args.videos,
+        timeline_videos=args.videos if with_timeline else None,
         subsets=_split_names(args.subset),
         timeline=args.timeline,
         dtype=args.dtype,
@@ -821,7 +838,9 @@ def register_synth_command(data_subparsers: argparse._SubParsersAction) -> argpa
     )
     parser.add_argument("--dim", type=int, default=2048, help="feature channels, half rgb / half flow (default 2048)")
     parser.add_argument(
-        "--videos", type=int, default=None, help="videos per subset for built-in timelines (default 200)"
+        "--videos", type=int, default=None, metavar="N",
+        help="videos per subset: built-in timelines generate N (default 200); with --timeline, the first N video "
+             "ids (sorted) of each subset of the file are kept (default all). Combines with --subset.",
     )
     parser.add_argument(
         "--difficulty", nargs="+", metavar="PRESET|KNOB=VALUE",

@@ -29,7 +29,7 @@ from tadkit.errors import TadkitError
 
 PadMode = Literal["repeat", "zero"]
 ResampleMode = Literal["interpolate", "random", "uniform"]
-RESAMPLE_MODES = ("interpolate", "random", "uniform")
+from tadkit.data.choices import WINDOW_RESAMPLE_MODES as RESAMPLE_MODES  # noqa: E402
 TimeBase = Literal["duration", "features"]
 
 # Fixed lengths used by the published methods (whole-video mode).

@@ -8,11 +8,29 @@
 * :mod:`~tadkit.engine.run` — argument parsing for ``tadkit train CONFIG [--set k=v] [--out DIR] [--resume]``.
 """
 
-from tadkit.engine.checkpoint import CheckpointManager, load_checkpoint, load_checkpoint_model, save_checkpoint
-from tadkit.engine.config import Config, DataConfig, ModelConfig, TestConfig, TrainConfig, load_config, save_resolved
-from tadkit.engine.distributed import DistContext, current_context, init_distributed
-from tadkit.engine.inference import WindowPrediction, group_by_video, predict_windows
-from tadkit.engine.trainer import TrainData, TrainResult, train
+import importlib
+from typing import Any
+
+# name -> submodule; imported on first attribute access (PEP 562) so that `tadkit train --help`
+# and config validation do not import torch
+_EXPORTS = {
+    "CheckpointManager": "checkpoint", "load_checkpoint": "checkpoint", "load_checkpoint_model": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "Config": "config", "DataConfig": "config", "ModelConfig": "config", "TestConfig": "config",
+    "TrainConfig": "config", "load_config": "config", "save_resolved": "config",
+    "DistContext": "distributed", "current_context": "distributed", "init_distributed": "distributed",
+    "WindowPrediction": "inference", "group_by_video": "inference", "predict_windows": "inference",
+    "TrainData": "data", "TrainResult": "trainer", "train": "trainer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tadkit.engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"tadkit.engine.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CheckpointManager",

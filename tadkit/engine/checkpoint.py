@@ -36,18 +36,20 @@ import torch
 from torch import nn
 
 from tadkit.errors import TadkitError
+from tadkit.models.base import strip_ddp_prefix
 from tadkit.utils.io import atomic_open, torch_save
 
 CHECKPOINT_FORMAT = "tadkit-checkpoint/1"
 LAST = "last.pt"
 BEST = "best.pt"
-_EPOCH_RE = re.compile(r"^epoch_(\d+)\.pt$")
+_PROGRESS_RE = re.compile(r"^(epoch|step)_(\d+)\.pt$")
 REQUIRED_KEYS = ("model_name", "model_config", "model", "epoch")
 RESUME_KEYS = ("optimizer", "scheduler", "global_step", "rng", "config")
 
 
-def epoch_filename(epoch: int) -> str:
-    return f"epoch_{epoch:03d}.pt"
+def epoch_filename(epoch: int, prefix: str = "epoch") -> str:
+    """``epoch_003.pt`` (epoch-based runs) or ``step_000300.pt`` (iteration-based runs)."""
+    return f"{prefix}_{epoch:03d}.pt" if prefix == "epoch" else f"{prefix}_{epoch:06d}.pt"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -104,14 +106,6 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def strip_ddp_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``module.x`` -> ``x`` when every key has the DDP prefix."""
-    keys = list(state_dict)
-    if keys and all(k.startswith("module.") for k in keys):
-        return {k[len("module."):]: v for k, v in state_dict.items()}
-    return dict(state_dict)
-
-
 def save_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write atomically (temp file + rename): a kill mid-write leaves the previous file intact."""
     data = dict(payload)
@@ -165,8 +159,9 @@ class CheckpointManager:
     """``epoch_XXX.pt`` every epoch, ``last.pt`` = newest, ``best.pt``; prunes to the last ``keep_last``."""
 
     def __init__(self, directory: str | os.PathLike, keep_last: int | None = None,
-                 keep_epochs: tuple[int, ...] | list[int] = ()) -> None:
+                 keep_epochs: tuple[int, ...] | list[int] = (), prefix: str = "epoch") -> None:
         self.directory = Path(directory)
+        self.prefix = prefix
         self.keep_last = keep_last
         self.keep_epochs = set(int(e) for e in keep_epochs)
 
@@ -179,15 +174,15 @@ class CheckpointManager:
         return self.directory / BEST
 
     def epoch_path(self, epoch: int) -> Path:
-        return self.directory / epoch_filename(epoch)
+        return self.directory / epoch_filename(epoch, self.prefix)
 
     def epoch_files(self) -> dict[int, Path]:
         out = {}
         if self.directory.is_dir():
             for path in self.directory.iterdir():
-                match = _EPOCH_RE.match(path.name)
-                if match:
-                    out[int(match.group(1))] = path
+                match = _PROGRESS_RE.match(path.name)
+                if match and match.group(1) == self.prefix:
+                    out[int(match.group(2))] = path
         return dict(sorted(out.items()))
 
     def save(self, payload: Mapping[str, Any], epoch: int, best: bool = False) -> Path:
@@ -227,7 +222,10 @@ def load_checkpoint_model(path: str | os.PathLike, device: str | torch.device = 
     # model-only checkpoints (e.g. `tadkit convert a2net-official`) have no training state
     data = load_checkpoint(path, map_location="cpu", require=("model_name", "model_config", "model"))
     # lenient: a checkpoint must stay loadable when later tadkit versions add or drop config keys
-    config = Config.from_dict(data["config"], file=path, strict=False) if "config" in data else Config()
+    if "config" in data:
+        config = Config.from_dict(data["config"], file=path, strict=False)
+    else:
+        config = Config.from_dict({"model": {"name": str(data["model_name"])}}, file=path)
     model_config = data["model_config"]
     if not isinstance(model_config, dict):
         raise TadkitError("model_config must be a mapping", file=str(path), field="model_config")

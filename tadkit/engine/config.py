@@ -1,7 +1,8 @@
 """Run configuration: YAML -> nested, validated dataclasses.
 
-A config file has five top-level keys, each optional (missing keys take the defaults below, which
-are the official A2Net THUMOS14 settings from ``methods/a2net.md``)::
+A config file has five top-level keys; ``model.name`` (a registered method, see
+:mod:`tadkit.methods`) is required, every other key has a generic default (a method's own configs
+in ``configs/<method>/`` set its official values)::
 
     _base_: ../base.yaml       # optional: merge this file over another one (or a list of them)
     data:  {...}               # DataConfig
@@ -43,22 +44,18 @@ from tadkit.utils.io import write_text
 
 BASE_KEY = "_base_"
 
-# Choice lists mirror tadkit.data (kept literal here so a config validates without importing torch).
+# Choice lists shared with tadkit.data / tadkit.evaluation come from torch-free modules.
+from tadkit.data.choices import FPS_TABLES, PROTOCOLS, RESAMPLE_MODES  # noqa: E402
 DATA_MODES = ("sliding", "resample")
 PAD_MODES = ("repeat", "zero")
 START_GRIDS = ("features", "frames")
-RESAMPLE_MODES = ("interpolate", "random", "uniform", "acrnet")
 TIME_BASES = ("duration", "features")
-FPS_TABLES = ("a2net_thumos",)
-PROTOCOLS = ("activitynet", "thumos14")
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULERS = ("multistep", "cosine")
+SCHEDULER_UNITS = ("epoch", "iteration")
 DEVICES = ("auto", "cpu", "cuda")
 ZERO_LENGTH = ("keep", "drop", "error")
 
-# Protocol defaults for test.tiou_thresholds (evaluation.md: ActivityNet 0.5:0.05:0.95, THUMOS 0.1:0.1:0.7).
-DEFAULT_TIOU = {
-    "activitynet": [round(0.5 + 0.05 * i, 2) for i in range(10)],
-    "thumos14": [round(0.1 * i, 1) for i in range(1, 8)],
-}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -116,6 +113,7 @@ class DataConfig:
     resample_mode: str = _opt("interpolate", choices=RESAMPLE_MODES)
     time_base: str = _opt("duration", choices=TIME_BASES)
     min_features: int = _opt(1, check=POSITIVE, doc="skip videos with fewer features")
+    feature_subsample: int = _opt(1, check=POSITIVE, doc="keep every k-th feature (OpenTAD sample_stride; AFSD 3): stride_frames x k")
 
     def window_dataset_kwargs(self, training: bool) -> dict[str, Any]:
         """Keyword arguments for :class:`tadkit.data.dataset.WindowDataset` (annotations/store excluded)."""
@@ -136,6 +134,7 @@ class DataConfig:
             "resample_mode": self.resample_mode,
             "time_base": self.time_base,
             "min_features": self.min_features,
+            "feature_subsample": self.feature_subsample,
         }
 
 
@@ -143,15 +142,27 @@ class DataConfig:
 class ModelConfig:
     """``build_model(name, **kwargs)``; kwargs are checked by the model itself."""
 
-    name: str = _opt("a2net")
+    name: str | None = _opt(None, doc="registered method (tadkit.methods) or 'package.module:SPEC'")
     kwargs: dict[str, Any] = _opt({})
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation. Defaults = official A2Net THUMOS14 (Adam 1e-4, batch 48, 40 epochs, x0.1 after 30)."""
+    """Optimisation: optimizer, parameter groups, LR schedule, epoch- or iteration-based runs.
 
-    epochs: int = _opt(40, check=POSITIVE)
+    Generic defaults (Adam 1e-4, batch 48, 40 epochs, x0.1 after 30); each method's configs set its own.
+    """
+
+    epochs: int = _opt(40, check=POSITIVE, doc="epochs (ignored when iterations is set)")
+    iterations: int | None = _opt(None, check=POSITIVE, doc="iteration-based run: optimizer steps in all; null = epochs")
+    optimizer: str = _opt("adam", choices=OPTIMIZERS)
+    betas: list[float] = _opt([0.9, 0.999], check=(lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "must be two values in [0, 1)"))
+    param_groups: list[dict[str, Any]] = _opt([], doc="[{params: REGEX on parameter names, lr | lr_scale, weight_decay}] first match wins")
+    scheduler: str = _opt("multistep", choices=SCHEDULERS)
+    scheduler_unit: str = _opt("epoch", choices=SCHEDULER_UNITS, doc="step the LR schedule per epoch or per iteration")
+    warmup: int = _opt(0, check=NON_NEGATIVE, doc="linear warm-up length in scheduler units")
+    min_lr_factor: float = _opt(0.0, check=UNIT_INTERVAL, doc="cosine: final lr = lr x this")
+    lr_decay_iterations: list[int] = _opt([], check=ALL_POSITIVE, doc="multistep per iteration: lr *= lr_gamma after these steps")
     batch_size: int = _opt(48, check=POSITIVE, doc="GLOBAL batch: split evenly over DDP processes")
     lr: float = _opt(1e-4, check=POSITIVE)
     weight_decay: float = _opt(0.0, check=NON_NEGATIVE)
@@ -162,7 +173,8 @@ class TrainConfig:
     num_workers: int = _opt(0, check=NON_NEGATIVE)
     shuffle: bool = _opt(True)
     drop_last: bool = _opt(False)
-    eval_every: int = _opt(0, check=NON_NEGATIVE, doc="evaluate every N epochs and at the last; 0 = off")
+    eval_every: int = _opt(0, check=NON_NEGATIVE, doc="evaluate every N epochs (iterations in an iteration-based run) and at the end; 0 = off")
+    checkpoint_every: int | None = _opt(None, check=POSITIVE, doc="iteration-based runs: checkpoint every N steps; null = eval_every or 100")
     eval_epochs: list[int] = _opt([], check=ALL_POSITIVE, doc="also evaluate after these epochs")
     best_metric: str | None = _opt(None, doc="metric (higher = better) that selects best.pt")
     amp: bool = _opt(False, doc="mixed precision; CUDA only (ignored with a note on CPU)")
@@ -184,19 +196,28 @@ class TestConfig:
     protocol: str = _opt("thumos14", choices=PROTOCOLS)
     tiou_thresholds: list[float] | None = _opt(None, check=TIOUS, doc="null = protocol default")
     batch_size: int = _opt(1, check=POSITIVE)
-    nms: dict[str, Any] = _opt({"preset": "a2net"}, doc="tadkit.postprocess.nms.NMSConfig mapping (preset + overrides)")
+    nms: dict[str, Any] | None = _opt(None, doc="tadkit.postprocess.nms.NMSConfig mapping (preset + overrides); null = the method's default")
+    cas: dict[str, Any] = _opt({}, doc="options of the method's CAS -> segments step (cas methods)")
+    drop_reversed: bool = _opt(True, doc="drop detections with end < start before NMS (they can never match)")
     duplicate_cliffdiving: bool = _opt(False, doc="copy CliffDiving detections as Diving (A2Net)")
+    drop_ambiguous: bool = _opt(False, doc="delete detections overlapping the GT's Ambiguous segments (ACRNet protocol)")
     blocked_videos: str | None = _opt(None, path=True, doc="ActivityNet blocked-video list to drop")
 
     def thresholds(self) -> list[float]:
-        return list(self.tiou_thresholds) if self.tiou_thresholds is not None else list(DEFAULT_TIOU[self.protocol])
+        from tadkit.evaluation.detection import default_tiou
 
-    def nms_config(self, file: str | None = None):
-        """The :class:`tadkit.postprocess.nms.NMSConfig` this section describes."""
+        return list(self.tiou_thresholds) if self.tiou_thresholds is not None else default_tiou(self.protocol)
+
+    def nms_config(self, file: str | None = None, default: Mapping[str, Any] | None = None):
+        """The :class:`tadkit.postprocess.nms.NMSConfig` this section describes (``default``: the
+        method's, when ``nms`` is null); None when neither sets one."""
         from tadkit.postprocess.nms import NMSConfig
 
+        mapping = self.nms if self.nms is not None else default
+        if mapping is None:
+            return None
         try:
-            return NMSConfig.from_dict(self.nms, file=file)
+            return NMSConfig.from_dict(dict(mapping), file=file)
         except TadkitError as error:
             raise TadkitError(error.message, file=file, field=f"test.{error.field or 'nms'}") from None
 
@@ -372,10 +393,43 @@ def _coerce(value: Any, hint: Any, key: str, ctx: _ErrorContext) -> Any:
 def _cross_validate(config: Config, ctx: _ErrorContext) -> None:
     """Rules that involve more than one key."""
     config.test.nms_config(None if ctx.file is None else str(ctx.file))  # validates test.nms early
-    if not config.model.name:
-        raise ctx.error("model.name", "must name a registered model")
+    if config.model.name:  # optional in a partial (base) config; required where a model is built
+        from tadkit.methods import get_method
+
+        get_method(config.model.name, file=None if ctx.file is None else str(ctx.file))  # unknown names fail here
+    for i, group in enumerate(config.train.param_groups):
+        _check_param_group(group, f"train.param_groups[{i}]", ctx)
+    if config.train.scheduler_unit == "epoch" and config.train.iterations and config.train.scheduler == "cosine":
+        pass  # cosine per epoch of an iteration-based run is allowed: epochs completed drive it
     if config.train.best_metric is not None and config.train.eval_every == 0 and not config.train.eval_epochs:
         raise ctx.error("train.best_metric", "needs evaluation: set train.eval_every or train.eval_epochs")
+
+
+PARAM_GROUP_KEYS = {"params", "lr", "lr_scale", "weight_decay"}
+
+
+def _check_param_group(group: Mapping[str, Any], key: str, ctx: _ErrorContext) -> None:
+    unknown = sorted(set(group) - PARAM_GROUP_KEYS)
+    if unknown:
+        raise ctx.error(f"{key}.{unknown[0]}", f"unknown key (valid: {', '.join(sorted(PARAM_GROUP_KEYS))})")
+    pattern = group.get("params")
+    if not isinstance(pattern, str) or not pattern:
+        raise ctx.error(f"{key}.params", "must be a regular expression matched against parameter names")
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise ctx.error(f"{key}.params", f"invalid regular expression: {error}") from None
+    if "lr" in group and "lr_scale" in group:
+        raise ctx.error(f"{key}.lr", "set lr or lr_scale, not both")
+    for name in ("lr", "lr_scale", "weight_decay"):
+        value = group.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ctx.error(f"{key}.{name}", f"expected a non-negative number, got {value!r}") from None
+            if value < 0:
+                raise ctx.error(f"{key}.{name}", f"expected a non-negative number, got {value!r}")
 
 
 def _to_plain(obj: Any) -> Any:
@@ -518,8 +572,34 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str], base_dir: Pat
     return raw, keys
 
 
+PACKAGED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def find_config(path: str | os.PathLike) -> Path:
+    """``path`` as given, else a config shipped with tadkit: ``a2net/thumos14`` or ``a2net/thumos14.yaml``
+    finds ``tadkit/configs/a2net/thumos14.yaml`` (so a non-editable install has every config)."""
+    given = Path(path)
+    if given.exists() or given.is_absolute():
+        return given
+    for candidate in (PACKAGED_CONFIGS / given, PACKAGED_CONFIGS / given.with_suffix(".yaml"),
+                      PACKAGED_CONFIGS / Path(*given.parts[1:]) if given.parts[:1] == ("configs",) else None):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    return given
+
+
+def packaged_configs() -> list[str]:
+    """Names of the configs shipped with tadkit (``method/name``)."""
+    return sorted(str(p.relative_to(PACKAGED_CONFIGS).with_suffix("")) for p in PACKAGED_CONFIGS.glob("*/*.yaml"))
+
+
 def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> Config:
-    """Read a YAML config (``None`` = defaults only), merge ``_base_`` files, apply ``--set`` overrides."""
+    """Read a YAML config (``None`` = defaults only), merge ``_base_`` files, apply ``--set`` overrides.
+
+    ``path`` may name a shipped config (``a2net/thumos14``, see :func:`find_config`).
+    """
+    if path is not None:
+        path = find_config(path)
     raw = _load_raw(Path(path)) if path is not None else {}
     raw, keys = apply_overrides(raw, overrides)
     ctx = _ErrorContext(path, frozenset(keys))

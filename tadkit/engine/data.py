@@ -1,35 +1,56 @@
-"""Datasets from a config's ``data`` section: the default ``build_datasets_fn`` of ``tadkit train``.
+"""Datasets from a config's ``data`` section, by the method's data kind (``MethodSpec.data_kind``).
 
-``data.annotations`` (any format :func:`tadkit.data.annotations.load_annotations` reads) +
-``data.features`` (a feature directory with ``features.json``) -> :class:`WindowDataset` for the
-train or test subset, batched with :func:`collate_windows`.
+* ``windows``: :class:`tadkit.data.dataset.WindowDataset` (sliding windows or whole-video
+  resampling, segment targets), batched with :func:`tadkit.data.windows.collate_windows`;
+* ``videos``: :class:`tadkit.data.dataset.VideoDataset` (whole videos resampled to
+  ``data.resample_length``, video-level labels only), batched with ``collate_videos``;
+* ``frames``: decoded frame clips (end-to-end methods); not available in this version.
+
+The engine calls :func:`build_train_data` / :func:`build_dataset` and never names a method.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from tadkit.engine.config import Config
-from tadkit.engine.trainer import TrainData
 from tadkit.errors import TadkitError
+
+
+@dataclass
+class TrainData:
+    """What ``build_datasets_fn(config)`` returns: the training set, how to batch it, its classes."""
+
+    train: Any  # torch Dataset
+    collate_fn: Callable[[list[Any]], dict[str, Any]] | None = None  # None: collate_windows
+    classes: list[str] | None = None  # class names stored in checkpoints (None: the dataset's own)
+
+
+def method_of(config: Config):
+    """The :class:`tadkit.methods.MethodSpec` of ``config.model.name``."""
+    from tadkit.methods import available_methods, get_method
+
+    if not config.model.name:
+        raise TadkitError(f"set model.name to a method: one of {', '.join(available_methods())}",
+                          file=config.source, field="model.name")
+    return get_method(config.model.name, file=config.source)
 
 
 def fps_table(name: str | None) -> Callable[[str], float | None] | None:
     """The per-video fps function a ``data.fps_table`` name stands for."""
     if name is None:
         return None
-    from tadkit.data.features import a2net_thumos_fps
+    from tadkit.data.features import fps_table_by_name
 
-    tables = {"a2net_thumos": a2net_thumos_fps}
-    if name not in tables:
-        raise TadkitError(f"unknown fps table {name!r}; choose from {', '.join(tables)}", field="data.fps_table")
-    return tables[name]
+    try:
+        return fps_table_by_name(name)
+    except TadkitError as error:
+        raise TadkitError(error.message, field="data.fps_table") from None
 
 
-def build_window_dataset(config: Config, training: bool, progress: bool = True):
-    """The :class:`tadkit.data.dataset.WindowDataset` of the train (``training``) or test subset."""
+def _load(config: Config):
     from tadkit.data.annotations import load_annotations
-    from tadkit.data.dataset import WindowDataset
     from tadkit.data.features import FeatureStore
 
     data = config.data
@@ -40,14 +61,127 @@ def build_window_dataset(config: Config, training: bool, progress: bool = True):
     annotations = load_annotations(data.annotations, data.annotation_format, video_info=data.video_info,
                                    zero_length=data.zero_length)
     store = FeatureStore(data.features, fps_table=fps_table(data.fps_table))
-    return WindowDataset(annotations, store, **data.window_dataset_kwargs(training), progress=progress)
+    return annotations, store
+
+
+def build_window_dataset(config: Config, training: bool, progress: bool = True, annotations=None, store=None):
+    """The :class:`tadkit.data.dataset.WindowDataset` of the train (``training``) or test subset."""
+    from tadkit.data.dataset import WindowDataset
+
+    if annotations is None or store is None:
+        annotations, store = _load(config)
+    dataset = WindowDataset(annotations, store, **config.data.window_dataset_kwargs(training), progress=progress)
+    scan_feature_values(dataset, progress)
+    return dataset
+
+
+def build_video_dataset(config: Config, training: bool, progress: bool = True, annotations=None, store=None):
+    """The :class:`tadkit.data.dataset.VideoDataset` (whole videos, video-level labels)."""
+    import inspect
+
+    from tadkit.data.dataset import VideoDataset
+
+    if annotations is None or store is None:
+        annotations, store = _load(config)
+    data = config.data
+    kwargs: dict[str, Any] = {
+        "subset": data.subset_train if training else data.subset_test,
+        "length": data.resample_length,
+        "resample_mode": data.resample_mode,
+        "training": training,
+        "time_base": data.time_base,
+        "min_features": data.min_features,
+        "progress": progress,
+    }
+    accepted = inspect.signature(VideoDataset).parameters
+    dataset = VideoDataset(annotations, store, **{k: v for k, v in kwargs.items() if k in accepted})
+    scan_feature_values(dataset, progress)
+    return dataset
+
+
+def scan_feature_values(dataset: Any, progress: bool = True) -> None:
+    """NaN/Inf check of every video a dataset reads (``FeatureStore.scan_values``: chunked,
+    memory-mapped, the verdict cached per file), so bad features fail before training or inference."""
+    scan = getattr(getattr(dataset, "store", None), "scan_values", None)
+    if scan is None:
+        return
+    skipped = set(getattr(dataset, "skipped", None) or ())
+    scan([v for v in dataset.annotations.videos if v not in skipped], progress=progress)
+
+
+def build_dataset(config: Config, training: bool, progress: bool = True, annotations=None, store=None):
+    """The dataset of the method's data kind for the train or test subset."""
+    kind = method_of(config).data_kind
+    if kind == "windows":
+        return build_window_dataset(config, training, progress, annotations, store)
+    if kind == "videos":
+        return build_video_dataset(config, training, progress, annotations, store)
+    raise TadkitError(f"data kind {kind!r} (method {config.model.name!r}) has no dataset builder in this "
+                      "version of tadkit", file=config.source, field="model.name")
+
+
+def collate_fn_for(kind: str) -> Callable[[list[Any]], dict[str, Any]]:
+    if kind == "videos":
+        from tadkit.data.dataset import collate_videos
+
+        return collate_videos
+    from tadkit.data.windows import collate_windows
+
+    return collate_windows
+
+
+def dataset_classes(dataset: Any) -> list[str]:
+    """Class names of a dataset (``.classes`` or ``.annotations.classes``); [] when it has none."""
+    classes = getattr(dataset, "classes", None)
+    if classes is None:
+        classes = getattr(getattr(dataset, "annotations", None), "classes", None)
+    return [str(c) for c in (classes or [])]
+
+
+class _Transformed:
+    """A training set with the method's ``train_transform`` applied to every sample."""
+
+    def __init__(self, dataset: Any, transform: Callable[[Any], Any]) -> None:
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.transform(self.dataset[index])
+
+    def __getattr__(self, name: str) -> Any:  # annotations, classes, ... of the wrapped dataset
+        return getattr(self.dataset, name)
 
 
 def build_train_data(config: Config) -> TrainData:
-    """``build_datasets_fn`` for :func:`tadkit.engine.train`: training windows + ``collate_windows``."""
-    from tadkit.data.windows import collate_windows
+    """``build_datasets_fn`` of :func:`tadkit.engine.train`: the method's training set and collate."""
+    spec = method_of(config)
+    annotations, store = _load(config)
+    dataset = build_dataset(config, training=True, annotations=annotations, store=store)
+    train_cfg = config.train
+    if train_cfg.eval_every or train_cfg.eval_epochs or train_cfg.best_metric:  # evaluation reads the test
+        # subset after the first epoch: its features are checked now, not after an epoch of training
+        store.scan_values(list(annotations.subset(config.data.subset_test).videos), progress=False)
+    classes = dataset_classes(dataset)
+    if not classes:
+        raise TadkitError("the training set has no class list (checkpoints store it for detection)",
+                          file=config.data.annotations, field="classes")
+    transform = spec.transform()
+    if transform is not None:
+        dataset = _Transformed(dataset, transform)
+    return TrainData(dataset, collate_fn_for(spec.data_kind), classes)
 
-    return TrainData(build_window_dataset(config, training=True), collate_windows)
 
-
-__all__ = ["build_train_data", "build_window_dataset", "fps_table"]
+__all__ = [
+    "TrainData",
+    "build_dataset",
+    "build_train_data",
+    "build_video_dataset",
+    "build_window_dataset",
+    "collate_fn_for",
+    "dataset_classes",
+    "fps_table",
+    "method_of",
+    "scan_feature_values",
+]

@@ -1,4 +1,4 @@
-"""Window-level inference that works the same on one process and under DDP.
+"""Sample-level inference (windows or whole videos) that works the same on one process and under DDP.
 
 Under DDP each process predicts its shard (``DistributedSampler(shuffle=False)``), then the shards are
 exchanged with ``all_gather_object``. DistributedSampler pads the last shard by repeating samples, so
@@ -15,19 +15,25 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from tqdm import tqdm
+from tadkit.utils.progress import progress as progress_bar
 
 from tadkit.engine.distributed import DistContext, current_context, gather_unique, unwrap
+from tadkit.engine.trainer import move_to_device
+from tadkit.methods.base import ClassActivation
 from tadkit.models.base import WindowDetections
 
 
 @dataclass
 class WindowPrediction:
-    """Detections of one window (CPU tensors, window steps) with the window's meta."""
+    """``model.decode`` output of one sample (CPU tensors) with the sample's meta.
+
+    ``detections`` is a :class:`WindowDetections` (window steps) for ``detections`` methods or a
+    :class:`ClassActivation` for ``cas`` methods.
+    """
 
     index: int  # position in the dataset: the de-duplication key
-    meta: dict[str, Any]  # video_id, t0, step, valid_length (from the collate function)
-    detections: WindowDetections
+    meta: dict[str, Any]  # video_id, t0, step, valid_length (+ fps, frame_num, ... for whole videos)
+    detections: WindowDetections | ClassActivation
 
     @property
     def video_id(self) -> str:
@@ -57,7 +63,10 @@ class _IndexedCollate:
         return [i for i, _ in items], self.collate_fn([s for _, s in items])
 
 
-def _to_cpu(det: WindowDetections) -> WindowDetections:
+def _to_cpu(det: WindowDetections | ClassActivation) -> WindowDetections | ClassActivation:
+    if isinstance(det, ClassActivation):
+        return ClassActivation(det.cas.detach().float().cpu(), det.video_scores.detach().float().cpu(),
+                               {k: v.detach().cpu() for k, v in det.extras.items()})
     return WindowDetections(det.segments.detach().cpu(), det.scores.detach().cpu(), det.labels.detach().cpu())
 
 
@@ -73,7 +82,7 @@ def predict_windows(
     progress: bool = True,
     desc: str = "predict",
 ) -> list[WindowPrediction]:
-    """Run ``model.forward`` + ``model.decode`` over ``dataset``; every rank gets all windows once.
+    """Run ``model(batch)`` + ``model.decode(outputs, batch)`` over ``dataset``; every rank gets all samples once.
 
     ``batch_size`` is per process. ``ctx`` defaults to the running process group (so an
     ``evaluate_fn`` called by the trainer under ``torchrun`` shards automatically). The model is put in
@@ -93,9 +102,10 @@ def predict_windows(
         pin_memory=device.type == "cuda",
     )
     local: list[WindowPrediction] = []
-    for indices, batch in tqdm(loader, desc=desc, unit="batch", disable=not (progress and ctx.is_main), leave=False):
-        outputs = module(batch["features"].to(device, non_blocking=True))
-        detections = module.decode(outputs)
+    for indices, batch in progress_bar(loader, desc=desc, unit="batch", disable=not (progress and ctx.is_main), leave=False):
+        batch = move_to_device(batch, device)
+        outputs = module(batch)
+        detections = module.decode(outputs, batch)
         for index, meta, det in zip(indices, batch["meta"], detections, strict=True):
             local.append(WindowPrediction(int(index), dict(meta), _to_cpu(det)))
     merged = gather_unique(local, key=lambda p: p.index, ctx=ctx)
@@ -113,4 +123,6 @@ def group_by_video(predictions: Sequence[WindowPrediction]) -> dict[str, list[Wi
     return dict(out)
 
 
-__all__ = ["WindowPrediction", "group_by_video", "predict_windows"]
+predict = predict_windows  # the name says windows; any sample kind goes through it
+
+__all__ = ["WindowPrediction", "group_by_video", "predict", "predict_windows"]

@@ -20,10 +20,13 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from tadkit.engine.config import Config, load_config
-from tadkit.engine.trainer import BuildDatasetsFn, EvaluateFn, TrainResult, train
+from typing import TYPE_CHECKING
 
-MakeEvaluateFn = Callable[[Config, Path], "EvaluateFn | None"]
+if TYPE_CHECKING:  # argument parsing must not import torch (`tadkit train --help` stays fast)
+    from tadkit.engine.config import Config
+    from tadkit.engine.trainer import BuildDatasetsFn, EvaluateFn
+
+MakeEvaluateFn = Callable[["Config", Path], "EvaluateFn | None"]
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -38,7 +41,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     return parser
 
 
-def resolve_out_dir(config: Config, out: str | None, config_path: str | None = None) -> Path:
+def resolve_out_dir(config: "Config", out: str | None, config_path: str | None = None) -> Path:
     """``--out`` (relative to the current directory) > ``out_dir`` in the config > ``runs/<config stem>``."""
     if out:
         return Path(out).absolute()
@@ -48,7 +51,9 @@ def resolve_out_dir(config: Config, out: str | None, config_path: str | None = N
     return (Path("runs") / stem).absolute()
 
 
-def prepare_run(args: argparse.Namespace) -> tuple[Config, Path]:
+def prepare_run(args: argparse.Namespace) -> tuple["Config", Path]:
+    from tadkit.engine.config import load_config
+
     config = load_config(args.config, args.overrides)
     out_dir = resolve_out_dir(config, args.out, args.config)
     config.out_dir = str(out_dir)  # the resolved config beside the run names where it lives
@@ -57,13 +62,15 @@ def prepare_run(args: argparse.Namespace) -> tuple[Config, Path]:
 
 def run_train(
     args: argparse.Namespace,
-    build_datasets_fn: BuildDatasetsFn | None = None,
+    build_datasets_fn: "BuildDatasetsFn | None" = None,
     make_evaluate_fn: MakeEvaluateFn | None = None,
 ) -> int:
     """Load the config, train, print where the results are. Returns the exit code."""
+    from tadkit.engine.trainer import train
+
     config, out_dir = prepare_run(args)
     evaluate_fn = make_evaluate_fn(config, out_dir) if make_evaluate_fn is not None else None
-    result: TrainResult = train(
+    result = train(
         config, out_dir, args.resume, build_datasets_fn, evaluate_fn, progress=not args.no_progress
     )
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun: only rank 0 reports

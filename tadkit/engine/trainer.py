@@ -1,27 +1,35 @@
-"""The training loop every method shares: Adam + step LR, seeds, DDP, AMP, checkpoints, resume, logs.
+"""The training loop every method shares: optimizers, LR schedules, seeds, DDP, AMP, checkpoints, resume, logs.
+
+The loop knows no method: it hands the whole batch to ``model(batch)`` and ``model.loss(outputs,
+batch)`` (the contract in :mod:`tadkit.methods.base`). Runs are epoch-based (``train.epochs``) or
+iteration-based (``train.iterations``: the data is cycled epoch after epoch until that many
+optimizer steps, with evaluation and checkpoints every ``eval_every`` / ``checkpoint_every`` steps).
 
 Reproducibility contract (what makes ``--resume`` continue a killed run exactly):
 
 * the sample order of epoch ``e`` is a function of ``(train.seed, e)`` only: a ``DistributedSampler``
   (also with one process) reseeded with ``set_epoch(e)``, and a DataLoader generator reseeded per
-  epoch for worker seeds;
+  epoch for worker seeds; a run resumed inside an epoch skips the sample indices it already used;
+* the learning rate is a pure function of the config and the progress (:func:`lr_at`), so a resumed
+  run continues the schedule whatever changed in between;
 * every other random draw (random negatives in losses, random resampling in datasets) comes from the
   global Python / NumPy / torch generators, whose states are stored in each checkpoint (per rank)
   at the epoch boundary and restored on resume;
 * ``train.batch_size`` is the GLOBAL batch: with W processes each takes batch_size / W samples of the
   same global batch, so 1 process x 2b and 2 processes x b see the same samples per step.
 
-Outputs in ``out_dir`` (rank 0 only): ``config.yaml`` (resolved config), ``epoch_XXX.pt`` /
-``last.pt`` / ``best.pt``, ``history.json``, ``train.log``, ``tensorboard/``.
+Outputs in ``out_dir`` (rank 0 only): ``config.yaml`` (resolved config), ``epoch_XXX.pt`` (or
+``step_XXXXXX.pt`` in iteration-based runs) / ``last.pt`` / ``best.pt``, ``history.json``,
+``train.log``, ``tensorboard/``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections import Counter
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,8 +49,9 @@ from tadkit.engine.checkpoint import (
     load_checkpoint,
     model_config_of,
     restore_rng_state,
-    strip_ddp_prefix,
 )
+from tadkit.engine.data import TrainData
+from tadkit.models.base import strip_ddp_prefix
 from tadkit.engine.config import Config, save_resolved
 from tadkit.engine.distributed import (
     DistContext,
@@ -57,19 +66,22 @@ from tadkit.engine.distributed import (
     wrap_ddp,
 )
 from tadkit.errors import TadkitError
-from tadkit.utils.io import write_json
+from tadkit.utils.io import (
+    WRITE_ONLY_ERRNOS,
+    DirectoryLock,
+    DirectoryLocked,
+    WriteFailure,
+    ensure_writable_dir,
+    lock_directory,
+    translate_write_errors,
+    write_failure,
+    write_json,
+)
+from tadkit.utils.progress import progress
 
 HISTORY_FORMAT = "tadkit-history/1"
 
 EvaluateFn = Callable[[nn.Module, int], Mapping[str, float]]
-
-
-@dataclass
-class TrainData:
-    """What ``build_datasets_fn(config)`` returns: the training set and how to batch it."""
-
-    train: Dataset
-    collate_fn: Callable[[list[Any]], dict[str, Any]] | None = None  # None: tadkit.data collate_windows
 
 
 BuildDatasetsFn = Callable[[Config], "TrainData | Dataset"]
@@ -142,65 +154,157 @@ def per_process_batch(batch_size: int, world_size: int) -> int:
     return batch_size // world_size
 
 
+def _group_of(name: str, config: Config) -> int:
+    """Index of the first ``train.param_groups`` rule whose regex matches ``name``; -1 = the default group."""
+    for index, rule in enumerate(config.train.param_groups):
+        if re.search(rule["params"], name):
+            return index
+    return -1
+
+
+def group_settings(config: Config, index: int) -> tuple[float, float]:
+    """(base lr, weight decay) of parameter group rule ``index`` (-1 = the default group)."""
+    cfg = config.train
+    if index < 0:
+        return cfg.lr, cfg.weight_decay
+    rule = config.train.param_groups[index]
+    lr = float(rule["lr"]) if rule.get("lr") is not None else cfg.lr * float(rule.get("lr_scale", 1.0))
+    decay = float(rule["weight_decay"]) if rule.get("weight_decay") is not None else cfg.weight_decay
+    return lr, decay
+
+
 def build_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
-    """Adam (default betas), as every method in methods/*.md."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.Adam(params, lr=config.train.lr, weight_decay=config.train.weight_decay)
+    """Adam or AdamW over the trainable parameters, in ``train.param_groups`` (first regex match wins).
+
+    Each group records its rule index (``"rule"``) so a resumed run can re-apply the config's values.
+    """
+    members: dict[int, list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            members.setdefault(_group_of(name, config), []).append(param)
+    groups = []
+    for index in sorted(members, key=lambda i: (i < 0, i)):  # rules in order, the default group last
+        lr, decay = group_settings(config, index)
+        groups.append({"params": members[index], "lr": lr, "weight_decay": decay, "rule": index})
+    if not groups:
+        raise TadkitError("the model has no trainable parameter", field="model.name")
+    kind = torch.optim.AdamW if config.train.optimizer == "adamw" else torch.optim.Adam
+    return kind(groups, lr=config.train.lr, betas=tuple(config.train.betas), weight_decay=config.train.weight_decay)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: Config) -> torch.optim.lr_scheduler.MultiStepLR:
-    """Step LR stepped once per epoch: lr *= gamma after each epoch listed in ``lr_decay_epochs``."""
-    return torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=list(config.train.lr_decay_epochs), gamma=config.train.lr_gamma
-    )
+def schedule_length(config: Config, steps_per_epoch: int) -> int:
+    """Length of the LR schedule in its own units (epochs or iterations)."""
+    cfg = config.train
+    if cfg.scheduler_unit == "iteration":
+        return cfg.iterations if cfg.iterations else cfg.epochs * steps_per_epoch
+    return cfg.epochs if not cfg.iterations else max(1, math.ceil(cfg.iterations / max(steps_per_epoch, 1)))
 
 
-def scheduled_lr(config: Config, completed_epochs: int) -> float:
-    """The learning rate after ``completed_epochs`` epochs, multiplied in the order MultiStepLR does."""
-    lr = config.train.lr
-    for milestone in config.train.lr_decay_epochs:
-        if milestone <= completed_epochs:
-            lr *= config.train.lr_gamma
+def lr_at(base_lr: float, config: Config, progress: int, total: int) -> float:
+    """The learning rate after ``progress`` scheduler steps (epochs or iterations) of ``total``.
+
+    ``multistep``: ``lr *= lr_gamma`` after each milestone, multiplied in the order MultiStepLR
+    does (bit-identical to it); ``cosine``: from lr to ``lr x min_lr_factor`` over the schedule
+    (closed form of CosineAnnealingLR); both after an optional linear warm-up of ``warmup`` steps.
+    """
+    cfg = config.train
+    if cfg.warmup and progress < cfg.warmup:
+        return base_lr * (progress + 1) / (cfg.warmup + 1)
+    if cfg.scheduler == "cosine":
+        span = max(total - cfg.warmup, 1)
+        t = min(progress - cfg.warmup, span)
+        low = base_lr * cfg.min_lr_factor
+        return low + (base_lr - low) * (1 + math.cos(math.pi * t / span)) / 2
+    milestones = cfg.lr_decay_iterations if cfg.scheduler_unit == "iteration" else cfg.lr_decay_epochs
+    lr = base_lr
+    for milestone in milestones:
+        if milestone <= progress:
+            lr *= cfg.lr_gamma
     return lr
 
 
-def apply_config_schedule(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.MultiStepLR,
-                          config: Config, completed_epochs: int) -> None:
-    """After loading a checkpoint: the config's lr / decay epochs / gamma / weight decay win over the stored ones.
+def scheduled_lr(config: Config, completed_epochs: int) -> float:
+    """The default group's learning rate after ``completed_epochs`` epochs of an epoch-unit schedule."""
+    return lr_at(config.train.lr, config, completed_epochs, config.train.epochs)
 
-    So a resumed run may extend ``epochs`` or move the decay points; with an unchanged config the values
-    are bit-identical to the stored ones. Adam's moment estimates are kept either way.
+
+class ConfigSchedule(torch.optim.lr_scheduler.LRScheduler):
+    """The config's LR schedule as a PyTorch scheduler: ``step()`` once per epoch or per iteration
+    (``train.scheduler_unit``); the lr of every group is :func:`lr_at` of its base lr."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, config: Config, steps_per_epoch: int = 1) -> None:
+        self.config, self.steps_per_epoch = config, steps_per_epoch
+        self.total = schedule_length(config, steps_per_epoch)
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float]:
+        return [lr_at(base, self.config, self.last_epoch, self.total) for base in self.base_lrs]
+
+    def state_dict(self) -> dict[str, Any]:  # the config is not state: it comes from the run's config
+        return {k: v for k, v in super().state_dict().items() if k not in ("config", "total", "steps_per_epoch")}
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: Config, steps_per_epoch: int = 1) -> ConfigSchedule:
+    return ConfigSchedule(optimizer, config, steps_per_epoch)
+
+
+def apply_config_schedule(optimizer: torch.optim.Optimizer, scheduler: ConfigSchedule, config: Config,
+                          completed: int) -> None:
+    """After loading a checkpoint: the config's lr / schedule / weight decay win over the stored ones.
+
+    ``completed`` = scheduler steps taken (epochs or iterations). With an unchanged config the values
+    are bit-identical to the stored ones; Adam's moment estimates are kept either way.
     """
-    lr = scheduled_lr(config, completed_epochs)
+    scheduler.config = config
+    scheduler.total = schedule_length(config, scheduler.steps_per_epoch)
+    bases = []
     for group in optimizer.param_groups:
-        group["initial_lr"], group["lr"], group["weight_decay"] = config.train.lr, lr, config.train.weight_decay
-    scheduler.milestones = Counter(config.train.lr_decay_epochs)
-    scheduler.gamma = config.train.lr_gamma
-    scheduler.base_lrs = [config.train.lr] * len(optimizer.param_groups)
-    scheduler._last_lr = [lr] * len(optimizer.param_groups)
+        base, decay = group_settings(config, int(group.get("rule", -1)))
+        group["initial_lr"], group["weight_decay"] = base, decay
+        group["lr"] = lr_at(base, config, completed, scheduler.total)
+        bases.append(base)
+    scheduler.base_lrs = bases
+    scheduler.last_epoch = completed
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
 
 
 def should_evaluate(epoch: int, config: Config) -> bool:
+    """Epoch-based runs: evaluate after this epoch? (every ``eval_every``, the last, ``eval_epochs``)."""
     every = config.train.eval_every
     return (every > 0 and (epoch % every == 0 or epoch == config.train.epochs)) or epoch in config.train.eval_epochs
 
 
-def move_targets(targets: list[dict[str, torch.Tensor]], device: torch.device) -> list[dict[str, torch.Tensor]]:
-    return [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+def iteration_marks(step: int, config: Config) -> tuple[bool, bool]:
+    """Iteration-based runs: (evaluate, checkpoint) after optimizer step ``step``?"""
+    cfg = config.train
+    last = step >= (cfg.iterations or 0)
+    evaluate = last or (cfg.eval_every > 0 and step % cfg.eval_every == 0)
+    every = cfg.checkpoint_every or cfg.eval_every or 100
+    return evaluate, evaluate or last or step % every == 0
+
+
+def move_to_device(value: Any, device: torch.device) -> Any:
+    """Tensors (also inside dicts, lists and tuples) onto ``device``; everything else unchanged."""
+    if torch.is_tensor(value):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, dict):
+        return {k: move_to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(move_to_device(v, device) for v in value)
+    return value
 
 
 def default_build_model(config: Config) -> nn.Module:
-    """``tadkit.models.build_model(config.model.name, **config.model.kwargs)`` with config-aware errors."""
-    from tadkit.models import build_model
+    """The model of the config's method (``model.name``) built with ``model.kwargs``; config-aware errors."""
+    from tadkit.engine.data import method_of
 
+    spec = method_of(config)
     try:
-        return build_model(config.model.name, **config.model.kwargs)
+        return spec.build(**config.model.kwargs)
     except TadkitError as error:
-        field_name = error.field if error.field and error.field.startswith("model") else "model.kwargs"
-        if error.field == "model_name":
-            field_name = "model.name"
+        field_name = error.field if error.field and error.field.startswith("model") else f"model.kwargs.{error.field or ''}".rstrip(".")
         raise TadkitError(error.message, file=config.source, field=field_name) from None
-    except TypeError as error:
+    except (TypeError, ValueError) as error:
         raise TadkitError(f"model {config.model.name!r}: {error}", file=config.source, field="model.kwargs") from None
 
 
@@ -210,7 +314,24 @@ def _as_train_data(value: Any) -> TrainData:
         from tadkit.data.windows import collate_windows
 
         data.collate_fn = collate_windows
+    if data.classes is None:
+        from tadkit.engine.data import dataset_classes
+
+        data.classes = dataset_classes(data.train)
     return data
+
+
+class _SkipFirst(torch.utils.data.Sampler):
+    """The indices of ``sampler`` from position ``skip`` on (resuming inside an epoch loads nothing twice)."""
+
+    def __init__(self, sampler: DistributedSampler, skip: int) -> None:
+        self.sampler, self.skip = sampler, skip
+
+    def __iter__(self):
+        return iter(list(self.sampler)[self.skip:])
+
+    def __len__(self) -> int:
+        return max(len(self.sampler) - self.skip, 0)
 
 
 def _flat_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -268,8 +389,6 @@ class Trainer:
         self.progress = progress and ctx.is_main
         self.module = model.to(ctx.device)
         self.model_config = model_config_of(self.module, config.model.kwargs)
-        self.optimizer = build_optimizer(self.module, config)
-        self.scheduler = build_scheduler(self.optimizer, config)
         self.amp = amp_enabled(self.cfg.amp, ctx.device)
         self.scaler = make_grad_scaler(self.amp, ctx.device)
         self.batch = per_process_batch(self.cfg.batch_size, ctx.world_size)
@@ -278,23 +397,20 @@ class Trainer:
             seed=self.cfg.seed, drop_last=False,
         )  # fmt: skip
         self.generator = torch.Generator()
-        self.loader = DataLoader(
-            data.train,
-            batch_size=self.batch,
-            sampler=self.sampler,
-            num_workers=self.cfg.num_workers,
-            collate_fn=data.collate_fn,
-            drop_last=self.cfg.drop_last,
-            generator=self.generator,
-            pin_memory=ctx.device.type == "cuda",
-        )
+        self.loader = self._loader(0)
         if len(self.loader) == 0:
             raise TadkitError(
                 f"no training batch: {len(data.train)} samples, batch {self.cfg.batch_size} with drop_last",
                 file=config.source, field="train.drop_last",
             )  # fmt: skip
-        self.ckpt = CheckpointManager(out_dir, self.cfg.keep_last, self.cfg.keep_epochs)
-        self.epoch = 0
+        self.steps_per_epoch = len(self.loader)
+        self.optimizer = build_optimizer(self.module, config)
+        self.scheduler = build_scheduler(self.optimizer, config, self.steps_per_epoch)
+        self.by_iteration = bool(self.cfg.iterations)
+        self.ckpt = CheckpointManager(out_dir, self.cfg.keep_last, self.cfg.keep_epochs,
+                                      prefix="step" if self.by_iteration else "epoch")
+        self.epoch = 0  # completed epochs
+        self.step_in_epoch = 0  # optimizer steps taken in the epoch in progress (iteration-based runs)
         self.global_step = 0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
@@ -305,6 +421,29 @@ class Trainer:
         self.ddp_model: nn.Module = self.module
         self.writer: Any = None
         self.log = RunLog(None, False)
+        self._sums: dict[str, torch.Tensor] = {}  # loss sums since the last record
+        self._counts: dict[str, int] = {}
+
+    def _reset_losses(self) -> None:
+        self._sums, self._counts = {}, {}
+
+    def _loader(self, skip_batches: int) -> DataLoader:
+        sampler = _SkipFirst(self.sampler, skip_batches * self.batch) if skip_batches else self.sampler
+        return DataLoader(
+            self.data.train,
+            batch_size=self.batch,
+            sampler=sampler,
+            num_workers=self.cfg.num_workers,
+            collate_fn=self.data.collate_fn,
+            drop_last=self.cfg.drop_last,
+            generator=self.generator,
+            pin_memory=self.ctx.device.type == "cuda",
+        )
+
+    @property
+    def progress_unit(self) -> int:
+        """What checkpoints, history and the best-model record count: epochs, or steps when iteration-based."""
+        return self.global_step if self.by_iteration else self.epoch
 
     # ---- resume ----------------------------------------------------------------------------------
 
@@ -326,14 +465,16 @@ class Trainer:
         self.module.load_state_dict(strip_ddp_prefix(data["model"]))
         self.optimizer.load_state_dict(data["optimizer"])
         self.scheduler.load_state_dict(data["scheduler"])
-        apply_config_schedule(self.optimizer, self.scheduler, self.config, int(data["epoch"]))
         if data.get("scaler") is not None and self.amp:
             self.scaler.load_state_dict(data["scaler"])
         self.epoch = int(data["epoch"])
+        self.step_in_epoch = int(data.get("step_in_epoch", 0))
         self.global_step = int(data["global_step"])
+        completed = self.global_step if self.cfg.scheduler_unit == "iteration" else self.epoch
+        apply_config_schedule(self.optimizer, self.scheduler, self.config, completed)
         self.history = list(data.get("history") or [])
         self.best = data.get("best")
-        self.resumed_from = self.epoch
+        self.resumed_from = self.progress_unit
         changed = [k for k in _flat_diff(data["config"], self.config.to_dict()) if k != "out_dir"]
         self.resume_notes = changed
         rng = data["rng"]
@@ -352,17 +493,18 @@ class Trainer:
     def _open_outputs(self) -> None:
         if not self.ctx.is_main:
             return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        save_resolved(self.config, self.out_dir / "config.yaml")
-        self.log = RunLog(self.out_dir / "train.log", echo=self.progress)
-        if self.cfg.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as error:
-                raise TadkitError(f"TensorBoard is not usable ({error}); install tensorboard or set "
-                                  "train.tensorboard=false", field="train.tensorboard") from None
-            purge = self.global_step + 1 if self.resumed_from is not None else None
-            self.writer = SummaryWriter(log_dir=str(self.out_dir / "tensorboard"), purge_step=purge)
+        with translate_write_errors(self.out_dir, "write the run's outputs"):
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            save_resolved(self.config, self.out_dir / "config.yaml")
+            self.log = RunLog(self.out_dir / "train.log", echo=self.progress)
+            if self.cfg.tensorboard:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                except ImportError as error:
+                    raise TadkitError(f"TensorBoard is not usable ({error}); install tensorboard or set "
+                                      "train.tensorboard=false", field="train.tensorboard") from None
+                purge = self.global_step + 1 if self.resumed_from is not None else None
+                self.writer = SummaryWriter(log_dir=str(self.out_dir / "tensorboard"), purge_step=purge)
 
     def _close_outputs(self) -> None:
         if self.writer is not None:
@@ -377,18 +519,18 @@ class Trainer:
     def write_history(self) -> None:
         write_json(
             self.out_dir / "history.json",
-            {"format": HISTORY_FORMAT, "model": self.config.model.name, "best": self.best, "epochs": self.history},
+            {"format": HISTORY_FORMAT, "model": self.config.model.name, "unit": "iteration" if self.by_iteration else "epoch",
+             "best": self.best, "epochs": self.history},
         )
 
-    # ---- one epoch -------------------------------------------------------------------------------
+    # ---- one step --------------------------------------------------------------------------------
 
     def _step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         device = self.ctx.device
-        features = batch["features"].to(device, non_blocking=True)
-        targets = move_targets(batch["targets"], device)
+        batch = move_to_device(batch, device)
         with autocast(self.amp, device):
-            outputs = self.ddp_model(features)
-            losses = self.module.loss(outputs, targets)
+            outputs = self.ddp_model(batch)
+            losses = self.module.loss(outputs, batch)
         if "total" not in losses:
             raise RuntimeError(f"{type(self.module).__name__}.loss() must return a 'total' term, got {sorted(losses)}")
         total = losses["total"]
@@ -408,45 +550,68 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.cfg.scheduler_unit == "iteration":
+            self.scheduler.step()
         return {k: torch.as_tensor(v, device=device).detach().float() for k, v in losses.items()}
 
-    def train_epoch(self, epoch: int) -> dict[str, float]:
-        """One pass over the data; returns the mean of each loss term over steps and processes."""
+    def _log_step(self, losses: dict[str, torch.Tensor], step: int, steps: int, bar: Any) -> None:
+        names = list(losses)
+        current = all_reduce_mean(torch.stack([losses[n] for n in names]), self.ctx).tolist()
+        for name, value in zip(names, current):
+            self._scalar(f"train/{name}", value, self.global_step)
+        text = " ".join(f"{n} {v:.4f}" for n, v in zip(names, current))
+        self.log(f"epoch {self.epoch + 1} step {step}/{steps} global_step {self.global_step} {text}")
+        bar.set_postfix(loss=f"{current[names.index('total')]:.4f}")
+
+    def _reduce(self, sums: dict[str, torch.Tensor], counts: dict[str, int]) -> dict[str, float]:
+        names = list(sums)
+        if not names:
+            return {}
+        means = torch.stack([sums[n] / counts[n] for n in names])
+        return dict(zip(names, all_reduce_mean(means, self.ctx).tolist()))
+
+    def train_epoch(self, epoch: int, stop_at: Callable[[int], bool] | None = None) -> dict[str, float]:
+        """One pass over the data (from ``step_in_epoch`` on); returns the mean of each loss term.
+
+        ``stop_at(global_step)`` (iteration-based runs) ends the pass early after that step.
+        """
         self.ddp_model.train()
         self.sampler.set_epoch(epoch)
         self.generator.manual_seed(epoch_seed(self.cfg.seed, epoch))
-        sums: dict[str, torch.Tensor] = {}
-        counts: dict[str, int] = {}
-        bar = tqdm(self.loader, desc=f"epoch {epoch}/{self.cfg.epochs}", unit="batch",
-                   disable=not self.progress, leave=False, dynamic_ncols=True)  # fmt: skip
-        for step, batch in enumerate(bar, start=1):
+        loader = self._loader(self.step_in_epoch)
+        sums, counts = self._sums, self._counts
+        total_steps = self.steps_per_epoch
+        label = f"epoch {epoch}/{self.cfg.epochs}" if not self.by_iteration else f"epoch {epoch} (step {self.global_step}/{self.cfg.iterations})"
+        bar = progress(loader, desc=label, unit="batch", disable=not self.progress, leave=False, dynamic_ncols=True)
+        for batch in bar:
             losses = self._step(batch)
             self.global_step += 1
+            self.step_in_epoch += 1
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + value
                 counts[name] = counts.get(name, 0) + 1
             if self.cfg.log_every and self.global_step % self.cfg.log_every == 0:
-                names = list(losses)
-                current = all_reduce_mean(torch.stack([losses[n] for n in names]), self.ctx).tolist()
-                for name, value in zip(names, current):
-                    self._scalar(f"train/{name}", value, self.global_step)
-                text = " ".join(f"{n} {v:.4f}" for n, v in zip(names, current))
-                self.log(f"epoch {epoch} step {step}/{len(self.loader)} global_step {self.global_step} {text}")
-                bar.set_postfix(loss=f"{current[names.index('total')]:.4f}")
-        names = list(sums)
-        means = torch.stack([sums[n] / counts[n] for n in names])
-        return dict(zip(names, all_reduce_mean(means, self.ctx).tolist()))
+                self._log_step(losses, self.step_in_epoch, total_steps, bar)
+            if stop_at is not None and stop_at(self.global_step) and self.step_in_epoch < total_steps:
+                break
+        bar.close()
+        if self.step_in_epoch >= total_steps:  # the epoch is complete
+            self.epoch = epoch
+            self.step_in_epoch = 0
+            if self.cfg.scheduler_unit == "epoch":
+                self.scheduler.step()
+        return self._reduce(sums, counts)
 
-    def evaluate(self, epoch: int) -> dict[str, float]:
-        """``evaluate_fn`` on every rank (so it can shard with predict_windows); rank 0's result wins."""
+    def evaluate(self, at: int) -> dict[str, float]:
+        """``evaluate_fn`` on every rank (so it can shard with predict); rank 0's result wins."""
         self.module.eval()
         with torch.no_grad():
-            metrics = self.evaluate_fn(self.module, epoch) if self.evaluate_fn is not None else {}
+            metrics = self.evaluate_fn(self.module, at) if self.evaluate_fn is not None else {}
         self.module.train()
         metrics = {str(k): float(v) for k, v in (metrics or {}).items()}
         return broadcast_object(metrics, self.ctx)
 
-    def _update_best(self, epoch: int, metrics: Mapping[str, float]) -> bool:
+    def _update_best(self, at: int, metrics: Mapping[str, float]) -> bool:
         name = self.cfg.best_metric
         if name is None or not metrics:
             return False
@@ -456,7 +621,8 @@ class Trainer:
         value = metrics[name]
         if math.isnan(value) or (self.best is not None and value <= self.best["value"]):
             return False
-        self.best = {"metric": name, "value": value, "epoch": epoch}
+        key = "step" if self.by_iteration else "epoch"
+        self.best = {"metric": name, "value": value, key: at}
         return True
 
     def _checkpoint_payload(self, rng: list[dict[str, Any]]) -> dict[str, Any]:
@@ -468,16 +634,52 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.amp else None,
             "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
             "rng": {"world_size": self.ctx.world_size, "per_rank": rng},
             "sampler": {"seed": self.cfg.seed, "epoch": self.epoch},
             "config": self.config.to_dict(),
-            # class names travel with the weights so `tadkit detect` can label a new video
-            "classes": [str(c) for c in getattr(getattr(self.data.train, "annotations", None), "classes", [])],
+            "classes": list(self.data.classes or []),  # so `tadkit detect` can label a new video
             "history": self.history,
             "best": self.best,
             "versions": {"tadkit": str(__version__), "torch": str(torch.__version__)},  # TorchVersion is not weights_only-safe
         }
+
+    def _record(self, losses: dict[str, float], metrics: dict[str, float], lr: float, seconds: float,
+                samples: int) -> None:
+        """History entry + checkpoint + logs after an epoch (or an iteration segment)."""
+        ctx = self.ctx
+        at = self.progress_unit
+        if metrics:
+            self.last_metrics = metrics
+        is_best = self._update_best(at, metrics)
+        record = {
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "lr": lr,
+            "loss": losses,
+            "metrics": metrics,
+            "seconds": seconds,
+            "samples_per_second": samples * ctx.world_size / max(seconds, 1e-9),
+        }
+        if self.by_iteration:
+            record["step"] = self.global_step
+        self.history.append(record)
+        rng = all_gather_objects(capture_rng_state(), ctx)  # every rank's generators, for exact resume
+        if ctx.is_main:
+            self.ckpt.save(self._checkpoint_payload(rng), at, best=is_best)
+            self.write_history()
+            for name, value in losses.items():
+                self._scalar(f"epoch/{name}", value, self.global_step)
+            self._scalar("lr", lr, self.global_step)
+            for name, value in metrics.items():
+                self._scalar(f"val/{name}", value, self.global_step)
+            if self.writer is not None:
+                self.writer.flush()
+            loss_text = " ".join(f"{k} {v:.4f}" for k, v in losses.items())
+            metric_text = "".join(f"  {k} {v:.4f}" for k, v in metrics.items())
+            where = f"step {self.global_step}/{self.cfg.iterations}" if self.by_iteration else f"epoch {self.epoch}/{self.cfg.epochs}"
+            self.log(f"{where}  {loss_text}  lr {lr:.3g}{metric_text}  {seconds:.1f} s", console=True)
 
     # ---- the run ---------------------------------------------------------------------------------
 
@@ -491,51 +693,29 @@ class Trainer:
     def _fit(self) -> TrainResult:
         ctx = self.ctx
         if self.resumed_from is not None:
-            self.log(f"resumed from {self.ckpt.last_path} at epoch {self.epoch} (global step {self.global_step})", console=True)
+            unit = "step" if self.by_iteration else "epoch"
+            self.log(f"resumed from {self.ckpt.last_path} at {unit} {self.resumed_from} (global step {self.global_step})", console=True)
             if self.resume_notes:
                 self.log(f"config changed since the checkpoint (the new values apply from here on): "
                          f"{', '.join(self.resume_notes)}", console=True)
             if self.rng_note:
                 self.log(self.rng_note, console=True)
         else:
-            self.log(f"training {self.config.model.name} for {self.cfg.epochs} epochs: {len(self.data.train)} samples, "
+            length = f"{self.cfg.iterations} iterations" if self.by_iteration else f"{self.cfg.epochs} epochs"
+            self.log(f"training {self.config.model.name} for {length}: {len(self.data.train)} samples, "
                      f"global batch {self.cfg.batch_size} over {ctx.world_size} process(es), device {ctx.device}")
         self.ddp_model = wrap_ddp(self.module, ctx, self.cfg.find_unused_parameters)
-        for epoch in range(self.epoch + 1, self.cfg.epochs + 1):
-            start = time.perf_counter()
-            lr = float(self.optimizer.param_groups[0]["lr"])
-            losses = self.train_epoch(epoch)
-            self.scheduler.step()
-            seconds = time.perf_counter() - start
-            self.epoch = epoch
-            metrics = self.evaluate(epoch) if self.evaluate_fn is not None and should_evaluate(epoch, self.config) else {}
-            if metrics:
-                self.last_metrics = metrics
-            is_best = self._update_best(epoch, metrics)
-            record = {
-                "epoch": epoch,
-                "global_step": self.global_step,
-                "lr": lr,
-                "loss": losses,
-                "metrics": metrics,
-                "seconds": seconds,
-                "samples_per_second": len(self.sampler) * ctx.world_size / max(seconds, 1e-9),
-            }
-            self.history.append(record)
-            rng = all_gather_objects(capture_rng_state(), ctx)  # every rank's generators, for exact resume
-            if ctx.is_main:
-                self.ckpt.save(self._checkpoint_payload(rng), epoch, best=is_best)
-                self.write_history()
-                for name, value in losses.items():
-                    self._scalar(f"epoch/{name}", value, self.global_step)
-                self._scalar("lr", lr, self.global_step)
-                for name, value in metrics.items():
-                    self._scalar(f"val/{name}", value, self.global_step)
-                if self.writer is not None:
-                    self.writer.flush()
-                loss_text = " ".join(f"{k} {v:.4f}" for k, v in losses.items())
-                metric_text = "".join(f"  {k} {v:.4f}" for k, v in metrics.items())
-                self.log(f"epoch {epoch}/{self.cfg.epochs}  {loss_text}  lr {lr:.3g}{metric_text}  {seconds:.1f} s", console=True)
+        if self.by_iteration:
+            self._fit_iterations()
+        else:
+            for epoch in range(self.epoch + 1, self.cfg.epochs + 1):
+                start = time.perf_counter()
+                lr = float(self.optimizer.param_groups[-1]["lr"])
+                self._reset_losses()
+                losses = self.train_epoch(epoch)
+                seconds = time.perf_counter() - start
+                metrics = self.evaluate(epoch) if self.evaluate_fn is not None and should_evaluate(epoch, self.config) else {}
+                self._record(losses, metrics, lr, seconds, len(self.sampler))
         if ctx.is_main and self.resumed_from is None and not self.history:
             self.write_history()
         return TrainResult(
@@ -549,6 +729,22 @@ class Trainer:
             resumed_from=self.resumed_from,
             metrics=self.last_metrics,
         )
+
+    def _fit_iterations(self) -> None:
+        """Cycle the data until ``train.iterations`` steps; evaluate / checkpoint at the marks."""
+        total = int(self.cfg.iterations or 0)
+        while self.global_step < total:
+            if not self._counts:
+                start, first = time.perf_counter(), self.global_step
+                lr = float(self.optimizer.param_groups[-1]["lr"])
+            losses = self.train_epoch(self.epoch + 1, stop_at=lambda step: iteration_marks(step, self.config)[1])
+            seconds = time.perf_counter() - start
+            evaluate, save = iteration_marks(self.global_step, self.config)
+            if not save:
+                continue  # an epoch ended between two marks: the losses keep accumulating
+            self._reset_losses()
+            metrics = self.evaluate(self.global_step) if self.evaluate_fn is not None and evaluate else {}
+            self._record(losses, metrics, lr, seconds, (self.global_step - first) * self.batch)
 
 
 def train(
@@ -567,7 +763,7 @@ def train(
     ``out_dir`` that already holds a checkpoint is refused rather than overwritten.
     ``build_datasets_fn(config)`` returns :class:`TrainData` (or just the training Dataset, batched
     with ``collate_windows``); it runs on every process. None = :func:`tadkit.engine.data.build_train_data`
-    (WindowDataset from the config's ``data`` section). ``evaluate_fn(model, epoch) -> {name: value}``
+    (the dataset of the method's data kind from the config's ``data`` section). ``evaluate_fn(model, epoch) -> {name: value}``
     runs on every process at evaluation epochs with the unwrapped model in eval mode (use
     :func:`tadkit.engine.predict_windows` inside it to shard the work); rank 0's metrics are kept.
     ``build_model_fn(config)`` defaults to the model registry.
@@ -578,13 +774,15 @@ def train(
 
         build_datasets_fn = build_train_data
     last = out_dir / "last.pt"
-    if not resume and last.exists():
-        raise TadkitError(
-            "already holds a training run (last.pt); pass --resume to continue it or choose another --out",
-            file=str(out_dir), field="out_dir",
-        )  # fmt: skip
     ctx = init_distributed(config.train.device)
+    claim: _RunDirClaim | None = None
     try:
+        claim = _claim_run_dir(out_dir, ctx)  # writable and ours, before any data is loaded
+        if not resume and last.exists():
+            raise TadkitError(
+                "already holds a training run (last.pt); pass --resume to continue it or choose another --out",
+                file=str(out_dir), field="out_dir",
+            )  # fmt: skip
         with determinism(config.train.deterministic, ctx.device):
             seed_everything(config.train.seed + ctx.rank)
             data = _as_train_data(build_datasets_fn(config))
@@ -594,9 +792,78 @@ def train(
             trainer = Trainer(config, out_dir, data, model, ctx, evaluate_fn, progress)
             if resume and last.exists():
                 trainer.load_state(last)
-            return trainer.fit()
+            result = trainer.fit()
+        if claim is not None:
+            claim.succeeded = True
+        return result
+    except WriteFailure as failure:
+        if claim is None:
+            raise
+        raise failure.with_hint(RESUME_HINT) from failure
+    except Exception as error:
+        # a full disk / read-only file system met by a plain write (train.log, TensorBoard)
+        failure = write_failure(error, out_dir, "write to the run directory", RESUME_HINT, WRITE_ONLY_ERRNOS)
+        if failure is None or claim is None:
+            raise
+        raise failure from error
     finally:
+        if claim is not None:
+            claim.release()
         cleanup_distributed(ctx)
+
+
+RESUME_HINT = "checkpoints already written are intact; free space (or choose another --out) and rerun with --resume"
+
+
+@dataclass
+class _RunDirClaim:
+    """The run directory as :func:`train` holds it: its lock (rank 0) and whether the run created it."""
+
+    out_dir: Path
+    lock: DirectoryLock | None
+    created: bool
+    succeeded: bool = False
+
+    def release(self) -> None:
+        """Unlock; a directory this run created and left empty (it failed before writing anything) goes."""
+        if self.lock is None:
+            return
+        if self.created and not self.succeeded:
+            with contextlib.suppress(OSError):
+                if {p.name for p in self.out_dir.iterdir()} <= {self.lock.path.name}:
+                    self.lock.path.unlink()
+                    self.out_dir.rmdir()
+        self.lock.release()
+        self.lock = None
+
+
+def _claim_run_dir(out_dir: Path, ctx: DistContext) -> _RunDirClaim:
+    """Rank 0: create ``out_dir``, prove it writable, take ``out_dir/.lock``; every rank learns the outcome.
+
+    A read-only or full ``--out``, or one another ``tadkit train`` holds, fails here, at once (exit 2),
+    before any data is loaded. The lock is held until :func:`train` returns.
+    """
+    claim, problem = None, None
+    if ctx.is_main:
+        try:
+            created = ensure_writable_dir(out_dir, hint="choose a writable --out")
+            try:
+                lock = lock_directory(out_dir)
+            except DirectoryLocked as locked:
+                who = f"pid {locked.pid}" if locked.pid is not None else "a process whose pid is unknown"
+                raise TadkitError(
+                    f"another `tadkit train` ({who}) is running in this directory; wait for it to finish or "
+                    "choose another --out", file=str(out_dir), field="out_dir",
+                ) from None
+            claim = _RunDirClaim(out_dir, lock, created)
+        except TadkitError as error:
+            problem = error
+    message = broadcast_object(None if problem is None else str(problem), ctx)
+    if problem is not None:
+        raise problem
+    if message is not None:  # another rank: rank 0 could not claim the directory
+        raise TadkitError(message)
+    return claim if claim is not None else _RunDirClaim(out_dir, None, False)
 
 
 __all__ = [
@@ -606,8 +873,12 @@ __all__ = [
     "TrainData",
     "TrainResult",
     "Trainer",
+    "ConfigSchedule",
     "build_optimizer",
     "build_scheduler",
+    "iteration_marks",
+    "lr_at",
+    "move_to_device",
     "default_build_model",
     "determinism",
     "epoch_seed",

@@ -12,6 +12,20 @@ Tie-breaks (the official code leaves some of them to an unstable sort; ours are 
 * thumos14: MATLAB's stable ``sort`` and first-index ``max``, exactly: per video, detections by
   score then file row; a GT takes the highest-tIoU free detection, the earliest on ties; after
   pooling, score ties keep video-name order, then file row.
+
+Degenerate predictions (end <= start; a model's regression can emit them) are read, counted
+(``counts.degenerate_preds`` / ``reversed_preds``) and scored as the official codes score them;
+``strict=True`` makes a reversed one an error. Reversed *ground truth* is always an error.
+
+* activitynet: ``segment_iou`` gives a reversed prediction an intersection clipped to 0, so its
+  tIoU with every GT is 0 (or -0.0): a false positive that can never match at a threshold > 0.
+  One official accident is not reproduced: when the reversed length exactly cancels a GT's
+  length the union is 0, the official 0/0 = NaN passes the threshold test and the prediction
+  matches. tadkit gives tIoU 0 there (as for zero-length pairs, see ``tiou_activitynet``).
+* thumos14: ``intervalsingleoverlapvalseconds`` first rewrites every interval as
+  ``[min, max]``, so a reversed detection ``[s, e]`` with e < s is scored as ``[e, s]`` (it can
+  match, and it is removed by an Ambiguous segment it overlaps). tadkit does the same. A
+  zero-length detection never overlaps anything (intersection > 0 is required): a false positive.
 """
 
 from __future__ import annotations
@@ -35,7 +49,7 @@ from tadkit.evaluation.matching import (
 )
 from tadkit.evaluation.problem import EvalProblem, prepare
 
-PROTOCOLS = ("activitynet", "thumos14")
+from tadkit.data.choices import PROTOCOLS  # noqa: E402
 DEFAULT_TIOU = {"activitynet": "0.5:0.95:0.05", "thumos14": "0.1:0.7:0.1"}
 
 
@@ -105,6 +119,7 @@ class EvalResult:
     per_class: dict[str, list[float]]
     counts: dict = field(default_factory=dict)
     video_list: str = ""
+    warnings: list[str] = field(default_factory=list)  # e.g. "times probably in frames" (also on stderr)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -130,12 +145,18 @@ class EvalResult:
         ):
             if c.get(key):
                 notes.append(f"{c[key]} predictions {text}")
+        if c.get("degenerate_preds"):
+            how = ("false positives, as in eval_detection.py" if self.protocol == "activitynet" else
+                   "reversed ones scored as [end, start], as TH14evalDet.m does")
+            notes.append(f"{c['degenerate_preds']} predictions with end <= start, {c.get('reversed_preds', 0)} "
+                         f"reversed ({how}; --strict refuses reversed ones)")
         if c.get("blocked_videos_dropped"):
             notes.append(f"{c['blocked_videos_dropped']} blocked GT videos dropped")
         if c.get("num_ambiguous"):
             notes.append(f"{c['num_ambiguous']} Ambiguous segments" + (
                 " (used)" if self.protocol == "thumos14" else " (not used by this protocol)"))
         lines += [f"note: {n}" for n in notes]
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
@@ -195,7 +216,8 @@ def thumos_tp(p: EvalProblem, thresholds: np.ndarray, per_video: np.ndarray) -> 
     d_key = p.pred_class[per_video] * nv + p.pred_video[per_video]
     g_key = p.gt_class * nv + p.gt_video
     gi, di = pairs_by_key(g_key, d_key)
-    tiou = tiou_thumos(p.gt_start[gi], p.gt_end[gi], p.pred_start[per_video][di], p.pred_end[per_video][di])
+    d_start, d_end = thumos_intervals(p)
+    tiou = tiou_thumos(p.gt_start[gi], p.gt_end[gi], d_start[per_video][di], d_end[per_video][di])
     live = tiou > thresholds.min()
     gi, di, tiou = gi[live], di[live], tiou[live]
     group = g_key[gi]
@@ -210,12 +232,19 @@ def thumos_tp(p: EvalProblem, thresholds: np.ndarray, per_video: np.ndarray) -> 
     return (item_agent >= 0).reshape(n_t, n_p)
 
 
+def thumos_intervals(p: EvalProblem) -> tuple[np.ndarray, np.ndarray]:
+    """Prediction (start, end) as the evalkit sees them: ``[min, max]`` (a reversed one is swapped)."""
+    return np.minimum(p.pred_start, p.pred_end), np.maximum(p.pred_start, p.pred_end)
+
+
 def ambiguous_overlap(p: EvalProblem) -> np.ndarray:
-    """(P,) bool in problem order: the prediction intersects (> 0 s) an Ambiguous segment."""
+    """(P,) bool in problem order: the prediction intersects (> 0 s) an Ambiguous segment
+    (TH14evalDet.m semantics: a reversed prediction is taken as ``[end, start]``)."""
     hit = np.zeros(len(p.pred_video), dtype=bool)
     if len(p.amb_video) and len(p.pred_video):
         di, ai = pairs_by_key(p.pred_video, p.amb_video)
-        inter = np.minimum(p.pred_end[di], p.amb_end[ai]) - np.maximum(p.pred_start[di], p.amb_start[ai])
+        d_start, d_end = thumos_intervals(p)
+        inter = np.minimum(d_end[di], p.amb_end[ai]) - np.maximum(d_start[di], p.amb_start[ai])
         hit[di[inter > 0]] = True
     return hit
 
@@ -305,6 +334,7 @@ def result_from_ap(p: EvalProblem, protocol: str, thresholds: Sequence[float], a
         per_class={c: [float(v) for v in ap[:, i]] for i, c in enumerate(p.classes)},
         counts=dict(p.counts),
         video_list=p.video_list,
+        warnings=list(p.warnings),
     )
 
 
@@ -328,6 +358,9 @@ def evaluate(
       Predictions on videos without GT are false positives, as in both official codes
       (``unknown_videos="drop"`` ignores them instead); counted either way, ``strict`` raises.
     * mAP averages the classes with at least one GT instance in the evaluated videos.
+    * Degenerate predictions (end <= start) are scored as the official code does (module doc) and
+      counted; ``strict`` makes reversed ones an error.
+    * ``warnings`` says when many predictions start after their video's end (time unit check).
     """
     check_protocol(protocol)
     thresholds = default_tiou(protocol) if tiou_thresholds is None else parse_tiou(tiou_thresholds)

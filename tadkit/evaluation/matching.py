@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tadkit.ops import tiou
+
 
 def pairs_by_key(left_keys: np.ndarray, right_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every (i, j) with ``left_keys[i] == right_keys[j]``, ordered by i then by j's position in right.
@@ -37,7 +39,7 @@ def pairs_by_key(left_keys: np.ndarray, right_keys: np.ndarray) -> tuple[np.ndar
 def tiou_activitynet(
     s1: np.ndarray, e1: np.ndarray, s2: np.ndarray, e2: np.ndarray, same_point_matches: bool = False
 ) -> np.ndarray:
-    """Row-wise tIoU, the formula of :func:`tadkit.ops.tiou_pairwise` (official ``segment_iou``).
+    """Row-wise tIoU, the formula of :func:`tadkit.ops.tiou` (official ``segment_iou``).
 
     inter = max(0, min(e) - max(s)); union = len1 + len2 - inter; 0 where union <= 0. Bit-identical
     to the official code (IEEE addition is commutative), which matters for ties at a threshold.
@@ -48,11 +50,9 @@ def tiou_activitynet(
     by the official sample submission). Zero-length pairs at different instants stay 0 (the
     official NaN would match those too, which is a bug, not a rule).
     """
-    inter = np.clip(np.minimum(e1, e2) - np.maximum(s1, s2), 0.0, None)
-    union = (e1 - s1) + (e2 - s2) - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    out = tiou(s1, e1, s2, e2)
     if same_point_matches:
+        union = (e1 - s1) + (e2 - s2) - np.clip(np.minimum(e1, e2) - np.maximum(s1, s2), 0.0, None)
         out = np.where((union <= 0) & (s1 == s2) & (e1 == e2), 1.0, out)
     return out
 

@@ -10,19 +10,24 @@ Formats (``format=None`` picks one from the extension, then from the content):
                  unmapped ids become the label ``"<id>"`` and show up as unknown labels in reports.
 ``csv``          header ``video,start,end,label,score`` (any column order, extra columns ignored).
 
-Every problem (missing file, bad JSON, non-numeric or non-finite value, end < start) raises one
+Every problem (missing file, bad JSON, non-numeric or non-finite value) raises one
 :class:`TadkitError` naming the file, the video and the field (and the line for text formats).
+Degenerate segments (end <= start) are read as they are, because both official evaluators score
+them (see :mod:`tadkit.evaluation.detection`); ``strict=True`` makes a reversed one (end < start)
+an error naming the file, video and line.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import os
+import re
+from array import array
+from json.decoder import scanstring
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -90,17 +95,154 @@ def _finite(value: Any, file: str, video: str | None, field: str, where: str = "
     return number
 
 
-def _check_segment(start: float, end: float, file: str, video: str, where: str = "") -> None:
-    if end < start:
-        raise TadkitError(f"{where}segment end {end} is before its start {start}", file=file, video=video,
-                          field="segment")
+def _check_segment(start: float, end: float, file: str, video: str, where: str = "", strict: bool = True) -> None:
+    if strict and end < start:
+        raise TadkitError(f"{where}segment end {end} is before its start {start} (strict mode)", file=file,
+                          video=video, field="segment")
 
 
-def read_activitynet_json(path: str | os.PathLike, text: str | None = None) -> DetectionSet:
-    """Official ActivityNet results JSON -> DetectionSet (videos in file order, then list order)."""
+class _Columns:
+    """Detections accumulated column-wise: typed arrays for numbers, one shared str per distinct
+    video / label (a code per row), so memory stays near 40 bytes per detection."""
+
+    def __init__(self) -> None:
+        self.video_code: dict[str, int] = {}
+        self.label_code: dict[str, int] = {}
+        self.video = array("q")
+        self.label = array("q")
+        self.start = array("d")
+        self.end = array("d")
+        self.score = array("d")
+
+    def add(self, video: str, start: float, end: float, label: str, score: float) -> None:
+        self.video.append(self.video_code.setdefault(video, len(self.video_code)))
+        self.label.append(self.label_code.setdefault(label, len(self.label_code)))
+        self.start.append(start)
+        self.end.append(end)
+        self.score.append(score)
+
+    def build(self) -> DetectionSet:
+        def strings(codes: array, table: dict[str, int]) -> np.ndarray:
+            names = np.empty(len(table), dtype=object)
+            names[:] = list(table)
+            return names[np.array(codes, dtype=np.int64)] if len(codes) else np.zeros(0, dtype=object)
+
+        return DetectionSet(strings(self.video, self.video_code), np.array(self.start, np.float64),
+                            np.array(self.end, np.float64), strings(self.label, self.label_code),
+                            np.array(self.score, np.float64))
+
+
+def _add_activitynet_video(cols: _Columns, video: str, items: Any, file: str, strict: bool,
+                           require_label: bool = True) -> None:
+    if not isinstance(items, list):
+        raise TadkitError("expected a list of detections", file=file, video=video, field="results")
+    for k, item in enumerate(items):
+        where = f"detection {k}: "
+        if not isinstance(item, dict):
+            raise TadkitError(f"{where}expected an object", file=file, video=video, field="results")
+        for key in ("segment", "label", "score"):
+            if key not in item and (require_label or key != "label"):
+                raise TadkitError(f"{where}missing key", file=file, video=video, field=key)
+        seg = item["segment"]
+        if not isinstance(seg, (list, tuple)) or len(seg) != 2:
+            raise TadkitError(f"{where}segment must be [start, end]", file=file, video=video, field="segment")
+        start = _finite(seg[0], file, video, "segment", where)
+        end = _finite(seg[1], file, video, "segment", where)
+        _check_segment(start, end, file, video, where, strict)
+        label = item.get("label", "proposal")  # official proposal files have no label
+        if isinstance(label, bool) or not isinstance(label, (str, int)):
+            raise TadkitError(f"{where}label must be a string", file=file, video=video, field="label")
+        cols.add(video, start, end, str(label), _finite(item["score"], file, video, "score", where))
+
+
+class _NotPlain(Exception):
+    """The JSON document is not a plain results object; parse it whole (exact errors)."""
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _stream_results(text: str) -> Iterator[tuple[str, Any]]:
+    """(video, detections) of the top-level ``"results"`` object, one video parsed at a time.
+
+    Never holds the whole JSON tree (that tree is ~10x the file size for 1M detections). Raises
+    :class:`_NotPlain` for anything unusual (syntax error, duplicate keys, no/odd ``results``), so
+    the caller can fall back to ``json.loads`` and report exactly what it always reported.
+    """
+    decoder = json.JSONDecoder()
+    ws = lambda i: _WHITESPACE.match(text, i).end()  # noqa: E731
+    try:
+        pos = ws(0)
+        if text[pos] != "{":
+            raise _NotPlain
+        pos = ws(pos + 1)
+        found = False
+        while True:
+            if text[pos] != '"':
+                raise _NotPlain
+            key, pos = scanstring(text, pos + 1)
+            pos = ws(pos)
+            if text[pos] != ":":
+                raise _NotPlain
+            pos = ws(pos + 1)
+            if key == "results":
+                if found or text[pos] != "{":
+                    raise _NotPlain
+                found = True
+                seen: set[str] = set()
+                pos = ws(pos + 1)
+                if text[pos] == "}":
+                    pos += 1
+                else:
+                    while True:
+                        if text[pos] != '"':
+                            raise _NotPlain
+                        video, pos = scanstring(text, pos + 1)
+                        pos = ws(pos)
+                        if text[pos] != ":" or video in seen:
+                            raise _NotPlain
+                        seen.add(video)
+                        items, pos = decoder.raw_decode(text, ws(pos + 1))
+                        yield video, items
+                        pos = ws(pos)
+                        if text[pos] == ",":
+                            pos = ws(pos + 1)
+                            continue
+                        if text[pos] != "}":
+                            raise _NotPlain
+                        pos += 1
+                        break
+            else:
+                _, pos = decoder.raw_decode(text, pos)
+            pos = ws(pos)
+            if text[pos] == ",":
+                pos = ws(pos + 1)
+                continue
+            if text[pos] != "}":
+                raise _NotPlain
+            break
+        if not found or ws(pos + 1) != len(text):
+            raise _NotPlain
+    except (IndexError, ValueError, RecursionError):
+        raise _NotPlain from None
+
+
+def read_activitynet_json(path: str | os.PathLike, text: str | None = None, strict: bool = False,
+                          require_label: bool = True) -> DetectionSet:
+    """Official ActivityNet results JSON -> DetectionSet (videos in file order, then list order).
+
+    ``require_label=False`` also reads the official proposal format (items without ``label``;
+    they get the label ``"proposal"``)."""
     path = Path(path)
     file = str(path)
     text = _read_text(path) if text is None else text
+    cols = _Columns()
+    try:
+        for video, items in _stream_results(text):
+            _add_activitynet_video(cols, video, items, file, strict, require_label)
+        return cols.build()
+    except (_NotPlain, TadkitError):
+        pass  # parse the whole document: reports a syntax error before a bad detection, as always
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
@@ -112,32 +254,10 @@ def read_activitynet_json(path: str | os.PathLike, text: str | None = None) -> D
     results = data["results"]
     if not isinstance(results, dict):
         raise TadkitError('"results" must map video ids to lists of detections', file=file, field="results")
-    videos, starts, ends, labels, scores = [], [], [], [], []
+    cols = _Columns()
     for video, items in results.items():
-        if not isinstance(items, list):
-            raise TadkitError("expected a list of detections", file=file, video=video, field="results")
-        for k, item in enumerate(items):
-            where = f"detection {k}: "
-            if not isinstance(item, dict):
-                raise TadkitError(f"{where}expected an object", file=file, video=video, field="results")
-            for key in ("segment", "label", "score"):
-                if key not in item:
-                    raise TadkitError(f"{where}missing key", file=file, video=video, field=key)
-            seg = item["segment"]
-            if not isinstance(seg, (list, tuple)) or len(seg) != 2:
-                raise TadkitError(f"{where}segment must be [start, end]", file=file, video=video, field="segment")
-            start = _finite(seg[0], file, video, "segment", where)
-            end = _finite(seg[1], file, video, "segment", where)
-            _check_segment(start, end, file, video, where)
-            label = item["label"]
-            if isinstance(label, bool) or not isinstance(label, (str, int)):
-                raise TadkitError(f"{where}label must be a string", file=file, video=video, field="label")
-            videos.append(video)
-            starts.append(start)
-            ends.append(end)
-            labels.append(str(label))
-            scores.append(_finite(item["score"], file, video, "score", where))
-    return _detection_set(videos, starts, ends, labels, scores)
+        _add_activitynet_video(cols, video, items, file, strict, require_label)
+    return cols.build()
 
 
 def _id_to_name(class_ids: Mapping | None) -> dict[int, str]:
@@ -155,14 +275,45 @@ def _id_to_name(class_ids: Mapping | None) -> dict[int, str]:
     return out
 
 
-def read_thumos_txt(path: str | os.PathLike, class_ids: Mapping | None = None, text: str | None = None) -> DetectionSet:
+_CHUNK = 1 << 20  # characters per block of lines: bounds the per-line objects alive at once
+
+
+def _line_blocks(text: str) -> Iterator[str]:
+    """``text`` in blocks of about 1 MB that end right after a ``\\n`` (or at the end of the text)."""
+    pos, n = 0, len(text)
+    while pos < n:
+        cut = text.find("\n", min(pos + _CHUNK, n) - 1)
+        cut = n if cut < 0 else cut + 1
+        yield text[pos:cut]
+        pos = cut
+
+
+def _iter_lines(text: str) -> Iterator[str]:
+    """``text.splitlines()`` without the list of every line (same lines: blocks end after a \\n)."""
+    for block in _line_blocks(text):
+        yield from block.splitlines()
+
+
+def _iter_csv_lines(text: str) -> Iterator[str]:
+    """The lines ``io.StringIO(text)`` gives (split after ``\\n`` only), block by block."""
+    for block in _line_blocks(text):
+        parts = block.split("\n")
+        last = parts.pop()
+        for part in parts:
+            yield part + "\n"
+        if last:
+            yield last
+
+
+def read_thumos_txt(path: str | os.PathLike, class_ids: Mapping | None = None, text: str | None = None,
+                    strict: bool = False) -> DetectionSet:
     """``video start end class_id score`` lines -> DetectionSet (file order kept)."""
     path = Path(path)
     file = str(path)
     text = _read_text(path) if text is None else text
     id_to_name = _id_to_name(class_ids)
-    videos, starts, ends, labels, scores = [], [], [], [], []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    cols = _Columns()
+    for lineno, line in enumerate(_iter_lines(text), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -173,72 +324,73 @@ def read_thumos_txt(path: str | os.PathLike, class_ids: Mapping | None = None, t
         video = fields[0]
         start = _finite(fields[1], file, video, "start", where)
         end = _finite(fields[2], file, video, "end", where)
-        _check_segment(start, end, file, video, where)
+        _check_segment(start, end, file, video, where, strict)
         try:
             class_id = int(fields[3])
         except ValueError:
             raise TadkitError(f"{where}class id must be an integer, got {fields[3]!r}", file=file, video=video,
                               field="class_id") from None
-        videos.append(video)
-        starts.append(start)
-        ends.append(end)
-        labels.append(id_to_name.get(class_id, str(class_id)))
-        scores.append(_finite(fields[4], file, video, "score", where))
-    return _detection_set(videos, starts, ends, labels, scores)
+        score = _finite(fields[4], file, video, "score", where)
+        cols.add(video, start, end, id_to_name.get(class_id, str(class_id)), score)
+    return cols.build()
 
 
-def read_predictions_csv(path: str | os.PathLike, text: str | None = None) -> DetectionSet:
+def read_predictions_csv(path: str | os.PathLike, text: str | None = None, strict: bool = False) -> DetectionSet:
     """CSV with header ``video,start,end,label,score`` -> DetectionSet."""
     path = Path(path)
     file = str(path)
     text = _read_text(path) if text is None else text
+    rows = csv.reader(_iter_csv_lines(text))
     try:
-        rows = list(csv.reader(io.StringIO(text)))
+        first = next(rows, None)
     except csv.Error as error:
         raise TadkitError(f"malformed CSV ({error})", file=file) from None
-    if not rows:
+    if first is None:
         raise TadkitError(f"empty CSV; expected the header {','.join(CSV_COLUMNS)}", file=file)
-    header = [h.strip().lower() for h in rows[0]]
+    header = [h.strip().lower() for h in first]
     missing = [c for c in CSV_COLUMNS if c not in header]
-    if missing:
-        raise TadkitError(f"CSV header lacks {', '.join(missing)} (need {','.join(CSV_COLUMNS)})", file=file,
-                          field=missing[0])
-    col = {c: header.index(c) for c in CSV_COLUMNS}
-    videos, starts, ends, labels, scores = [], [], [], [], []
-    for lineno, row in enumerate(rows[1:], start=2):
-        if not row or all(not c.strip() for c in row):
-            continue
-        where = f"line {lineno}: "
-        if len(row) < len(header):
-            raise TadkitError(f"{where}expected {len(header)} columns, got {len(row)}", file=file,
-                              video=row[col["video"]] if len(row) > col["video"] else None, field="line")
-        video = row[col["video"]].strip()
-        if not video:
-            raise TadkitError(f"{where}empty video id", file=file, field="video")
-        start = _finite(row[col["start"]].strip(), file, video, "start", where)
-        end = _finite(row[col["end"]].strip(), file, video, "end", where)
-        _check_segment(start, end, file, video, where)
-        videos.append(video)
-        starts.append(start)
-        ends.append(end)
-        labels.append(row[col["label"]].strip())
-        scores.append(_finite(row[col["score"]].strip(), file, video, "score", where))
-    return _detection_set(videos, starts, ends, labels, scores)
-
-
-def _detection_set(videos, starts, ends, labels, scores) -> DetectionSet:
-    video = np.empty(len(videos), dtype=object)
-    video[:] = videos
-    label = np.empty(len(labels), dtype=object)
-    label[:] = labels
-    return DetectionSet(video, np.asarray(starts, np.float64), np.asarray(ends, np.float64), label,
-                        np.asarray(scores, np.float64))
+    cols = _Columns()
+    try:
+        if missing:
+            raise TadkitError(f"CSV header lacks {', '.join(missing)} (need {','.join(CSV_COLUMNS)})", file=file,
+                              field=missing[0])
+        col = {c: header.index(c) for c in CSV_COLUMNS}
+        for lineno, row in enumerate(rows, start=2):
+            if not row or all(not c.strip() for c in row):
+                continue
+            where = f"line {lineno}: "
+            if len(row) < len(header):
+                raise TadkitError(f"{where}expected {len(header)} columns, got {len(row)}", file=file,
+                                  video=row[col["video"]] if len(row) > col["video"] else None, field="line")
+            video = row[col["video"]].strip()
+            if not video:
+                raise TadkitError(f"{where}empty video id", file=file, field="video")
+            start = _finite(row[col["start"]].strip(), file, video, "start", where)
+            end = _finite(row[col["end"]].strip(), file, video, "end", where)
+            _check_segment(start, end, file, video, where, strict)
+            label = row[col["label"]].strip()
+            cols.add(video, start, end, label, _finite(row[col["score"]].strip(), file, video, "score", where))
+    except csv.Error as error:
+        raise TadkitError(f"malformed CSV ({error})", file=file) from None
+    except TadkitError:
+        try:  # a malformed CSV further down is reported first, as when the file was read whole
+            for _ in rows:
+                pass
+        except csv.Error as error:
+            raise TadkitError(f"malformed CSV ({error})", file=file) from None
+        raise
+    return cols.build()
 
 
 def load_predictions(
-    path: str | os.PathLike, format: str | None = None, class_ids: Mapping | None = None
+    path: str | os.PathLike, format: str | None = None, class_ids: Mapping | None = None, strict: bool = False,
+    require_label: bool = True,
 ) -> DetectionSet:
-    """Read a detection file (see the module doc for formats); ``class_ids`` is for THUMOS txt."""
+    """Read a detection file (see the module doc for formats); ``class_ids`` is for THUMOS txt.
+
+    ``strict``: a reversed segment (end < start) is an error instead of a detection the
+    evaluators score as the official codes do.
+    """
     path = Path(path)
     if format is not None and format not in PREDICTION_FORMATS:
         raise TadkitError(f"unknown prediction format {format!r}; choose {', '.join(PREDICTION_FORMATS)}",
@@ -246,10 +398,10 @@ def load_predictions(
     text = _read_text(path)
     format = format or detect_prediction_format(path, text)
     if format == "activitynet":
-        return read_activitynet_json(path, text=text)
+        return read_activitynet_json(path, text=text, strict=strict, require_label=require_label)
     if format == "csv":
-        return read_predictions_csv(path, text=text)
-    return read_thumos_txt(path, class_ids=class_ids, text=text)
+        return read_predictions_csv(path, text=text, strict=strict)
+    return read_thumos_txt(path, class_ids=class_ids, text=text, strict=strict)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ class EvalProblem:
     subset: str | None
     video_list: str
     counts: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # e.g. the time-unit check
 
     @property
     def num_videos(self) -> int:
@@ -77,17 +78,59 @@ def _column_problem(name: str, values: np.ndarray, bad: np.ndarray, dets: Detect
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise TadkitError(
-            f"{int(bad.sum())} prediction(s) with {what} (first: row {i}, value {values[i]!r})",
+            f"{int(bad.sum())} prediction(s) with {what} (first: row {i}, value {float(values[i])!r})",
             video=str(dets.video[i]),
             field=name,
         )
 
 
-def validate_detections(dets: DetectionSet) -> None:
-    """Reject NaN/inf times or scores and reversed segments with one clear error."""
+def validate_detections(dets: DetectionSet, strict: bool = False) -> None:
+    """Reject NaN/inf times or scores with one clear error; reversed segments too when ``strict``.
+
+    Otherwise degenerate predictions (end <= start) are scored as the official codes score them
+    (see :mod:`tadkit.evaluation.detection`) and counted.
+    """
     for name, column in (("start", dets.start), ("end", dets.end), ("score", dets.score)):
         _column_problem(name, column, ~np.isfinite(column), dets, "a non-finite value")
-    _column_problem("segment", dets.start, dets.end < dets.start, dets, "end < start")
+    if strict:
+        _column_problem("segment", dets.start, dets.end < dets.start, dets, "end < start (strict mode)")
+
+
+#: share of predictions (on GT videos of known duration) starting after the video's end above which
+#: a report warns about the time unit
+BEYOND_DURATION_WARN_SHARE = 0.2
+
+
+def time_unit_check(
+    pred_video: np.ndarray, pred_start: np.ndarray, durations: np.ndarray, fps: np.ndarray
+) -> tuple[dict, list[str]]:
+    """Counts and a warning when many predictions start after their video's end.
+
+    ``pred_video`` codes index ``durations``/``fps`` (NaN = unknown); codes beyond them (videos
+    without GT) are not checked. The usual cause is times in frames (or feature steps) instead of
+    seconds, which silently scores 0: the warning names it, with the median start / duration ratio
+    and, when the GT knows frame rates, that rate for comparison.
+    """
+    n_known = len(durations)
+    on_gt = pred_video < n_known
+    dur = np.full(len(pred_video), np.nan)
+    dur[on_gt] = durations[pred_video[on_gt]]
+    known = np.isfinite(dur) & (dur > 0)
+    beyond = known & (pred_start > dur)
+    n_known_preds, n_beyond = int(known.sum()), int(beyond.sum())
+    counts = {"preds_with_known_duration": n_known_preds, "preds_beyond_duration": n_beyond}
+    warnings: list[str] = []
+    if n_known_preds and n_beyond > BEYOND_DURATION_WARN_SHARE * n_known_preds:
+        ratio = float(np.median(pred_start[beyond] / dur[beyond]))
+        rates = fps[pred_video[beyond]] if len(fps) else np.zeros(0)
+        rates = rates[np.isfinite(rates)]
+        hint = f"; the GT frame rate is {float(np.median(rates)):.4g} fps" if len(rates) else ""
+        warnings.append(
+            f"{n_beyond} of {n_known_preds} predictions ({100 * n_beyond / n_known_preds:.0f}%) start after the "
+            f"end of their video (median start / duration = {ratio:.3g}{hint}): the prediction times are "
+            "probably in frames (or feature steps) instead of seconds"
+        )
+    return counts, warnings
 
 
 def _gt_arrays(gt: AnnotationSet, class_code: dict[str, int], video_code: dict[str, int]):
@@ -141,7 +184,7 @@ def prepare(
         raise TadkitError(f"unknown_videos must be one of {UNKNOWN_VIDEO_POLICIES}", field="unknown_videos")
     if not isinstance(pred, DetectionSet):
         raise TadkitError("predictions must be a DetectionSet", field="pred")
-    validate_detections(pred)
+    validate_detections(pred, strict=strict)
     sub = _select_subset(gt, subset)
     blocked_ids = load_blocked(blocked)
     gt_ids = [vid for vid in sub.videos if not (blocked_ids and is_blocked(vid, blocked_ids))]
@@ -241,6 +284,10 @@ def prepare(
         video_names = list(gt_ids) + [video_names[i] for i in used.tolist()]
         p_vid = remap[p_vid]
 
+    p_start, p_end = pred.start[rows], pred.end[rows]
+    durations = np.array([np.nan if kept_videos[v].duration is None else kept_videos[v].duration for v in gt_ids])
+    rates = np.array([np.nan if kept_videos[v].fps is None else kept_videos[v].fps for v in gt_ids])
+    unit_counts, warnings = time_unit_check(p_vid, p_start, durations, rates)
     counts = {
         "num_videos": len(gt_ids),
         "num_gt": int(npos.sum()),
@@ -258,6 +305,11 @@ def prepare(
         "blocked_preds_dropped": int(n - live.sum()),
         "pred_ids_renamed": renamed,
         "gt_videos_without_preds": len(gt_ids) - len(np.unique(p_vid[p_vid < len(gt_ids)])),
+        # end <= start among the predictions read (end < start: "reversed"); scored like the official codes
+        "degenerate_preds": int((pred.end <= pred.start).sum()),
+        "reversed_preds": int((pred.end < pred.start).sum()),
+        "degenerate_preds_evaluated": int((p_end <= p_start).sum()),
+        **unit_counts,
     }
     subset_name = None if subset is None else ",".join(sub.subsets)  # canonical spelling ("val" -> "validation")
     return EvalProblem(
@@ -274,13 +326,14 @@ def prepare(
         amb_end=a_e,
         pred_video=p_vid,
         pred_class=p_cls,
-        pred_start=pred.start[rows],
-        pred_end=pred.end[rows],
+        pred_start=p_start,
+        pred_end=p_end,
         pred_score=pred.score[rows],
         pred_index=rows.astype(np.int64),
         subset=subset_name,
         video_list=describe_video_list(sub, subset_name, gt_ids),
         counts=counts,
+        warnings=warnings,
     )
 
 
@@ -321,5 +374,6 @@ def restrict(
         subset=p.subset,
         video_list=p.video_list,
         counts=dict(p.counts),
+        warnings=list(p.warnings),
     )
     return sub, pred_keep

@@ -1,38 +1,55 @@
-"""tadkit.models: model registry.
+"""tadkit.models: shared neural pieces (``blocks``, ``losses``) and the model-building entry points.
 
-``build_model(name, **kwargs)`` builds a registered model from its ``config_dict()``; a tadkit
-checkpoint stores ``model_name`` and ``model_config`` so ``build_model(ckpt["model_name"],
-**ckpt["model_config"])`` then ``load_state_dict(ckpt["model"])`` restores it.
+Methods are registered in :mod:`tadkit.methods`; ``build_model(name, **kwargs)`` builds the model of
+the method called ``name`` from its ``config_dict()``. A tadkit checkpoint stores ``model_name`` and
+``model_config`` so ``build_model(ckpt["model_name"], **ckpt["model_config"])`` then
+``load_state_dict(ckpt["model"])`` restores it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Mapping
 
 from torch import nn
 
 from tadkit.errors import TadkitError
-from tadkit.models.a2net import A2Net, A2NetConfig, build_a2net
-
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "a2net": build_a2net,
-}
+from tadkit.methods import MethodSpec, available_methods, get_method, register_method
+from tadkit.methods.a2net.model import A2Net, A2NetConfig
 
 
-def register_model(name: str, builder: Callable[..., nn.Module]) -> None:
-    """Add a model builder under ``name`` (lower-case); re-registering a name is an error."""
-    key = name.lower()
-    if key in MODELS and MODELS[key] is not builder:
-        raise ValueError(f"model {name!r} is already registered")
-    MODELS[key] = builder
+class _ModelView(Mapping[str, Callable[..., nn.Module]]):
+    """Read-only ``{name: builder}`` view of the method registry (the issue-3 ``MODELS`` dict)."""
+
+    def __getitem__(self, name: str) -> Callable[..., nn.Module]:
+        try:
+            return _builder(get_method(name))
+        except TadkitError:
+            raise KeyError(name) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(available_methods())
+
+    def __len__(self) -> int:
+        return len(available_methods())
+
+
+def _builder(spec: MethodSpec) -> Callable[..., nn.Module]:
+    from tadkit.methods.base import resolve
+
+    return resolve(spec.model)
+
+
+MODELS: Mapping[str, Callable[..., nn.Module]] = _ModelView()
+
+
+def register_model(name: str, builder: Callable[..., nn.Module], **spec_fields: Any) -> MethodSpec:
+    """Register ``builder`` as a windows -> detections method called ``name`` (see :mod:`tadkit.methods`)."""
+    return register_method(MethodSpec(name=name.lower(), model=builder, **spec_fields))
 
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build the model registered as ``name`` with its config keyword arguments."""
-    builder = MODELS.get(str(name).lower())
-    if builder is None:
-        raise TadkitError(f"unknown model {name!r}; available: {sorted(MODELS)}", field="model_name")
-    return builder(**kwargs)
+    """Build the model of the method registered as ``name`` with its config keyword arguments."""
+    return get_method(name, field="model_name").build(**kwargs)
 
 
 __all__ = ["MODELS", "A2Net", "A2NetConfig", "build_model", "register_model"]

@@ -8,7 +8,7 @@ A batch is the output of :func:`tadkit.data.windows.collate_windows`:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Mapping, Protocol, TypeVar
 
 import torch
 
@@ -34,3 +34,15 @@ class LocalizationModel(Protocol):
         ...
 
     def config_dict(self) -> dict[str, Any]: ...
+
+
+V = TypeVar("V")
+
+
+def strip_ddp_prefix(state_dict: Mapping[str, V]) -> dict[str, V]:
+    """``module.x`` -> ``x`` when EVERY key has the prefix DataParallel / DDP add (a model may have a
+    submodule really called ``module``)."""
+    keys = list(state_dict)
+    if keys and all(k.startswith("module.") for k in keys):
+        return {k[len("module."):]: v for k, v in state_dict.items()}
+    return dict(state_dict)

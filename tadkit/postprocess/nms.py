@@ -7,7 +7,8 @@ How it is vectorized. Greedy NMS is sequential inside a group but independent ac
 the loop runs in *rounds*: each round takes the current best candidate of **every** group at once
 and suppresses (or decays) the rest of each group against its own best in one vectorized step.
 The number of Python iterations is the largest number of candidates kept in one group (at most
-``max_per_class``), not the total number kept. This is exact, unlike the box-offset trick (shifting
+``max_per_class``), not the total number kept. Groups of ``_BLOCK_MIN_GROUP`` candidates or more (a long video)
+go through :func:`_block_nms` instead, which touches only the candidates overlapping each pick. This is exact, unlike the box-offset trick (shifting
 each group to its own coordinate range), which perturbs IoUs by floating-point rounding and could
 flip a comparison that sits exactly on the threshold. The kernels are NumPy: these loops are
 latency-bound, and on CPU small-tensor torch ops (advanced indexing, ``exp``) measured 5-100x
@@ -36,6 +37,8 @@ from functools import partial
 from typing import Any, Literal, Mapping
 
 import numpy as np
+
+from tadkit.ops import tiou
 import torch
 from torch import Tensor
 
@@ -262,11 +265,8 @@ def _dense(groups: np.ndarray | None, n: int) -> tuple[np.ndarray, int]:
 
 
 def _iou_cols(s1: np.ndarray, e1: np.ndarray, s2: np.ndarray, e2: np.ndarray, offset: float) -> np.ndarray:
-    """Element-wise tIoU (same definition as tadkit.ops), lengths and intersection + ``offset``."""
-    inter = np.maximum(np.minimum(e1, e2) - np.maximum(s1, s2) + offset, 0.0)
-    union = (e1 - s1 + offset) + (e2 - s2 + offset) - inter
-    positive = union > 0
-    return np.where(positive, inter / np.where(positive, union, 1.0), 0.0)
+    """Element-wise tIoU (:func:`tadkit.ops.tiou`), lengths and intersection + ``offset``."""
+    return tiou(s1, e1, s2, e2, offset)
 
 
 def _run_starts(sorted_groups: np.ndarray) -> np.ndarray:
@@ -283,7 +283,7 @@ def _sort_by_score(indices: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return indices[np.lexsort((indices, -scores[indices]))]
 
 
-def _hard_nms_kernel(
+def _hard_nms_rounds(
     start: np.ndarray,
     end: np.ndarray,
     scores: np.ndarray,
@@ -321,7 +321,7 @@ def _hard_nms_kernel(
     return _sort_by_score(order[np.concatenate(kept)], scores)
 
 
-def _soft_nms_kernel(
+def _soft_nms_rounds(
     start: np.ndarray,
     end: np.ndarray,
     scores: np.ndarray,
@@ -389,6 +389,271 @@ def _soft_nms_kernel(
         pend = rest
     keep = _sort_by_score(np.concatenate(emitted), current) if emitted else np.zeros(0, dtype=np.int64)
     return keep, current[keep]
+
+
+# --------------------------------------------------------------------------------------------- #
+# Block kernel for large groups: each step touches only the picked candidate's overlap window
+# --------------------------------------------------------------------------------------------- #
+
+_BLOCK = 32  # candidates per block (the unit whose best candidate is cached)
+_BLOCK_MIN_GROUP = 128  # groups with at least this many candidates go through the block kernel
+
+
+def _spans(first: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(first[i], first[i] + length[i])`` over i (lengths >= 0)."""
+    total = int(length.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(length)
+    return np.arange(total, dtype=np.int64) + np.repeat(first - (ends - length), length)
+
+
+def _block_nms(
+    start: np.ndarray,
+    end: np.ndarray,
+    scores: np.ndarray,
+    groups: np.ndarray,
+    method: str,
+    sigma: float,
+    iou_threshold: float,
+    iou_threshold_high: float | None,
+    min_score: float | None,
+    max_per_group: int | None,
+    keep_last: bool,
+    length_offset: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy hard NMS (``method="hard"``) or soft-NMS, exact; (emitted indices, emission scores), unsorted.
+
+    Candidates must already pass ``min_score``. The greedy sequence is the same as the round
+    kernels' (and the plain loop's); only the bookkeeping differs:
+
+    * Candidates are sorted by (group, start). A pick can only change candidates that overlap it
+      (IoU 0 never passes a gate >= 0; a negative BSN gate multiplies by exactly 1), and those lie
+      in one contiguous *window* of that order, found once for all by binary search (the end bound
+      on the starts, the start bound on the running maximum of the ends).
+    * The overlap graph splits each group into *components* (runs whose start passes every earlier
+      end). Components never interact, so each one is a unit that emits its own best candidate per
+      round: every round picks once in every live component.
+    * Each component is padded to whole blocks of ``_BLOCK`` slots, and every block caches its best
+      candidate (score desc, index asc). A unit's best is the best of its block bests; after a pick
+      only the blocks of its window are recomputed. A round therefore costs
+      O(#blocks + window sizes), not O(#pending).
+    * Decays from different components never meet, so each candidate is multiplied by at most one
+      factor per round, in the same floating-point order as the sequential loop.
+    * Per-class caps and AFSD's ``keep_last=False`` are group rules; the greedy order of a group is
+      its components' emissions merged by (score desc, index asc), so they are applied afterwards
+      (see the end of this function).
+
+    The coordinate shift ``x + group * span`` makes one sorted array serve all groups; rounding
+    can only widen a window or merge components (both harmless), never cut a true overlap.
+    """
+    n = scores.size
+    b = _BLOCK
+    hard = method == "hard"
+    off = float(length_offset)
+    order = np.argsort(start)  # then a stable sort by group: (group, start), in O(n) for small group ids
+    group_key = groups[order]
+    if int(group_key.max()) < np.iinfo(np.int16).max:
+        group_key = group_key.astype(np.int16)
+    order = order[np.argsort(group_key, kind="stable")]
+    s, e, g = start[order], end[order], groups[order]
+    low = min(float(s.min()), float(e.min()))
+    high = max(float(s.max()), float(e.max())) + off
+    shift = g.astype(np.float64) * (2.0 * (high - low) + 1.0)
+    ts = s + shift
+    te = (e + off) + shift
+    reach = np.maximum.accumulate(te)
+    first = np.empty(n, dtype=bool)
+    first[0] = True
+    np.logical_or(g[1:] != g[:-1], ts[1:] > reach[:-1], out=first[1:])
+    cstart = np.flatnonzero(first)
+    csize = np.diff(np.append(cstart, n))
+    cid = np.cumsum(first) - 1
+
+    nblk = -(-csize // b)
+    ubs = np.zeros(csize.size, dtype=np.int64)  # first block of each unit (component)
+    np.cumsum(nblk[:-1], out=ubs[1:])
+    ub = np.repeat(np.arange(csize.size), nblk)  # unit of each block
+    pos = np.arange(n) + (ubs * b - cstart)[cid]
+    npad = int(nblk.sum()) * b
+    S = np.zeros(npad)
+    E = np.zeros(npad)
+    C = np.full(npad, -np.inf)  # current score; -inf = padding, emitted, suppressed or dropped
+    I = np.full(npad, n, dtype=np.int64)
+    J = np.zeros(npad, dtype=np.int64)  # sorted position of each slot (windows are found per pick)
+    S[pos], E[pos], C[pos], I[pos], J[pos] = s, e, scores[order], order, np.arange(n)
+    LEN = (E - S) + off
+    unit_lo, unit_hi, unit_delta = cstart, cstart + csize, ubs * b - cstart
+    C2, I2 = C.reshape(-1, b), I.reshape(-1, b)
+    num_blocks = C2.shape[0]
+    bmax = np.empty(num_blocks)
+    bidx = np.empty(num_blocks, dtype=np.int64)
+    bpos = np.empty(num_blocks, dtype=np.int64)
+
+    def refresh(blocks: np.ndarray) -> None:
+        values = C2[blocks]
+        best = values.max(axis=1)
+        key = np.where(values == best[:, None], I2[blocks], n)
+        col = key.argmin(axis=1)
+        bmax[blocks] = best
+        bidx[blocks] = key[np.arange(blocks.size), col]
+        bpos[blocks] = blocks * b + col
+
+    refresh(np.arange(num_blocks))
+    count = np.zeros(csize.size, dtype=np.int64)
+    emitted: list[np.ndarray] = []
+    values_out: list[np.ndarray] = []
+    units_out: list[np.ndarray] = []
+    dropped_out: list[np.ndarray] = []
+    while True:
+        unit_best = np.maximum.reduceat(bmax, ubs)
+        live = unit_best > -np.inf
+        if max_per_group is not None:
+            live &= count < max_per_group
+        if not live.any():
+            break
+        tied = live[ub] & (bmax == unit_best[ub])
+        key = np.where(tied, bidx, n)
+        blocks = np.flatnonzero(tied & (bidx == np.minimum.reduceat(key, ubs)[ub]))  # one per live unit
+        picks = bpos[blocks]
+        emitted.append(I[picks])
+        values_out.append(bmax[blocks])
+        units = ub[blocks]
+        units_out.append(units)
+        count[units] += 1
+        C[picks] = -np.inf
+        j = J[picks]
+        lo_p = np.maximum(np.searchsorted(reach, ts[j], side="left"), unit_lo[units]) + unit_delta[units]
+        hi_p = np.minimum(np.searchsorted(ts, te[j], side="right"), unit_hi[units]) + unit_delta[units]
+        width = np.maximum(hi_p - lo_p, 0)
+        others = _spans(lo_p, width)
+        # Same arithmetic as _iou_cols, restricted to pending candidates with a positive intersection
+        # (the only ones a pick can change; for them the union is positive too).
+        top_start, top_end = np.repeat(S[picks], width), np.repeat(E[picks], width)
+        inter = np.minimum(E[others], top_end) - np.maximum(S[others], top_start) + off
+        touched = (inter > 0.0) & (C[others] > -np.inf)
+        others, inter = others[touched], inter[touched]
+        owner = np.repeat(np.arange(picks.size), width)[touched]
+        top_len = LEN[picks][owner]
+        iou = inter / ((LEN[others] + top_len) - inter)
+        dropped = np.zeros(picks.size, dtype=bool)
+        if hard:
+            C[others[iou > iou_threshold]] = -np.inf
+        else:
+            if iou_threshold_high is None:
+                gate = iou > iou_threshold
+            else:
+                gate = iou > iou_threshold + (iou_threshold_high - iou_threshold) * (top_len - off)
+            factor = 1.0 - iou if method == "linear" else np.exp(-(iou * iou) / sigma)
+            current = C[others]
+            decayed = np.where(gate, current * factor, current)
+            if min_score is not None:
+                below = decayed < min_score
+                decayed[below] = -np.inf
+                dropped[owner[below]] = True
+            C[others] = decayed
+        first_block = np.minimum(lo_p, picks) // b
+        last_block = np.maximum(hi_p - 1, picks) // b
+        refresh(_spans(first_block, last_block - first_block + 1))
+        dropped_out.append(dropped)
+
+    keep = np.concatenate(emitted)
+    value = np.concatenate(values_out)
+    if max_per_group is None and keep_last:
+        return keep, value
+    # Group rules on the merged greedy order (group asc, score desc, index asc).
+    group = g[cstart][np.concatenate(units_out)]
+    ranked = np.lexsort((keep, -value, group))
+    run = _run_starts(group[ranked])
+    run_first = np.flatnonzero(run)
+    run_size = np.diff(np.append(run_first, ranked.size))
+    mask = np.ones(keep.size, dtype=bool)
+    if not keep_last:
+        # The greedy loop stops when exactly one candidate is pending, i.e. before its last pick L
+        # when no other candidate was still pending then: none that L itself drops. That pick only
+        # happens if the cap did not stop the group first (it emits at most max_per_group).
+        last = ranked[run_first + run_size - 1]
+        quiet = ~np.concatenate(dropped_out)[last]
+        if max_per_group is not None:
+            capped_with_pending = (count >= max_per_group) & (unit_best > -np.inf)
+            overflow = np.zeros(int(group.max()) + 1, dtype=bool)
+            overflow[g[cstart][capped_with_pending]] = True
+            quiet &= ~overflow[group[last]] & (run_size <= max_per_group)
+        mask[last[quiet]] = False
+    if max_per_group is not None:
+        rank = np.arange(ranked.size) - np.repeat(run_first, run_size)
+        mask[ranked[rank >= max_per_group]] = False
+    return keep[mask], value[mask]
+
+
+def _split_by_group_size(groups: np.ndarray, rows: np.ndarray, num_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """``rows`` split into (rows of groups with >= _BLOCK_MIN_GROUP rows, the others)."""
+    sizes = np.bincount(groups[rows], minlength=num_groups)
+    big = sizes[groups[rows]] >= _BLOCK_MIN_GROUP
+    return rows[big], rows[~big]
+
+
+def _hard_nms_kernel(
+    start: np.ndarray,
+    end: np.ndarray,
+    scores: np.ndarray,
+    groups: np.ndarray,
+    iou_threshold: float,
+    max_per_group: int | None,
+    length_offset: float,
+) -> np.ndarray:
+    """Greedy hard NMS inside each group; kept indices sorted by score desc (ties: index asc)."""
+    n = scores.size
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    num_groups = int(groups.max()) + 1
+    big, small = _split_by_group_size(groups, np.arange(n), num_groups)
+    parts = []
+    if big.size:
+        kept, _ = _block_nms(start[big], end[big], scores[big], groups[big], "hard", 0.5, iou_threshold, None,
+                             None, max_per_group, True, length_offset)
+        parts.append(big[kept])
+    if small.size:
+        parts.append(small[_hard_nms_rounds(start[small], end[small], scores[small], groups[small], iou_threshold,
+                                            max_per_group, length_offset)])
+    keep = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    return _sort_by_score(keep, scores)
+
+
+def _soft_nms_kernel(
+    start: np.ndarray,
+    end: np.ndarray,
+    scores: np.ndarray,
+    groups: np.ndarray,
+    num_groups: int,
+    method: str,
+    sigma: float,
+    iou_threshold: float,
+    iou_threshold_high: float | None,
+    min_score: float | None,
+    max_per_group: int | None,
+    keep_last: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Soft-NMS inside each group; (emitted indices, decayed scores), score desc (ties: index asc)."""
+    n = scores.size
+    rows = np.arange(n) if min_score is None else np.flatnonzero(scores >= min_score)
+    if rows.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    big, small = _split_by_group_size(groups, rows, num_groups)
+    keep_parts, value_parts = [], []
+    if big.size:
+        kept, value = _block_nms(start[big], end[big], scores[big].astype(np.float64), groups[big], method, sigma,
+                                 iou_threshold, iou_threshold_high, min_score, max_per_group, keep_last, 0.0)
+        keep_parts.append(big[kept])
+        value_parts.append(value)
+    if small.size:
+        kept, value = _soft_nms_rounds(start[small], end[small], scores[small], groups[small], num_groups, method,
+                                       sigma, iou_threshold, iou_threshold_high, min_score, max_per_group, keep_last)
+        keep_parts.append(small[kept])
+        value_parts.append(value)
+    keep, value = np.concatenate(keep_parts), np.concatenate(value_parts)
+    order = np.lexsort((keep, -value))
+    return keep[order], value[order]
 
 
 # --------------------------------------------------------------------------------------------- #

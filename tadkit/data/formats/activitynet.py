@@ -20,8 +20,12 @@ import numpy as np
 
 from tadkit.data.formats._common import (
     AnnotationBuilder,
+    NotPlainJson,
+    RawJson,
     duplicate_keys,
-    load_json,
+    parse_json_text,
+    read_text,
+    stream_json_object,
     parse_label,
     parse_optional_count,
     parse_optional_positive,
@@ -29,6 +33,7 @@ from tadkit.data.formats._common import (
     user_error,
 )
 from tadkit.data.records import AnnotationSet
+from tadkit.errors import TadkitError
 from tadkit.utils.io import write_json
 
 FORMAT = "activitynet"
@@ -36,11 +41,23 @@ TADKIT_JSON_VERSION = 1
 
 
 def read_activitynet(path: str | Path, *, zero_length: str = "keep", data: Any = None) -> AnnotationSet:
-    """Read an ActivityNet-family JSON file (``data`` = already-parsed content, to avoid parsing twice)."""
+    """Read an ActivityNet-family JSON file (``data`` = already-parsed content, to avoid parsing twice,
+    or a :class:`RawJson` with the text already read).
+
+    The ``database`` object is streamed one video at a time (:func:`stream_json_object`), so the
+    whole JSON tree of a large file never exists at once. Any irregularity (or any error) makes the
+    reader parse the document whole and report exactly what it always reported.
+    """
     path = Path(path)
     file = str(path)
-    if data is None:
-        data = load_json(path)
+    if data is None or isinstance(data, RawJson):
+        box = [read_text(path) if data is None or data.text is None else data.text]
+        if data is not None:
+            data.text = None  # the streaming pass drops the text before building (it is ~1/3 of the peak)
+        streamed = _read_streamed(box, file, zero_length)
+        if streamed is not None:
+            return streamed
+        data = parse_json_text(read_text(path), path)
     if not isinstance(data, dict):
         raise user_error(f"expected a JSON object with a 'database' field, got {type(data).__name__}", file=file)
     database = data.get("database")
@@ -59,6 +76,45 @@ def read_activitynet(path: str | Path, *, zero_length: str = "keep", data: Any =
     for video_id, entry in database.items():
         _read_video(builder, video_id, entry, file)
     return builder.build(classes=classes, external_ids=external_ids, version=version)
+
+
+def _read_streamed(box: list[str], file: str, zero_length: str) -> AnnotationSet | None:
+    """The streaming path of :func:`read_activitynet` (``box`` holds the text, taken out here so
+    it can be freed before the build); None = use the whole-document path."""
+    top: dict[str, Any] = {}
+    builder = AnnotationBuilder(file=file, format=FORMAT, zero_length=zero_length)
+    text = box.pop()
+    key = value = None
+    try:
+        for key, value, member in stream_json_object(text, "database"):
+            if member:
+                _read_video(builder, key, value, file)
+            elif member is None:
+                top[key] = {}
+            else:
+                top[key] = value
+        del text, key, value
+        if "database" not in top:
+            return None
+        version = top.get("version", "")
+        version = "" if version is None else str(version)
+        classes = _read_classes(top.get("classes"), file)
+        external_ids = _read_external_ids(top.get("external_ids"), classes, file)
+        return builder.build(classes=classes, external_ids=external_ids, version=version)
+    except (NotPlainJson, TadkitError):
+        return None  # the whole-document path reports the problem, in the usual order
+
+
+def looks_like_activitynet(text: str) -> bool | None:
+    """True when the top-level JSON object has a ``database`` member (found without parsing it);
+    None when the text is not a plain object (then parse it whole to find out)."""
+    try:
+        for key, _, member in stream_json_object(text, "database"):
+            if member is None:
+                return True
+    except NotPlainJson:
+        return None
+    return False
 
 
 def _read_classes(value: Any, file: str) -> list[str] | None:
@@ -88,6 +144,17 @@ def _read_external_ids(value: Any, classes: list[str] | None, file: str) -> dict
     return out
 
 
+_WHERE: list[tuple[str, str, str]] = []
+
+
+def _where(i: int) -> tuple[str, str, str]:
+    """``annotations[i]`` and its ``.segment`` / ``.label`` fields: one shared str per index, not per row."""
+    while len(_WHERE) <= i:
+        k = len(_WHERE)
+        _WHERE.append((f"annotations[{k}]", f"annotations[{k}].segment", f"annotations[{k}].label"))
+    return _WHERE[i]
+
+
 def _read_video(builder: AnnotationBuilder, video_id: str, entry: Any, file: str) -> None:
     if not video_id.strip():
         raise user_error("empty video id", file=file, field="database")
@@ -108,16 +175,16 @@ def _read_video(builder: AnnotationBuilder, video_id: str, entry: Any, file: str
         what = "missing" if annotations is None else "must be a list"
         raise user_error(f"'annotations' {what}", file=file, video=video_id, field="annotations")
     for i, annotation in enumerate(annotations):
-        where = f"annotations[{i}]"
+        where, seg_where, label_where = _where(i)
         if not isinstance(annotation, dict):
             raise user_error("annotation must be an object", file=file, video=video_id, field=where)
         if "segment" not in annotation:
-            raise user_error("missing 'segment'", file=file, video=video_id, field=f"{where}.segment")
+            raise user_error("missing 'segment'", file=file, video=video_id, field=seg_where)
         if "label" not in annotation:
-            raise user_error("missing 'label'", file=file, video=video_id, field=f"{where}.label")
-        start, end = parse_pair(annotation["segment"], file=file, video=video_id, field=f"{where}.segment")
-        label = parse_label(annotation["label"], file=file, video=video_id, field=f"{where}.label")
-        builder.add_segment(video_id, start, end, label, where=f"{where}.segment", label_where=f"{where}.label")
+            raise user_error("missing 'label'", file=file, video=video_id, field=label_where)
+        start, end = parse_pair(annotation["segment"], file=file, video=video_id, field=seg_where)
+        label = parse_label(annotation["label"], file=file, video=video_id, field=label_where)
+        builder.add_segment(video_id, start, end, label, where=seg_where, label_where=label_where)
 
     ambiguous = entry.get("ambiguous", [])
     if not isinstance(ambiguous, list):

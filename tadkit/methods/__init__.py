@@ -1,0 +1,91 @@
+"""Method registry: every method tadkit trains, tests, converts and detects with.
+
+Built-in methods live in ``tadkit/methods/<name>/`` and define ``SPEC`` (a :class:`MethodSpec`) in
+their ``__init__`` — a few lines, no torch import — so listing methods stays cheap. A method of
+your own needs no edit here: register it (``register_method(SPEC)``) or name it in a config as
+``model.name: my_package.my_module:SPEC``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from tadkit.errors import TadkitError
+from tadkit.methods.base import ClassActivation, MethodSpec, resolve
+
+# name -> package that defines SPEC (imported on first use)
+BUILTIN_METHODS: dict[str, str] = {
+    "a2net": "tadkit.methods.a2net",
+    "ecm": "tadkit.methods.ecm",
+    "acrnet": "tadkit.methods.acrnet",
+    "afsd": "tadkit.methods.afsd",
+}
+_REGISTERED: dict[str, MethodSpec] = {}
+
+
+def register_method(spec: MethodSpec, *, replace: bool = False) -> MethodSpec:
+    """Add ``spec`` under ``spec.name`` (lower-case); taking a used or built-in name needs ``replace``."""
+    key = spec.name.lower()
+    if not replace:
+        if key in BUILTIN_METHODS:
+            raise ValueError(f"{spec.name!r} is a built-in method")
+        if key in _REGISTERED and _REGISTERED[key] is not spec:
+            raise ValueError(f"method {spec.name!r} is already registered")
+    _REGISTERED[key] = spec
+    return spec
+
+
+def unregister_method(name: str) -> None:
+    """Remove a registered (non-built-in) method; for tests and plug-in reloads."""
+    key = name.lower()
+    if key in BUILTIN_METHODS:
+        raise ValueError(f"{name!r} is a built-in method")
+    _REGISTERED.pop(key, None)
+
+
+def _load_builtin(key: str) -> MethodSpec:
+    spec = importlib.import_module(BUILTIN_METHODS[key]).SPEC
+    _REGISTERED.setdefault(key, spec)
+    return _REGISTERED[key]
+
+
+def available_methods() -> list[str]:
+    return sorted({*BUILTIN_METHODS, *_REGISTERED})
+
+
+def get_method(name: str, *, field: str = "model.name", file: str | None = None) -> MethodSpec:
+    """The spec registered as ``name``, or the ``MethodSpec`` at ``"module:attr"`` (a plug-in)."""
+    text = str(name)
+    key = text.lower()
+    if key in _REGISTERED:
+        return _REGISTERED[key]
+    if key in BUILTIN_METHODS:
+        return _load_builtin(key)
+    if ":" in text:
+        try:
+            spec = resolve(text)
+        except (ImportError, AttributeError, ValueError) as error:
+            raise TadkitError(f"cannot load method {text!r}: {error}", file=file, field=field) from None
+        if not isinstance(spec, MethodSpec):
+            raise TadkitError(f"{text!r} is a {type(spec).__name__}, not a tadkit MethodSpec", file=file, field=field)
+        return spec
+    raise TadkitError(f"unknown method {text!r}; available: {', '.join(available_methods())} "
+                      "(or 'package.module:SPEC' for a method of your own)", file=file, field=field)
+
+
+def official_importers() -> dict[str, MethodSpec]:
+    """``{"<name>-official": spec}`` for every built-in or registered method with an importer."""
+    specs = [get_method(name) for name in available_methods()]
+    return {f"{spec.name}-official": spec for spec in specs if spec.official_importer is not None}
+
+
+__all__ = [
+    "BUILTIN_METHODS",
+    "ClassActivation",
+    "MethodSpec",
+    "available_methods",
+    "get_method",
+    "official_importers",
+    "register_method",
+    "unregister_method",
+]

@@ -1,0 +1,138 @@
+"""AFSD feature variant (spec §9): the tadkit method contract, masking, targets in window steps, decoding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tadkit.errors import TadkitError
+from tadkit.methods.afsd.model import AFSDFeatures, build_afsd
+from tadkit.methods.afsd.official import from_official_state_dict
+from tadkit.methods.afsd.targets import boundary_labels, coarse_targets
+from tadkit.models.base import WindowDetections
+
+KW = dict(num_classes=3, width=32, in_dim=16, clip_length=128)
+T = 32  # window steps; 4 frames per step
+
+
+def _batch(seed: int = 0, valid: tuple[int, int] = (T, T)) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        "features": torch.randn(2, 16, T, generator=gen),
+        "meta": [{"video_id": f"v{i}", "t0": 0.0, "step": 0.4, "valid_length": v} for i, v in enumerate(valid)],
+        "targets": [
+            {"segments": torch.tensor([[4.0, 10.0], [20.0, 30.0]]), "labels": torch.tensor([0, 2])},
+            {"segments": torch.tensor([[1.0, 25.0]]), "labels": torch.tensor([1])},
+        ],
+    }
+
+
+def test_forward_shapes_and_config_round_trip() -> None:
+    torch.manual_seed(0)
+    model = build_afsd(**KW)
+    assert isinstance(model, AFSDFeatures)
+    out = model(_batch())
+    points = sum(T >> i for i in range(6))  # 32+16+8+4+2+1
+    assert out["loc"].shape == (2, points, 2) and out["conf"].shape == (2, points, 4)
+    assert out["start"].shape == (2, 128, 16) and out["start_loc_prop"].shape == (2, T, 32)
+    assert (out["loc"] > 0).all()  # exp() distances
+    rebuilt = build_afsd(**model.config_dict())
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    with pytest.raises(TadkitError, match="features"):
+        model({"features": torch.zeros(1, 15, T)})
+
+
+def test_padded_positions_are_zero_at_every_level() -> None:
+    torch.manual_seed(0)
+    model = build_afsd(**KW).eval()
+    batch = _batch(valid=(T, 20))
+    mask = model._mask(batch, batch["features"])
+    assert mask[1].tolist() == [True] * 20 + [False] * 12
+    with torch.no_grad():
+        feats, _ = model.coarse_pyramid_detection.pyramid([batch["features"]], mask)
+    for level, valid in zip(feats, (20, 10, 5, 3, 2, 1)):
+        assert level[1, :, valid:].abs().max() == 0 if level.shape[-1] > valid else True
+        assert level[1, :, :valid].abs().max() > 0 and level[0].abs().max() > 0
+
+
+def test_loss_uses_window_step_targets() -> None:
+    torch.manual_seed(0)
+    model = build_afsd(**KW)
+    batch = _batch()
+    rows, labels = model.clip_targets(batch, T)
+    assert torch.allclose(rows[0], torch.tensor([[4 / 32, 10 / 32, 1.0], [20 / 32, 30 / 32, 3.0]]))
+    # boundary labels on the 128-frame grid: GT (16, 40) frames -> d = 2.4, start frames 15..17
+    assert torch.equal(labels[0], boundary_labels([[16.0, 40.0, 1], [80.0, 120.0, 3]], 128))
+    assert labels[0, 0, 14:19].tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+    out = model(batch)
+    terms = model.loss(out, batch)
+    cfg = model.config
+    expected = cfg.loc_weight * (terms["loc"] + terms["prop_loc"]) + terms["conf"] + terms["prop_conf"] + terms["center"]
+    assert torch.allclose(terms["total"], expected + terms["start"] + terms["end"])
+    assert "triplet" not in terms
+    terms["total"].backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if "pyramids.5" not in n)
+
+
+def test_coarse_assignment_shortest_gt_wins() -> None:
+    priors = torch.tensor([0.1, 0.3, 0.5, 0.9])
+    targets = [torch.tensor([[0.0, 0.6, 1.0], [0.25, 0.55, 2.0]])]
+    coarse = coarse_targets(priors, targets, 100)
+    assert coarse.labels.tolist() == [[1, 2, 2, 0]]
+    assert torch.allclose(coarse.loc[0, 1], torch.tensor([5.0, 25.0]))
+
+
+def test_a_few_steps_reduce_the_loss() -> None:
+    torch.manual_seed(0)
+    model = build_afsd(**KW)
+    batch = _batch()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    first = None
+    for _ in range(15):
+        terms = model.loss(model(batch), batch)
+        first = float(terms["total"].detach()) if first is None else first
+        opt.zero_grad()
+        terms["total"].backward()
+        opt.step()
+    assert float(model.loss(model(batch), batch)["total"].detach()) < 0.8 * first
+
+
+def test_decode_in_window_steps() -> None:
+    torch.manual_seed(0)
+    model = build_afsd(**KW).eval()
+    batch = _batch()
+    with torch.no_grad():
+        out = model(batch)
+    points = out["loc"].shape[1]
+    # craft one confident detection: point 8 of level 0 (centre 8.5 steps = 34 frames), l = 6, r = 10 frames
+    out = {k: v.clone() for k, v in out.items()}
+    out["conf"][:] = 0.0
+    out["conf"][..., 0] = 20.0
+    out["prop_conf"][:] = out["conf"]
+    out["conf"][0, 8] = torch.tensor([0.0, 0.0, 20.0, 0.0])
+    out["prop_conf"][0, 8] = out["conf"][0, 8]
+    out["center"][:] = 10.0
+    out["loc"][0, 8] = torch.tensor([6.0, 10.0])
+    out["prop_loc"][0, 8] = torch.tensor([0.25, -0.5])  # refined: l = 6 + 8*0.25 = 8, r = 10 - 4 = 6
+    dets = model.decode(out, batch)
+    assert len(dets) == 2 and all(isinstance(d, WindowDetections) for d in dets)
+    assert dets[1].scores.numel() == 0
+    assert dets[0].labels.tolist() == [1]
+    assert torch.allclose(dets[0].segments, torch.tensor([[(34 - 8) / 4, (34 + 6) / 4]]))
+    assert dets[0].scores.item() == pytest.approx(torch.sigmoid(torch.tensor(10.0)).item(), abs=1e-6)
+    assert points == 63
+
+
+def test_official_importer_builds_the_feature_variant() -> None:
+    torch.manual_seed(0)
+    model = build_afsd(**KW).eval()
+    state = {"module." + k: v for k, v in model.state_dict().items()}
+    loaded = from_official_state_dict(state, clip_length=128)
+    assert isinstance(loaded, AFSDFeatures)
+    assert loaded.config.width == 32 and loaded.config.in_dim == 16 and loaded.config.num_classes == 3
+    batch = _batch()
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(batch)["conf"], model(batch)["conf"])
+    state.pop("module.coarse_pyramid_detection.center_head.conv1d.bias")
+    with pytest.raises(TadkitError, match="center_head.conv1d.bias"):
+        from_official_state_dict(state, clip_length=128)
