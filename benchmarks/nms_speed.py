@@ -1,12 +1,16 @@
 """NMS speed: tadkit's grouped NMS vs plain references, run in the same process on the same data.
 
-    python benchmarks/nms_speed.py [--seed 0] [--sizes 10000 100000] [--many-videos]
+    python benchmarks/nms_speed.py [--seed 0] [--sizes 10000 100000] [--many-videos] [--first-call]
                                    [--actionformer-ext DIR]
 
 Main table: ONE video, 20 classes, 10k and 100k candidates; hard NMS 0.2, Gaussian soft-NMS
-(sigma 0.5, no gate) and linear soft-NMS (gate 0.1), min score 0.001, no cap. Compared with
-"numpy loop": a per-class loop, one pick per iteration, vectorized decay (the official codes'
-style), whose output must equal ours exactly before anything is timed.
+(sigma 0.5, no gate) and linear soft-NMS (gate 0.1), min score 0.001, no cap. "ours" is the
+numba-compiled sequential kernel (``TADKIT_NMS_JIT=1``; the default "auto" switches to it once a
+process has spent ~1 s in NMS), "NumPy kernels" the pure-NumPy path (``TADKIT_NMS_JIT=0``).
+Compared with "numpy loop": a per-class loop, one pick per iteration, vectorized decay (the
+official codes' style), whose output must equal both of ours exactly before anything is timed.
+``--first-call`` also measures, in fresh interpreters, what the first NMS call of a process costs:
+numba's import plus compiling (empty cache) or loading the cached machine code.
 
 ``--actionformer-ext DIR`` also times ActionFormer's compiled C++ op (``nms_1d_cpu``, float32,
 called once per class as its ``batched_nms`` does) if you built it yourself in DIR (e.g. with
@@ -25,11 +29,15 @@ Each case checks that all implementations return the same detections before timi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import math
+import os
+import subprocess
 import sys
+import tempfile
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -207,28 +215,97 @@ def one_video_table(sizes: list[int], seed: int, ext, repeat: int) -> None:
         seg32, score32 = seg_t.float().contiguous(), score_t.float().contiguous()
         for method, thr in (("hard", 0.2), ("gaussian", 0.0), ("linear", 0.1)):
             if method == "hard":
-                def ours():
+                def call():
                     keep = batched_nms(seg_t, score_t, label_t, thr)
                     return keep.numpy(), dets.score[keep.numpy()]
             else:
-                def ours():
+                def call():
                     keep, value = soft_nms_indices(seg_t, score_t, label_t, method, 0.5, thr, 0.001)
                     return keep.numpy(), value.numpy()
+
+            def ours():
+                with jit_mode("1"):
+                    return call()
+
+            def numpy_kernels():
+                with jit_mode("0"):
+                    return call()
+
             loop = lambda: numpy_loop(dets.start, dets.end, dets.score, labels, method, thr)  # noqa: E731
-            t_ours, (keep, value) = timed(ours, repeat)
+            ours()  # the first call compiles or loads the kernel: timed separately (--first-call)
+            keep, value = ours()
+            np_keep, np_value = numpy_kernels()
             t_loop, (ref_keep, ref_value) = timed(loop, 1)
-            assert np.array_equal(keep, ref_keep), f"{method} {n}: kept set differs from the numpy loop"
-            assert np.allclose(value, ref_value, rtol=0, atol=1e-12), f"{method} {n}: scores differ"
-            times = {"numpy loop": t_loop}
-            extra = ""
+            for name, (k, v) in (("ours", (keep, value)), ("NumPy kernels", (np_keep, np_value))):
+                assert np.array_equal(k, ref_keep), f"{method} {n}: {name}' kept set differs from the numpy loop"
+                assert np.allclose(v, ref_value, rtol=0, atol=1e-12), f"{method} {n}: {name}' scores differ"
+            cpp = None
             if ext is not None:
-                t_cpp, kept_cpp = timed(lambda: actionformer_per_class(ext, seg32, score32, label_t, method, thr),
-                                        repeat)
+                cpp = lambda: actionformer_per_class(ext, seg32, score32, label_t, method, thr)  # noqa: E731
+            # Interleaved, best of `repeat` each: every contender sees the same load on a shared machine.
+            t_ours = t_numpy = t_cpp = math.inf
+            kept_cpp = None
+            for _ in range(repeat):
+                t_ours = min(t_ours, timed(ours, 1)[0])
+                t_numpy = min(t_numpy, timed(numpy_kernels, 1)[0])
+                if cpp is not None:
+                    t, kept_cpp = timed(cpp, 1)
+                    t_cpp = min(t_cpp, t)
+            times = {"NumPy kernels": t_numpy, "numpy loop": t_loop}
+            extra = ""
+            if cpp is not None:
                 times["ActionFormer C++"] = t_cpp
                 extra = f", C++ kept {kept_cpp}"
-            for _ in range(repeat - 1):  # re-time ours after the baselines: same load conditions
-                t_ours = min(t_ours, timed(ours, 1)[0])
             report(f"{n // 1000}k, {method:<8} ({len(keep)} kept{extra})", t_ours, times)
+
+
+@contextlib.contextmanager
+def jit_mode(value: str) -> Iterator[None]:
+    """Temporarily set ``TADKIT_NMS_JIT`` (read by tadkit on every NMS call)."""
+    old = os.environ.get("TADKIT_NMS_JIT")
+    os.environ["TADKIT_NMS_JIT"] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["TADKIT_NMS_JIT"]
+        else:
+            os.environ["TADKIT_NMS_JIT"] = old
+
+
+_FIRST_CALL = """
+import sys, time
+t0 = time.perf_counter()
+import numpy as np, torch
+from tadkit.postprocess.nms import soft_nms_indices
+t1 = time.perf_counter()
+rng = np.random.default_rng(0)
+segs = torch.from_numpy(np.sort(rng.uniform(0, 200, (10000, 2)), axis=1))
+scores, labels = torch.from_numpy(rng.random(10000)), torch.from_numpy(rng.integers(0, 20, 10000))
+t2 = time.perf_counter()
+soft_nms_indices(segs, scores, labels, "gaussian", 0.5, 0.0, 0.001)
+t3 = time.perf_counter()
+soft_nms_indices(segs, scores, labels, "gaussian", 0.5, 0.0, 0.001)
+t4 = time.perf_counter()
+print(t1 - t0, t3 - t2, t4 - t3, "numba" in sys.modules)
+"""
+
+
+def first_call_table() -> None:
+    """First NMS call of a fresh process (10k, Gaussian): empty numba cache, then the cache it wrote."""
+    print("first call in a fresh process (10k Gaussian soft-NMS; import = torch + tadkit.postprocess.nms)")
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        env.pop("TADKIT_NMS_JIT", None)
+        for name, extra in (("JIT=1, empty numba cache (compiles)", {"TADKIT_NMS_JIT": "1"}),
+                            ("JIT=1, cached machine code", {"TADKIT_NMS_JIT": "1"}),
+                            ("JIT=0 (NumPy kernels)", {"TADKIT_NMS_JIT": "0"}),
+                            ("default (auto)", {})):
+            out = subprocess.run([sys.executable, "-c", _FIRST_CALL], env={**env, **extra}, capture_output=True,
+                                 text=True, check=True)
+            t_import, t_first, t_second, loaded = out.stdout.split()
+            print(f"  {name:<36} import {float(t_import):6.2f} s | first call {float(t_first) * 1e3:8.1f} ms"
+                  f" | second call {float(t_second) * 1e3:6.1f} ms | numba loaded: {loaded}")
 
 
 def timed(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
@@ -251,11 +328,14 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--many-videos", action="store_true", help="also the older 200-video / loop tables")
+    parser.add_argument("--first-call", action="store_true", help="also time the first call of a fresh process")
     parser.add_argument("--actionformer-ext", metavar="DIR", help="directory holding a built nms_1d_cpu module")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     one_video_table(args.sizes, args.seed, load_actionformer(args.actionformer_ext), args.repeat)
+    if args.first_call:
+        first_call_table()
     if not args.many_videos:
         return
 

@@ -22,3 +22,12 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture
 def shared():
     return shared_path
+
+
+@pytest.fixture(autouse=True)
+def _private_feature_cache(tmp_path_factory, request, monkeypatch):
+    """`tadkit detect` caches extracted features; in tests that cache is per test, never ~/.cache."""
+    import hashlib
+
+    name = hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:16]
+    monkeypatch.setenv("TADKIT_FEATURE_CACHE", str(tmp_path_factory.getbasetemp() / "feature_cache" / name))

@@ -190,3 +190,32 @@ def test_bad_training_input_names_the_video():
     with pytest.raises(TadkitError) as info:
         model({"features": torch.randn(2, 11, 12), "video_labels": torch.ones(2, 5)})
     assert info.value.field == "features"
+
+
+def test_aggregation_loss_gradient_stays_finite_when_the_softmax_saturates():
+    """nn.BCELoss semantics also in the backward: a softmax entry that underflows to exactly 0 (or 1) gives
+    the clamped -100 log and a finite gradient, not 0 * inf = NaN (what made long synthetic runs diverge)."""
+    from tadkit.methods.ecm.model import ECMConfig, ecm_losses
+
+    num_classes = 4
+    logits = torch.zeros(2, 2 * num_classes, dtype=torch.float32)
+    logits[0, num_classes + 1] = 200.0  # the suppressed score of a GT class takes all the mass: others are 0.0
+    logits[1, 0] = -200.0  # the s_post entry of a GT class underflows to 0.0
+    logits.requires_grad_(True)
+    score_agg = torch.softmax(logits, dim=1)
+    assert score_agg[0, 1].item() == 0.0 and score_agg[0, num_classes + 1].item() == 1.0
+    labels = torch.tensor([[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 1.0]])
+    pre = torch.randn(2, num_classes, requires_grad=True)
+    post = torch.randn(2, num_classes, requires_grad=True)
+    losses = ecm_losses(pre, post, score_agg, labels, ECMConfig(num_classes=num_classes))
+    reference = torch.nn.BCELoss()  # the official per-video call: mean over the 2|GT| entries
+    expected = []
+    for b in range(2):
+        gt = labels[b].bool()
+        entries = torch.cat([score_agg[b, :num_classes][gt], score_agg[b, num_classes:][gt]])
+        target = torch.cat([torch.ones(int(gt.sum())), torch.zeros(int(gt.sum()))])
+        expected.append(reference(entries, target))
+    assert losses["agg_consistency"].item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-6)
+    assert losses["agg_consistency"].item() > 40.0  # the clamped -log(0) = 100 terms are there
+    losses["total"].backward()
+    assert torch.isfinite(logits.grad).all() and torch.isfinite(pre.grad).all()

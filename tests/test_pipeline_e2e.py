@@ -54,7 +54,7 @@ def test_demo_writes_results_report_and_plots(demo_dir: Path):
     assert {p.name for p in pngs} >= {"per_duration_map.png", "training_curves.png"}
     assert len([p for p in pngs if p.name.startswith("timeline_")]) == 3
     assert all(p.read_bytes()[:8] == PNG_MAGIC and p.stat().st_size > 5000 for p in pngs)
-    history = json.loads((demo_dir / "run" / "history.json").read_text())["epochs"]
+    history = json.loads((demo_dir / "run_a2net" / "history.json").read_text())["epochs"]
     assert [h["epoch"] for h in history] == list(range(1, 21))
     assert history[-1]["loss"]["total"] < history[0]["loss"]["total"]  # it learns
 
@@ -66,8 +66,8 @@ def test_trained_model_beats_its_initialisation(demo_dir: Path, tmp_path: Path, 
     from tadkit.models import build_model
     from tadkit.pipeline import run_test
 
-    config = load_config(demo_dir / "run" / "config.yaml")
-    trained, _ = load_checkpoint_model(demo_dir / "run" / "last.pt")
+    config = load_config(demo_dir / "run_a2net" / "config.yaml")
+    trained, _ = load_checkpoint_model(demo_dir / "run_a2net" / "last.pt")
     torch.manual_seed(config.train.seed)
     untrained = build_model(config.model.name, **config.model.kwargs)
     scores = {}
@@ -79,7 +79,7 @@ def test_trained_model_beats_its_initialisation(demo_dir: Path, tmp_path: Path, 
 
 def test_cli_test_matches_cli_eval_on_its_own_outputs(demo_dir: Path, tmp_path: Path, capsys):
     out = tmp_path / "test"
-    assert main(["test", str(demo_dir / "run" / "config.yaml"), "--checkpoint", str(demo_dir / "run" / "last.pt"),
+    assert main(["test", str(demo_dir / "run_a2net" / "config.yaml"), "--checkpoint", str(demo_dir / "run_a2net" / "last.pt"),
                  "--out", str(out), "--no-progress", "--no-plots"]) == 0
     report = json.loads((out / "report.json").read_text())
     capsys.readouterr()
@@ -102,7 +102,7 @@ def test_detect_on_a_feature_file_reproduces_test_detections(demo_dir: Path, tmp
     out = tmp_path / "det.json"
     plot = tmp_path / "det.png"
     code = main(["detect", str(demo_dir / "data" / "features" / f"{video}.npy"), "--checkpoint",
-                 str(demo_dir / "run" / "last.pt"), "--feature-fps", "30", "--feature-stride", "4",
+                 str(demo_dir / "run_a2net" / "last.pt"), "--feature-fps", "30", "--feature-stride", "4",
                  "--out", str(out), "--plot", str(plot), "--no-progress"])
     assert code == 0
     printed = capsys.readouterr().out
@@ -121,7 +121,7 @@ def test_detect_on_a_feature_file_reproduces_test_detections(demo_dir: Path, tmp
 def test_detect_feature_file_without_timing_is_a_clear_error(demo_dir: Path, tmp_path: Path, capsys):
     lone = tmp_path / "lone.npy"
     np.save(lone, np.zeros((300, 256), np.float32))
-    code = main(["detect", str(lone), "--checkpoint", str(demo_dir / "run" / "last.pt"), "--no-progress"])
+    code = main(["detect", str(lone), "--checkpoint", str(demo_dir / "run_a2net" / "last.pt"), "--no-progress"])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "lone.npy" in err[0] and "--feature-fps" in err[0]
@@ -130,7 +130,7 @@ def test_detect_feature_file_without_timing_is_a_clear_error(demo_dir: Path, tmp
 def test_detect_rejects_features_of_the_wrong_width(demo_dir: Path, tmp_path: Path, capsys):
     wide = tmp_path / "wide.npy"
     np.save(wide, np.zeros((300, 1024), np.float32))
-    code = main(["detect", str(wide), "--checkpoint", str(demo_dir / "run" / "last.pt"), "--feature-fps", "30",
+    code = main(["detect", str(wide), "--checkpoint", str(demo_dir / "run_a2net" / "last.pt"), "--feature-fps", "30",
                  "--feature-stride", "4", "--no-progress"])
     assert code == 2
     assert "256-d" in capsys.readouterr().err

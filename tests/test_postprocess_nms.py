@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import math
+import subprocess
+import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -25,6 +30,24 @@ from tadkit.postprocess.nms import (
     soft_nms_indices,
     soft_nms_numpy,
 )
+
+# --------------------------------------------------------------------------------------------- #
+# Every test of this file runs twice: on the NumPy kernels, and on the compiled (numba) sequential
+# kernel at every input size. Both must give the loop references' results exactly.
+# --------------------------------------------------------------------------------------------- #
+
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
+
+
+@pytest.fixture(scope="module", autouse=True, params=["numpy", "jit"])
+def nms_path(request):
+    """Module-scoped (hypothesis tolerates it): TADKIT_NMS_JIT=0 / 1 for the whole pass."""
+    if request.param == "jit" and not HAVE_NUMBA:
+        pytest.skip("numba is not installed: only the NumPy kernels can run")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TADKIT_NMS_JIT", "0" if request.param == "numpy" else "1")
+        yield request.param
+
 
 # --------------------------------------------------------------------------------------------- #
 # Loop references: Python floats, lists, one candidate at a time.
@@ -436,8 +459,6 @@ def test_detection_set_with_nan_score_names_the_video():
 # Large groups (the block kernel) against a straightforward NumPy loop
 # --------------------------------------------------------------------------------------------- #
 
-import importlib  # noqa: E402
-
 nms_module = importlib.import_module("tadkit.postprocess.nms")  # the package re-exports a function `nms`
 
 
@@ -565,3 +586,100 @@ def test_block_kernel_on_small_inputs_matches_loop(data, method, thr, min_score,
             got = soft_nms_numpy(segs, scores, labels, method, 0.5, thr, min_score, max_keep, keep_last=keep_last)
             assert_same(got, numpy_loop_nms(segs, scores, labels, method, thr, 0.5, min_score, max_keep,
                                             keep_last=keep_last))
+
+
+# --------------------------------------------------------------------------------------------- #
+# The compiled path: which kernel runs, and graceful fallbacks
+# --------------------------------------------------------------------------------------------- #
+
+
+def test_numba_is_imported_lazily_and_only_when_it_pays():
+    # `import tadkit` and a small NMS call must not load numba (its start-up costs ~0.5-1 s).
+    # Fresh interpreter, default mode ("auto").
+    code = (
+        "import sys, numpy as np, tadkit, importlib\n"
+        "m = importlib.import_module('tadkit.postprocess.nms')\n"
+        "assert 'numba' not in sys.modules, 'import pulled in numba'\n"
+        "segs = np.array([[0.0, 2.0], [0.5, 2.5], [5.0, 6.0]])\n"
+        "print(m.batched_nms_numpy(segs, np.array([0.9, 0.8, 0.7]), None, 0.5).tolist())\n"
+        "print('numba' in sys.modules)\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TADKIT_NMS_JIT"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[0,", "2]", "False"]
+
+
+def test_jit_mode_switch_selects_the_kernel(monkeypatch):
+    monkeypatch.setenv("TADKIT_NMS_JIT", "0")
+    assert nms_module._jit_kernel(10**9) is None
+    monkeypatch.setenv("TADKIT_NMS_JIT", "auto")
+    monkeypatch.setattr(nms_module, "_jit_state", {})
+    # auto: stays in NumPy (numba not loaded) while that is cheaper than loading numba ...
+    assert nms_module._jit_kernel(nms_module._JIT_MIN_CANDIDATES - 1) is None
+    assert "kernel" not in nms_module._jit_state
+    segs, scores, labels = clustered(np.random.default_rng(4), 300, 2, False)
+    batched_nms_numpy(segs, scores, labels, 0.3)
+    assert 0 < nms_module._jit_state["numpy_seconds"] < nms_module._JIT_PAYBACK_SECONDS
+    assert "kernel" not in nms_module._jit_state
+    if not HAVE_NUMBA:
+        return
+    # ... and loads it once the NumPy kernels have cost the process the payback time, or for a huge call.
+    monkeypatch.setattr(nms_module, "_jit_state", {"numpy_seconds": nms_module._JIT_PAYBACK_SECONDS})
+    assert nms_module._jit_kernel(10) is not None
+    monkeypatch.setattr(nms_module, "_jit_state", {})
+    assert nms_module._jit_kernel(nms_module._JIT_MIN_CANDIDATES) is not None
+    assert nms_module._jit_kernel(1) is not None  # once loaded, it serves every size
+
+
+def test_missing_numba_falls_back_to_numpy_with_the_same_results(monkeypatch):
+    monkeypatch.setenv("TADKIT_NMS_JIT", "1")
+    monkeypatch.setattr(nms_module, "_jit_state", {})
+    monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` raises ImportError
+    segs, scores, labels = clustered(np.random.default_rng(5), 400, 2, True)
+    got = soft_nms_numpy(segs, scores, labels, "gaussian", 0.5, 0.0, 0.001)
+    assert nms_module._jit_state["kernel"] is None
+    assert_same(got, numpy_loop_nms(segs, scores, labels, "gaussian", 0.0, 0.5, 0.001))
+
+
+def test_uncachable_location_compiles_without_cache(monkeypatch):
+    # numba raises RuntimeError("cannot cache function ...: no locator available") at decoration
+    # when neither the package dir nor a user cache dir is writable.
+    numba = pytest.importorskip("numba", reason="numba is not installed")
+    calls = []
+
+    def fake_njit(**options):
+        calls.append(options)
+        if options.get("cache"):
+            raise RuntimeError("cannot cache function '_greedy_sequential': no locator available")
+        return lambda function: ("uncached", function)
+
+    monkeypatch.setattr(numba, "njit", fake_njit)
+    kernel = nms_module._load_jit()
+    assert kernel == ("uncached", nms_module._greedy_sequential)
+    assert [bool(c.get("cache")) for c in calls] == [True, False]
+
+
+def test_failing_compiled_kernel_warns_and_falls_back(monkeypatch):
+    def broken(*args):
+        raise OSError(28, "No space left on device")  # e.g. the cache write failed
+
+    monkeypatch.setenv("TADKIT_NMS_JIT", "1")
+    monkeypatch.setattr(nms_module, "_jit_state", {"kernel": broken})
+    segs, scores, labels = clustered(np.random.default_rng(6), 300, 2, False)
+    with pytest.warns(RuntimeWarning, match="No space left"):
+        keep = batched_nms_numpy(segs, scores, labels, 0.3)
+    np.testing.assert_array_equal(keep, numpy_loop_nms(segs, scores, labels, "hard", 0.3)[0])
+    assert nms_module._jit_state["kernel"] is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once, not on every call
+        batched_nms_numpy(segs, scores, labels, 0.3)
+
+
+def test_dense_group_ids_keep_label_order():
+    # The O(n) path for small non-negative labels and np.unique agree (codes follow label order).
+    labels = np.array([7, 3, 3, 0, 7, 12])
+    codes, count = nms_module._dense(labels, labels.size)
+    assert count == 4 and codes.tolist() == [2, 1, 1, 0, 2, 3]
+    codes, count = nms_module._dense(np.array([-5, 10**12, -5]), 3)
+    assert count == 2 and codes.tolist() == [0, 1, 0]

@@ -468,3 +468,155 @@ def test_cli_synth_timeline_videos_and_subset_combine(tmp_path, capsys):
     with pytest.raises(TadkitError) as info:
         SynthConfig(timeline_videos=2).validate()
     assert info.value.field == "timeline_videos"
+
+
+# ------------------------------------------------------------------------------------------------
+# presets: thumos14 unchanged, activitynet near the real ActivityNet statistics
+# ------------------------------------------------------------------------------------------------
+
+# timeline_stats of ActivityNet v1.3 (BSN anet_anno_action.json, train+val, 14,377 annotated videos);
+# test_real_activitynet_statistics re-derives them from the files when ../shared is present.
+ANET_V13 = {
+    "instances_per_video_mean": 1.541, "videos_with_1_instance": 0.755, "videos_with_3_or_more": 0.115,
+    "coverage_median": 0.718, "coverage_mean": 0.653, "videos_covered_over_95pct": 0.162,
+    "instance_share_median": 0.326, "instance_share_p25": 0.078, "instance_share_p75": 0.794,
+    "video_seconds_median": 115.38, "video_seconds_p5": 18.04, "video_seconds_p95": 224.51,
+    "single_class_videos": 0.999, "overlap_pairs": 0.028, "videos_at_30fps": 0.660,
+}
+# Allowed |synthetic - real| on 150 + 150 videos (about 3.5 seed-to-seed standard deviations, measured
+# over 40 seeds) and on 2000 + 2000 timelines (the same rule; a few statistics are bounded by the
+# v1.2 / v1.3 difference instead, since the preset should sit between the two versions).
+ANET_TOL_300 = {
+    "instances_per_video_mean": 0.25, "videos_with_1_instance": 0.08, "videos_with_3_or_more": 0.07,
+    "coverage_median": 0.08, "coverage_mean": 0.06, "videos_covered_over_95pct": 0.08,
+    "instance_share_median": 0.12, "video_seconds_median": 20.0, "single_class_videos": 0.01,
+    "videos_at_30fps": 0.10,
+}
+ANET_TOL_4000 = {
+    "instances_per_video_mean": 0.08, "videos_with_1_instance": 0.03, "videos_with_3_or_more": 0.025,
+    "coverage_median": 0.03, "coverage_mean": 0.02, "videos_covered_over_95pct": 0.03,
+    "instance_share_median": 0.04, "instance_share_p25": 0.02, "instance_share_p75": 0.04,
+    "video_seconds_median": 7.0, "video_seconds_p5": 4.0, "video_seconds_p95": 6.0,
+    "single_class_videos": 0.01, "overlap_pairs": 0.015, "videos_at_30fps": 0.03,
+}
+
+
+def _far_from_real(stats: dict[str, float], tolerances: dict[str, float]) -> dict[str, tuple[float, float]]:
+    return {k: (round(stats[k], 3), ANET_V13[k]) for k, tol in tolerances.items() if abs(stats[k] - ANET_V13[k]) > tol}
+
+
+def test_thumos14_preset_output_is_unchanged(tmp_path, capsys):
+    """The default preset's files are pinned (hashes from the generator before presets existed);
+    `--preset thumos14` is the default byte for byte, features included."""
+    import hashlib
+
+    out = generate_dataset(tmp_path / "d", SynthConfig(seed=0, dim=2, videos=10), progress=False)
+    digest = {name: hashlib.sha256((out / name).read_bytes()).hexdigest()
+              for name in ("annotations.json", "synth.json")}
+    assert digest == {
+        "annotations.json": "dfc42ae83402649d1cabccd42305d601d7f06f6ff17ed9c04d7d0aa10b7f601f",
+        "synth.json": "7ed27a1704da9f23f10f5935692fd228eee55a12f547957ab39a8f5425094f9a",
+    }
+    args = ["data", "synth", "--seed", "4", "--dim", "8", "--videos", "2"]
+    assert cli_main(args + ["--out", str(tmp_path / "implicit")]) == 0
+    assert cli_main(args + ["--out", str(tmp_path / "explicit"), "--preset", "thumos14"]) == 0
+    assert tree_bytes(tmp_path / "implicit") == tree_bytes(tmp_path / "explicit")
+    assert "preset" not in json.loads((tmp_path / "explicit" / "synth.json").read_text())["config"]
+
+
+def test_activitynet_preset_dataset_matches_real_statistics(tmp_path, capsys):
+    """150 + 150 videos written by the CLI at 2-d: one class per video, ~1.5 long instances covering
+    ~70 % of a ~2 min video, 100 classes, training/validation, features of the right length."""
+    from tadkit.data.annotations import load_annotations
+    from tadkit.data.synthetic import timeline_stats
+
+    out = tmp_path / "anet"
+    assert cli_main(["data", "synth", "--out", str(out), "--preset", "activitynet", "--videos", "150",
+                     "--dim", "2", "--seed", "0"]) == 0
+    assert "300 videos (training 150, validation 150)" in capsys.readouterr().out
+    written = load_annotations(out / "annotations.json")
+    assert written.subsets == ["training", "validation"] and len(written.classes) == 100
+    stats = timeline_stats(written)
+    print({k: round(stats[k], 3) for k in ANET_TOL_300})
+    assert not _far_from_real(stats, ANET_TOL_300)
+    assert stats["classes_present"] >= 85  # ~1.5 videos per class and subset: most classes appear
+    thumos = timeline_stats(make_timelines(SynthConfig(seed=0, videos=150)))
+    assert thumos["instances_per_video_mean"] > 8 * stats["instances_per_video_mean"]  # the other kind of timeline
+    assert thumos["coverage_median"] < 0.5 * stats["coverage_median"]
+    provenance = json.loads((out / "synth.json").read_text())["config"]
+    assert provenance["preset"] == "activitynet" and provenance["num_classes"] == 100
+    assert provenance["max_video_seconds"] == 240.0
+    for video_id in ("v_training_0000001", "v_validation_0000150"):
+        video = written.videos[video_id]
+        assert np.load(out / "features" / f"{video_id}.npy").shape == (round(video.duration * video.fps) // 4, 2)
+
+
+def test_activitynet_preset_statistics_on_many_timelines():
+    """Timelines only (no features), 2000 + 2000 videos: tighter tolerances."""
+    from tadkit.data.synthetic import timeline_stats
+
+    stats = timeline_stats(make_timelines(SynthConfig(seed=1, preset="activitynet", videos=2000)))
+    print({k: round(stats[k], 3) for k in ANET_TOL_4000})
+    assert not _far_from_real(stats, ANET_TOL_4000)
+    assert stats["instances_per_video_max"] <= 25
+
+
+def test_activitynet_class_count_option_keeps_the_timelines():
+    from tadkit.data.synthetic import activitynet_classes
+
+    small = make_timelines(SynthConfig(seed=2, preset="activitynet", videos=40))
+    large = make_timelines(SynthConfig(seed=2, preset="activitynet", videos=40, num_classes=200))
+    assert small.classes == list(activitynet_classes(100)) == large.classes[:100] and len(large.classes) == 200
+    index = {name: i for i, name in enumerate(large.classes)}
+    assert {s.label for v in large.videos.values() for s in v.segments} - set(small.classes)  # uses all 200
+    for video_id, video in small.videos.items():
+        other = large.videos[video_id]
+        assert [(s.start, s.end) for s in video.segments] == [(s.start, s.end) for s in other.segments]
+        assert [index[s.label] for s in video.segments] == [index[s.label] // 2 for s in other.segments]
+
+
+def test_preset_errors_name_the_field():
+    cases = [
+        (SynthConfig(preset="kinetics"), "preset"),
+        (SynthConfig(num_classes=200), "num_classes"),  # thumos14 has its 20 classes
+        (SynthConfig(preset="activitynet", num_classes=0), "num_classes"),
+        (SynthConfig(preset="activitynet", timeline="gt.json"), "preset"),
+        (SynthConfig(preset="activitynet", max_video_seconds=1.0), "max_video_seconds"),
+    ]
+    for config, name in cases:
+        with pytest.raises(TadkitError) as info:
+            config.validate()
+        assert info.value.field == name
+
+
+def test_timeline_stats_by_hand():
+    from tadkit.data.records import AnnotationSet
+    from tadkit.data.synthetic import timeline_stats
+
+    videos = {
+        "a": VideoAnnotation("a", "x", duration=100.0, fps=30.0, segments=[
+            Segment(10.0, 30.0, "A"), Segment(20.0, 40.0, "A"), Segment(90.0, 120.0, "A")]),  # past the end
+        "b": VideoAnnotation("b", "x", duration=50.0, fps=25.0, segments=[Segment(0.0, 50.0, "B")]),
+        "c": VideoAnnotation("c", "x", duration=10.0, fps=30.0, segments=[]),  # no instances: not counted
+    }
+    stats = timeline_stats(AnnotationSet(videos=videos, classes=["A", "B"]))
+    assert stats["videos"] == 2 and stats["instances_per_video_mean"] == 2.0
+    assert stats["coverage_mean"] == pytest.approx((0.4 + 1.0) / 2)  # union [10, 40] + [90, 100] of 100 s
+    assert stats["videos_covered_over_95pct"] == 0.5
+    assert stats["overlap_pairs"] == 0.5  # (10-30, 20-40) overlap, (20-40, 90-100) do not
+    assert stats["instance_share_median"] == pytest.approx(0.2)  # shares 0.2, 0.2, 0.1, 1.0
+    assert stats["videos_at_30fps"] == 0.5 and stats["single_class_videos"] == 1.0
+
+
+def test_real_activitynet_statistics():
+    """The constants above are the real v1.3 numbers, and v1.2 is within the 300-video tolerances of
+    them: one preset stands for both versions."""
+    from tadkit.data.annotations import load_annotations
+    from tadkit.data.synthetic import timeline_stats
+
+    v13 = timeline_stats(load_annotations(shared_path("data", "activitynet", "v1.3", "bsn")))
+    v12 = timeline_stats(load_annotations(shared_path("data", "activitynet", "v1.2", "wtalc_npy")))
+    assert v13["classes"] == 200 and v12["classes"] == 100 and v13["videos"] == 14377 and v12["videos"] == 7202
+    for key, value in ANET_V13.items():
+        assert v13[key] == pytest.approx(value, abs=0.01 if key.startswith("video_seconds") else 1e-3), key
+    assert not {k for k, tol in ANET_TOL_300.items() if k != "videos_at_30fps" and abs(v12[k] - v13[k]) > tol}

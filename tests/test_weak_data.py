@@ -148,3 +148,32 @@ def test_unlabelled_split_cannot_be_a_training_split():
     with pytest.raises(TadkitError) as info:
         video_label_matrix(aset.subset("testing"), require_labels=True)
     assert info.value.field == "labels" and info.value.video is not None
+
+
+def test_acrnet_mode_is_the_methods_own_sampler(data):
+    """`resample_mode: acrnet` = `acrnet_sample_indices`: the same random per-bin draws in training (torch's
+    RNG seeds the NumPy generator), uniform indices at test, every feature (variable length) when n <= T."""
+    from tadkit.data.dataset import _torch_rng
+    from tadkit.methods.acrnet.sampling import acrnet_sample_indices
+
+    store, ann, raw = data
+    train = VideoDataset(ann, store, length=64, subset="validation", resample_mode="acrnet", time_base="features",
+                         progress=False)
+    for vid, n in (("v_mid", 300), ("v_tiny", 5)):  # n > T: random bins; n < T: repeated indices
+        torch.manual_seed(3)
+        sample = train[train.video_ids.index(vid)]
+        torch.manual_seed(3)
+        expected = acrnet_sample_indices(n, 64, True, _torch_rng())
+        assert sample.features.shape == (64, 4) and len(np.unique(expected)) == min(n, 64)
+        np.testing.assert_array_equal(sample.features, raw[vid][expected])
+        assert sample.meta["valid_length"] == 64 and sample.meta["num_features"] == n
+    test = VideoDataset(ann, store, length=64, training=False, resample_mode="acrnet", time_base="features",
+                        progress=False)
+    long = test[test.video_ids.index("v_long")]  # 90 s at 25 fps / 4 = 562 features > 64: uniform floor(i n / T)
+    np.testing.assert_array_equal(long.features, raw["v_long"][(np.arange(64) * 562) // 64])
+    assert long.meta["step"] == pytest.approx(562 / 64 * STRIDE / 25.0)
+    tiny = test[test.video_ids.index("v_tiny")]  # n = 5 <= T: all five features, valid_length 5
+    np.testing.assert_array_equal(tiny.features, raw["v_tiny"])
+    assert tiny.meta["valid_length"] == 5 and tiny.meta["step"] == pytest.approx(STRIDE / FPS)
+    assert {k: tiny.meta[k] for k in ("fps", "frame_num", "duration", "num_features")} == {
+        "fps": 30.0, "frame_num": 21, "duration": 0.7, "num_features": 5}

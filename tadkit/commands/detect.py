@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from tadkit.errors import TadkitError
 
@@ -79,18 +80,71 @@ def check_feature_kind(spec, model, stream: str, checkpoint: str) -> None:
                           f"features; use {hint}, or pass a feature file", file=checkpoint, field="stream")
 
 
-def run(args) -> int:
+def _extract(args, source: Path, rgb, flow, progress: bool) -> tuple[Any, dict[str, Any]]:
+    """Features of a video through the feature cache; says whether they were reused."""
+    from tadkit.video.cache import cached_extract, feature_cache_dir
+
+    features, meta, hit = cached_extract(source, rgb, flow_model=flow, fps=args.fps, stack=args.stack,
+                                         step=args.step, streams=args.stream, progress=progress,
+                                         use_cache=not args.no_cache)
+    if hit:
+        print(f"features: reused from the cache {feature_cache_dir()} (--no-cache extracts again)")
+    return features, meta
+
+
+def _video_features(args, source: Path, work: Path, progress: bool) -> tuple[Path, float | None]:
+    """Extract (or reuse) a video's features; write them (+ sidecar) to --features-out or ``work``."""
+    from tadkit.utils.io import numpy_save, write_json
+    from tadkit.video.weights import load_i3d
+
+    streams = args.stream.split("+")
+    rgb = load_i3d() if "rgb" in streams else None
+    flow = load_i3d(args.flow_weights, stream="flow") if "flow" in streams else None
+    features, meta = _extract(args, source, rgb, flow, progress)
+    keep = Path(args.features_out) if args.features_out else work / "extracted"
+    features_path = keep / f"{source.stem}.npy"
+    numpy_save(features_path, features)
+    write_json(features_path.with_suffix(".json"), meta)
+    return features_path, meta.get("duration")
+
+
+def _print_and_write(args, dets, video_id: str, duration: float | None, classes: list[str], title: str) -> None:
     import numpy as np
+
+    from tadkit.evaluation import write_activitynet_json
+
+    if args.min_score > 0:
+        dets = dets.select(dets.score >= args.min_score)
+    dets = dets.select(np.argsort(-dets.score, kind="stable"))
+    print(f"{video_id}: {len(dets)} detections")
+    print(f"{'start (s)':>10} {'end (s)':>10}  {'label':<28} {'score':>7}")
+    for i in range(min(args.top, len(dets))):
+        print(f"{dets.start[i]:>10.2f} {dets.end[i]:>10.2f}  {str(dets.label[i]):<28} {dets.score[i]:>7.4f}")
+    if args.out:
+        write_activitynet_json(dets, args.out)
+        print(f"results: {args.out}")
+    if args.plot and len(dets) == 0:
+        print(f"plot: not drawn, no detections ({args.plot} not written)")
+    elif args.plot:
+        from tadkit.viz import plot_timeline
+
+        end = float(max(dets.end.max(initial=0.0), duration or 0.0, 1.0))
+        plot_timeline([], dets, duration or end, classes, args.plot, title=title)
+        print(f"plot: {args.plot}")
+
+
+def run(args) -> int:
+    source = Path(args.input)
+    if not source.exists():
+        raise TadkitError("no such file", file=str(source), field="input")
+    if args.checkpoint is None:
+        return run_zero_shot(args, source)
 
     from tadkit.engine.checkpoint import load_checkpoint, load_checkpoint_model
     from tadkit.engine.config import Config, load_config
     from tadkit.engine.data import method_of
-    from tadkit.evaluation import write_activitynet_json
     from tadkit.pipeline import detect_feature_store, single_video_store
 
-    source = Path(args.input)
-    if not source.exists():
-        raise TadkitError("no such file", file=str(source), field="input")
     checkpoint = load_checkpoint(args.checkpoint, map_location="cpu", require=("model_name", "model_config", "model"))
     model, ckpt_config = load_checkpoint_model(args.checkpoint)
     config: Config = load_config(args.config, args.overrides) if args.config else ckpt_config
@@ -100,48 +154,94 @@ def run(args) -> int:
         config = Config.from_dict(apply_overrides(ckpt_config.to_dict(), args.overrides)[0], file=args.checkpoint)
     classes = _class_names(checkpoint, model)
     progress = not args.no_progress
-    if source.suffix.lower() not in FEATURE_SUFFIXES:
-        check_feature_kind(method_of(config), model, args.stream, args.checkpoint)
+    is_video = source.suffix.lower() not in FEATURE_SUFFIXES
+    if is_video:
+        check_feature_kind(method_of(config), model, args.stream, args.checkpoint)  # before any extraction
 
     with tempfile.TemporaryDirectory(prefix="tadkit_detect_") as tmp:
         work = Path(tmp)
         duration = None
-        if source.suffix.lower() in FEATURE_SUFFIXES:
-            features_path = source
-        else:
-            from tadkit.utils.io import numpy_save, write_json
-            from tadkit.video.extract import extract_video
-            from tadkit.video.weights import load_i3d
-
-            streams = args.stream.split("+")
-            rgb = load_i3d() if "rgb" in streams else None
-            flow = load_i3d(args.flow_weights, stream="flow") if "flow" in streams else None
-            features, meta = extract_video(source, rgb, flow_model=flow, fps=args.fps, stack=args.stack,
-                                           step=args.step, streams=args.stream, progress=progress)
-            keep = Path(args.features_out) if args.features_out else work / "extracted"
-            features_path = keep / f"{source.stem}.npy"
-            numpy_save(features_path, features)
-            write_json(features_path.with_suffix(".json"), meta)
-            duration = meta.get("duration")
+        features_path = source
+        if is_video:
+            features_path, duration = _video_features(args, source, work, progress)
         store = single_video_store(features_path, work / "store", fps=args.feature_fps,
                                    stride_frames=args.feature_stride, clip_frames=None)
         dets = detect_feature_store(model, store, features_path.stem, config, classes, duration, progress=progress)
-    if args.min_score > 0:
-        dets = dets.select(dets.score >= args.min_score)
-    order = np.argsort(-dets.score, kind="stable")
-    dets = dets.select(order)
-
-    print(f"{features_path.stem}: {len(dets)} detections")
-    print(f"{'start (s)':>10} {'end (s)':>10}  {'label':<28} {'score':>7}")
-    for i in range(min(args.top, len(dets))):
-        print(f"{dets.start[i]:>10.2f} {dets.end[i]:>10.2f}  {str(dets.label[i]):<28} {dets.score[i]:>7.4f}")
-    if args.out:
-        write_activitynet_json(dets, args.out)
-        print(f"results: {args.out}")
-    if args.plot:
-        from tadkit.viz import plot_timeline
-
-        end = float(max(dets.end.max(initial=0.0), duration or 0.0, 1.0))
-        plot_timeline([], dets, duration or end, classes, args.plot, title=f"{features_path.stem}: detections")
-        print(f"plot: {args.plot}")
+    _print_and_write(args, dets, features_path.stem, duration, classes, f"{features_path.stem}: detections")
     return 0
+
+
+ZERO_SHOT_BANNER = ("ZERO-SHOT: no checkpoint given, so the actions are the 400 Kinetics-400 classes of I3D's own "
+                    "classifier (DeepMind's Kinetics RGB weights), localized from its per-stack predictions; "
+                    "nothing was trained on your data. Pass --checkpoint for a trained detector.")
+
+
+def run_zero_shot(args, source: Path) -> int:
+    """Kinetics-400 zero-shot localization of one video (or one RGB I3D feature file)."""
+    import numpy as np
+
+    from tadkit.video.weights import load_i3d
+    from tadkit.video.zeroshot import ZeroShotConfig, kinetics400_labels, kinetics_head, localize_zero_shot, stack_logits
+
+    if args.config:
+        raise TadkitError("--config needs --checkpoint (zero-shot settings are --set KEY=VALUE)", field="config")
+    if args.stream != "rgb":
+        raise TadkitError(f"zero-shot uses the RGB Kinetics classifier; --stream {args.stream} needs --checkpoint",
+                          field="stream")
+    config = ZeroShotConfig.from_overrides(args.overrides)
+    labels = list(kinetics400_labels())
+    model = load_i3d()  # says how to install the weights when they are missing
+    progress = not args.no_progress
+    video_id = source.stem
+    if source.suffix.lower() in FEATURE_SUFFIXES:
+        features, starts, clip_seconds, duration = _feature_file_timing(args, source)
+    else:
+        features, meta = _extract(args, source, model, None, progress)
+        if args.features_out:
+            from tadkit.utils.io import numpy_save, write_json
+
+            numpy_save(Path(args.features_out) / f"{video_id}.npy", features)
+            write_json(Path(args.features_out) / f"{video_id}.json", meta)
+        starts = np.asarray(meta["timestamps"], dtype=np.float64)
+        clip_seconds = float(meta["clip_seconds"])
+        duration = float(meta.get("duration") or starts[-1] + clip_seconds)
+    result = localize_zero_shot(stack_logits(features, kinetics_head(model)), starts, clip_seconds, duration,
+                                video_id, config, labels)
+    print(ZERO_SHOT_BANNER)
+    picked = ", ".join(f"{labels[c]} {result.video_scores[c]:.2f}" for c in result.selected)
+    print(f"video-level Kinetics classes localized (score >= {config.class_threshold:g}, at most "
+          f"{config.max_classes}): {picked}")
+    if len(result.detections) == 0:
+        print(f"no stack reached the lowest CAS threshold {min(config.cas.thresholds):g} for those classes; "
+              "lower it with --set 'cas.thresholds=[0.05, 0.1]'")
+    present = list(dict.fromkeys(str(label) for label in result.detections.label)) or [labels[result.selected[0]]]
+    _print_and_write(args, result.detections, video_id, duration, present,
+                     f"{video_id}: zero-shot Kinetics-400 detections")
+    return 0
+
+
+def _feature_file_timing(args, source: Path):
+    """(features, stack start seconds, stack seconds, duration) of a `tadkit extract` RGB feature file."""
+    import numpy as np
+
+    from tadkit.pipeline import single_video_store
+
+    with tempfile.TemporaryDirectory(prefix="tadkit_detect_") as tmp:
+        store = single_video_store(source, Path(tmp), fps=args.feature_fps, stride_frames=args.feature_stride,
+                                   clip_frames=None)
+        timing = store.timing(source.stem, None)
+        features = np.array(store.read(source.stem), dtype=np.float32)
+    sidecar = source.with_suffix(".json")
+    meta: dict[str, Any] = {}
+    if sidecar.is_file():
+        import json
+
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    if features.shape[1] != I3D_DIM_PER_STREAM or meta.get("streams", ["rgb"]) != ["rgb"]:
+        raise TadkitError(f"zero-shot needs RGB I3D features (1024-d, from `tadkit extract`), got {features.shape[1]}-d "
+                          f"{'+'.join(meta.get('streams', ['?']))}", file=str(source), field="features")
+    count = features.shape[0]
+    starts = np.asarray(meta.get("timestamps") or timing.index_to_seconds(np.arange(count)), dtype=np.float64)
+    clip_seconds = float(meta.get("clip_seconds") or timing.clip_frames / timing.fps)
+    duration = float(meta.get("duration") or starts[-1] + clip_seconds)
+    return features, starts, clip_seconds, duration

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 
@@ -28,7 +29,10 @@ def run(args) -> int:
     from tadkit.pipeline import plot_outputs, run_test
 
     config = load_config(args.config, args.overrides)
-    model, _ = load_checkpoint_model(args.checkpoint)
+    model, stored = load_checkpoint_model(args.checkpoint)
+    for note in model_section_notes(config, stored, model):
+        print(f"tadkit test: note: {note}", file=sys.stderr)
+    config.model = stored.model  # the checkpoint's model is what runs; its method drives the data and decoding
     out_dir = Path(args.out)
     outputs = run_test(model, config, out_dir, progress=not args.no_progress)
     print(outputs.report.format())
@@ -38,3 +42,18 @@ def run(args) -> int:
     for name, path in outputs.files.items():
         print(f"{name}: {path}")
     return 0
+
+
+def model_section_notes(config, stored, model) -> list[str]:
+    """Where the config's ``model:`` section differs from the checkpoint's (the checkpoint wins)."""
+    notes = []
+    if config.model.name and stored.model.name and str(config.model.name).lower() != str(stored.model.name).lower():
+        notes.append(f"the config names model {config.model.name!r} but the checkpoint holds {stored.model.name!r}; "
+                     "the checkpoint's model is used")
+    actual = model.config_dict() if callable(getattr(model, "config_dict", None)) else {}
+    differing = sorted(k for k, v in (config.model.kwargs or {}).items() if k in actual and actual[k] != v
+                       and not (isinstance(v, list) and list(actual[k]) == v))
+    if differing:
+        notes.append(f"model.kwargs {', '.join(differing)} in the config differ from the checkpoint's; the "
+                     "checkpoint's values are used (the config's model section does not rebuild the model)")
+    return notes

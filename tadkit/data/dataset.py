@@ -18,8 +18,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
+from tadkit.utils.progress import progress as tqdm  # a bar on a terminal, plain lines in a log
 
+from tadkit.data.choices import RESAMPLE_MODES as CHOICE_RESAMPLE_MODES
 from tadkit.data.features import FeatureStore, FeatureTiming, frames_at, subsample_store
 from tadkit.data.records import AnnotationSet, VideoAnnotation, Window
 from tadkit.data.windows import (
@@ -37,8 +38,8 @@ from tadkit.data.windows import (
 )
 from tadkit.errors import TadkitError
 
-# "acrnet": random sampling in training, uniform sampling at test (acrnet.md 1.2).
-DATASET_RESAMPLE_MODES = (*RESAMPLE_MODES, "acrnet")
+# the window modes + "acrnet": random per-bin sampling in training, uniform at test (acrnet.md 1.2)
+DATASET_RESAMPLE_MODES = CHOICE_RESAMPLE_MODES
 
 
 def video_targets(annotations: AnnotationSet, video: VideoAnnotation) -> tuple[np.ndarray, np.ndarray]:
@@ -393,17 +394,16 @@ class VideoDataset(Dataset):
             return "random" if self.training else "uniform"
         return self.resample_mode
 
-    def _sample_rows(self, record: _VideoRecord, features: Any) -> np.ndarray:
-        """The (T', D) float32 rows of one video: T' = T, or n <= T in ACRNet's test sampling."""
-        assert self.length is not None
+    def _sample_rows(self, record: _VideoRecord, features: Any, length: int) -> np.ndarray:
+        """The (T', D) float32 rows of one video: T' = ``length``, or n <= T in ACRNet's test sampling."""
         if self.resample_mode == "acrnet":  # the method's own sampler, so its semantics have one definition
             from tadkit.methods.acrnet.sampling import acrnet_sample_indices
 
-            indices = acrnet_sample_indices(record.num_features, self.length, self.training,
+            indices = acrnet_sample_indices(record.num_features, length, self.training,
                                             _torch_rng() if self.training else None)
             return np.asarray(features[indices], dtype=np.float32)
         mode = self._sampling_mode()
-        return resample_features(features, self.length, mode,  # type: ignore[arg-type]
+        return resample_features(features, length, mode,  # type: ignore[arg-type]
                                  _torch_rng() if mode == "random" else None)
 
     def __getitem__(self, index: int) -> VideoSample:
@@ -413,7 +413,7 @@ class VideoDataset(Dataset):
             array = np.asarray(features[np.arange(record.num_features)], dtype=np.float32)
             t0, step = float(record.timing.t0), float(record.timing.seconds_per_feature)
         else:
-            array = self._sample_rows(record, features)
+            array = self._sample_rows(record, features, self.length)
             t0, step = resampled_time_mapping(record.num_features, array.shape[0], record.timing,
                                               time_base=self.time_base, duration=record.duration,
                                               video_id=record.video_id)

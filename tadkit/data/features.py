@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
-from tqdm import tqdm
+from tadkit.utils.progress import progress as tqdm  # a bar on a terminal, plain lines in a log
 
 from tadkit.errors import TadkitError
 from tadkit.utils.io import atomic_open, numpy_save, write_json
@@ -342,7 +342,8 @@ def _open_array(path: Path, key: str | None, video_id: str) -> np.ndarray:
         )
     if not np.issubdtype(array.dtype, np.floating):
         raise TadkitError(
-            f"must be float32 or float16, got {array.dtype}", file=path, video=video_id, field="dtype"
+            f"must be a floating-point array (float16, float32 or float64; read as float32), got {array.dtype}",
+            file=path, video=video_id, field="dtype"
         )
     return array
 
@@ -472,7 +473,7 @@ def user_cache_dir() -> Path:
 class ValueScanCache:
     """Per-file NaN/Inf verdicts of one feature directory, keyed by (path, size, mtime_ns).
 
-    Stored in ``<dir>/.tadkit_scan.json`` when the directory is writable, else in
+    Stored in ``<dir>/.tadkit_scan.json`` when the directory is writable (and has a write bit), else in
     ``~/.cache/tadkit/scan/<hash of the directory>.json``; both are read. A verdict is ``None`` (all
     finite) or the first bad ``(row, column)``. Writes are atomic and merge what another process
     wrote meanwhile; a cache that cannot be written anywhere only costs a rescan.
@@ -485,6 +486,14 @@ class ValueScanCache:
         self.fallback = user_cache_dir() / "scan" / f"{digest}.json"
         self._stored = [self._read(self.local), self._read(self.fallback)]
         self.updates: dict[str, dict[str, Any]] = {}
+
+    def _dir_writable(self) -> bool:
+        """Writable, and meant to be: a directory without any write bit (``chmod a-w``) is left
+        alone even by root, who could write it anyway."""
+        try:
+            return bool(self.root.stat().st_mode & 0o222) and os.access(self.root, os.W_OK)
+        except OSError:
+            return False
 
     @staticmethod
     def _read(path: Path) -> dict[str, Any]:
@@ -524,7 +533,7 @@ class ValueScanCache:
         """Write the new verdicts (feature directory first, then the user cache); the path or None."""
         if not self.updates:
             return None
-        for path in (self.local, self.fallback):
+        for path in ((self.local, self.fallback) if self._dir_writable() else (self.fallback,)):
             merged = {**self._read(path), **self.updates}
             try:
                 write_json(path, {"format": SCAN_CACHE_FORMAT, "root": str(self.root.resolve()), "files": merged},

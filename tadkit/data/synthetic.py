@@ -1,10 +1,12 @@
-"""Synthetic TAL benchmark: THUMOS-like timelines and I3D-like features, generated with no download.
+"""Synthetic TAL benchmark: THUMOS- or ActivityNet-like timelines and I3D-like features, no download.
 
 Two parts, each usable alone:
 
-* **Timelines** (:func:`make_timelines`): either drawn from built-in THUMOS14 statistics (20 classes,
-  1-10 min videos, per-class instance rates and log-normal durations with a long tail) or taken
+* **Timelines** (:func:`make_timelines`): drawn from built-in statistics of a preset, or taken
   unchanged from a real annotation file (``timeline=``), so only the features are synthetic.
+  ``preset="thumos14"`` (default): 20 classes, 1-10 min videos, many short instances (per-class rates
+  and log-normal durations with a long tail). ``preset="activitynet"``: 100 classes (or
+  ``num_classes``), 2 s - 4 min videos, ~1.5 long instances per video covering most of it.
 * **Features** (:func:`render_features`): a low-dimensional latent signal (class/phase prototypes,
   per-video scenes with shot cuts, smooth background, action-like distractors, noise) integrated over
   16-frame clips every 4 frames and mapped to ``dim`` channels ("rgb" half + "flow" half).
@@ -34,7 +36,10 @@ if TYPE_CHECKING:
     from tadkit.data.features import FeatureSpec
 
 GENERATOR_VERSION = "tadkit-synth-1"
-DEFAULT_SUBSETS = ("validation", "test")
+DEFAULT_SUBSETS = ("validation", "test")  # the thumos14 preset's subsets
+PRESETS = ("thumos14", "activitynet")
+ACTIVITYNET_SUBSETS = ("training", "validation")
+ACTIVITYNET_NUM_CLASSES = 100  # like v1.2 (W-TALC); 200 is v1.3
 
 
 # --------------------------------------------------------------------------------------------------
@@ -81,6 +86,66 @@ THUMOS14_STATS: tuple[ClassStats, ...] = (
 )
 THUMOS14_CLASSES: tuple[str, ...] = tuple(s.name for s in THUMOS14_STATS)
 _STATS_BY_NAME = {s.name: s for s in THUMOS14_STATS}
+
+
+# --------------------------------------------------------------------------------------------------
+# Built-in ActivityNet statistics (our own summary of v1.3 BSN train+val, 14,377 annotated videos,
+# cross-checked with v1.2 W-TALC train+val, 7,202 videos; benchmarks/synth_activitynet_stats.py).
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ActivityNetStats:
+    """Timeline model of the activitynet preset. Every video has one class; the instance count grows
+    with the video length; the instances' total share of the video (coverage) depends on the count."""
+
+    # (quantile, seconds) knots of the video length distribution (v1.3 train+val; v1.2 within 5 s).
+    duration_quantiles: tuple[tuple[float, float], ...]
+    extra_per_video: float  # mean instances beyond the first in a 120 s video ...
+    extra_exponent: float  # ... scaled by (duration / 120) ** exponent
+    count_dispersion: float  # negative-binomial shape of the extra instances (small = over-dispersed)
+    max_instances: int  # the real maximum is 23
+    # quantile knots (at COVERAGE_QUANTILES) of the coverage of videos with 1, 2 and >= 3 instances, not
+    # counting the "whole video" mode below
+    coverage_quantiles: tuple[tuple[float, ...], ...]
+    length_concentration: float  # Dirichlet concentration splitting the coverage between instances
+    # (whole video, first instance at 0 s, last instance at the end) probabilities for 1 and >= 2 instances
+    edge_modes: tuple[tuple[float, float, float], ...]
+    alt_fps_fraction: float  # share of videos not at 30 fps
+    alt_fps: tuple[tuple[float, float], ...]  # (fps, probability) of those
+    min_video_seconds: float
+    max_video_seconds: float
+
+
+COVERAGE_QUANTILES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+ACTIVITYNET_STATS = ActivityNetStats(
+    duration_quantiles=(
+        (0.0, 1.5), (0.01, 7.8), (0.05, 18.0), (0.1, 30.0), (0.2, 51.3), (0.3, 70.5), (0.4, 91.9),
+        (0.5, 115.4), (0.6, 137.6), (0.7, 161.5), (0.8, 185.5), (0.9, 211.1), (0.95, 224.5),
+        (0.99, 236.9), (1.0, 240.0),
+    ),
+    extra_per_video=0.55,
+    extra_exponent=0.9,
+    count_dispersion=0.3,
+    max_instances=25,
+    coverage_quantiles=(
+        (0.01, 0.12, 0.23, 0.42, 0.57, 0.67, 0.75, 0.82, 0.87, 0.91, 0.95, 0.97, 0.99),
+        (0.02, 0.09, 0.15, 0.25, 0.35, 0.45, 0.55, 0.64, 0.71, 0.78, 0.85, 0.89, 0.99),
+        (0.03, 0.11, 0.15, 0.22, 0.29, 0.35, 0.41, 0.48, 0.55, 0.63, 0.72, 0.78, 0.99),
+    ),
+    length_concentration=1.5,
+    edge_modes=((0.11, 0.14, 0.06), (0.03, 0.10, 0.05)),
+    alt_fps_fraction=0.34,
+    alt_fps=((25.0, 0.58), (24.0, 0.28), (15.0, 0.14)),
+    min_video_seconds=1.5,
+    max_video_seconds=240.0,
+)
+
+
+def activitynet_classes(num_classes: int = ACTIVITYNET_NUM_CLASSES) -> tuple[str, ...]:
+    """Class names of the activitynet preset: ``activity_000`` ...; a smaller list is a prefix of a
+    larger one (like the v1.2 classes are a subset of v1.3's)."""
+    return tuple(f"activity_{i:03d}" for i in range(num_classes))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -138,18 +203,22 @@ class SynthConfig:
     seed: int = 0
     dim: int = 2048  # output channels: first dim//2 "rgb", the rest "flow" (I3D two-stream layout)
     videos: int = 200  # videos per subset (default timelines only)
-    subsets: tuple[str, ...] | None = None  # None: all (default timelines: validation, test)
+    preset: str = "thumos14"  # built-in timelines: "thumos14" or "activitynet"
+    num_classes: int | None = None  # activitynet preset: class count (None = 100, like v1.2; 200 like v1.3)
+    subsets: tuple[str, ...] | None = None  # None: all (thumos14: validation, test; activitynet: training, validation)
     timeline: str | None = None  # annotation file whose real segments are kept
     timeline_videos: int | None = None  # with `timeline`: the first N video ids (sorted) of each subset; None = all
     dtype: str = "float32"  # feature file dtype: float32 or float16
     fps: float = 30.0  # frame rate of generated videos (and of timeline videos without one)
-    alt_fps_fraction: float = 0.04  # share of generated videos at 25/24 fps, like THUMOS
+    alt_fps_fraction: float | None = None  # share of generated videos at other fps (None: preset's, THUMOS 0.04)
     stride_frames: int = 4  # frames between consecutive features
     clip_frames: int = 16  # frames covered by one feature
     latent_dim: int = 64  # dimension of the semantic space before mapping to `dim`
-    min_video_seconds: float = 60.0  # video lengths: per-class log-normal truncated to [min, max]
-    max_video_seconds: float = 600.0
-    density: float = 1.0  # multiplies the per-class instance rates
+    # Video lengths are truncated to [min, max]; None: the preset's range (thumos14 60-600 s, per-class
+    # log-normal; activitynet 1.5-240 s, the real length distribution).
+    min_video_seconds: float | None = None
+    max_video_seconds: float | None = None
+    density: float = 1.0  # multiplies the per-class instance rates (activitynet: the extra instances per video)
     duration_sigma: float = 0.55  # log-std of instance durations within a class
     tail_probability: float = 0.015  # share of instances drawn from the long tail (x3 .. x12 longer)
     secondary_class_probability: float = 0.1  # videos that also contain a second class
@@ -164,6 +233,16 @@ class SynthConfig:
 
         if not isinstance(self.seed, int) or self.seed < 0:
             raise bad("seed", f"must be an integer >= 0, got {self.seed!r}")
+        if self.preset not in PRESETS:
+            raise bad("preset", f"must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if self.num_classes is not None:
+            if self.preset != "activitynet":
+                raise bad("num_classes", "only the activitynet preset has a class-count option "
+                          "(thumos14 has the 20 THUMOS14 classes; --timeline takes the file's)")
+            if not isinstance(self.num_classes, int) or self.num_classes < 1:
+                raise bad("num_classes", f"must be an integer >= 1, got {self.num_classes!r}")
+        if self.timeline is not None and self.preset != "thumos14":
+            raise bad("preset", "--timeline keeps the file's timelines; a preset applies to built-in timelines only")
         if self.dim < 2:
             raise bad("dim", f"must be >= 2 (rgb half + flow half), got {self.dim}")
         if self.videos < 1:
@@ -176,12 +255,15 @@ class SynthConfig:
             raise bad("clip_frames", "need stride_frames >= 1 and clip_frames a multiple of stride_frames")
         if self.latent_dim < 8:
             raise bad("latent_dim", f"must be >= 8, got {self.latent_dim}")
-        if not 0 < self.min_video_seconds < self.max_video_seconds:
-            raise bad("max_video_seconds", "need 0 < min_video_seconds < max_video_seconds")
+        low, high = self.video_seconds_range()
+        if not 0 < low < high:
+            raise bad("max_video_seconds", f"need 0 < min_video_seconds < max_video_seconds, got {low} and {high}")
         for name in ("density", "duration_sigma", "timeline_margin"):
             if getattr(self, name) < 0:
                 raise bad(name, f"must be >= 0, got {getattr(self, name)}")
-        for name in ("alt_fps_fraction", "tail_probability", "secondary_class_probability", "overlap_probability"):
+        if not 0 <= self.alt_fps_share() <= 1:
+            raise bad("alt_fps_fraction", f"must be in [0, 1], got {self.alt_fps_fraction}")
+        for name in ("tail_probability", "secondary_class_probability", "overlap_probability"):
             if not 0 <= getattr(self, name) <= 1:
                 raise bad(name, f"must be in [0, 1], got {getattr(self, name)}")
         if self.timeline_videos is not None and self.timeline_videos < 1:
@@ -192,9 +274,43 @@ class SynthConfig:
             raise bad("subsets", "must name at least one subset")
         self.difficulty.validate()
 
+    def video_seconds_range(self) -> tuple[float, float]:
+        """(min, max) video length: the fields, or the preset's range where they are None."""
+        low, high = (60.0, 600.0) if self.preset != "activitynet" else (
+            ACTIVITYNET_STATS.min_video_seconds, ACTIVITYNET_STATS.max_video_seconds)
+        return (
+            low if self.min_video_seconds is None else float(self.min_video_seconds),
+            high if self.max_video_seconds is None else float(self.max_video_seconds),
+        )
+
+    def alt_fps_share(self) -> float:
+        """Share of generated videos not at ``fps``: the field, or the preset's (THUMOS 4 %, ActivityNet 34 %)."""
+        if self.alt_fps_fraction is not None:
+            return float(self.alt_fps_fraction)
+        return ACTIVITYNET_STATS.alt_fps_fraction if self.preset == "activitynet" else 0.04
+
+    def classes(self) -> list[str]:
+        """Class list of the built-in timelines of this preset."""
+        if self.preset == "activitynet":
+            return list(activitynet_classes(self.num_classes or ACTIVITYNET_NUM_CLASSES))
+        return list(THUMOS14_CLASSES)
+
+    def default_subsets(self) -> tuple[str, ...]:
+        return ACTIVITYNET_SUBSETS if self.preset == "activitynet" else DEFAULT_SUBSETS
+
     def to_dict(self) -> dict[str, Any]:
+        """The config as written to ``synth.json``, with preset defaults resolved. The thumos14 preset
+        omits ``preset``/``num_classes``, so its provenance is byte-identical to earlier versions
+        (a missing ``preset`` means thumos14)."""
         out = asdict(self)
         out["subsets"] = None if self.subsets is None else list(self.subsets)
+        out["min_video_seconds"], out["max_video_seconds"] = self.video_seconds_range()
+        out["alt_fps_fraction"] = self.alt_fps_share()
+        if self.preset == "thumos14":
+            out.pop("preset")
+            out.pop("num_classes")
+        elif out["num_classes"] is None:
+            out["num_classes"] = ACTIVITYNET_NUM_CLASSES
         return out
 
 
@@ -284,12 +400,10 @@ def _default_video(config: SynthConfig, subset: str, index: int) -> VideoAnnotat
     stats = THUMOS14_STATS
 
     fps = config.fps
-    if rng.random() < config.alt_fps_fraction:
+    if rng.random() < config.alt_fps_share():
         fps = float(rng.choice([25.0, 24.0], p=[0.8, 0.2]))
     main = int(rng.integers(len(stats)))
-    duration = _truncated_lognormal(
-        rng, stats[main].video_seconds, 0.7, config.min_video_seconds, config.max_video_seconds
-    )
+    duration = _truncated_lognormal(rng, stats[main].video_seconds, 0.7, *config.video_seconds_range())
     duration = math.floor(duration * 100) / 100  # 0.01 s like THUMOS files
     mean_count = stats[main].per_minute * config.density * duration / 60.0
     shape = 2.0  # negative binomial: over-dispersed counts (THUMOS has videos with 1 and with 200 instances)
@@ -348,22 +462,159 @@ def _default_video(config: SynthConfig, subset: str, index: int) -> VideoAnnotat
     )
 
 
+def _quantile_draw(
+    rng: np.random.Generator, knots: Sequence[tuple[float, float]], low: float, high: float
+) -> float:
+    """One draw from the piecewise-linear quantile function ``knots`` truncated to [low, high]
+    (inverse-CDF sampling between the CDF values of the bounds)."""
+    q = np.array([k[0] for k in knots])
+    x = np.array([k[1] for k in knots])
+    u_low, u_high = np.interp([low, high], x, q)  # CDF of the bounds (0 / 1 outside the table)
+    value = float(np.interp(rng.uniform(u_low, u_high), q, x))
+    return min(max(value, low), high)
+
+
+def _activitynet_video(config: SynthConfig, subset: str, index: int, classes: Sequence[str]) -> VideoAnnotation:
+    """One ActivityNet-like video: one class, 1 + negative-binomial instances (more in longer videos),
+    their total share of the video drawn by count, split between instances by a Dirichlet, with
+    background gaps; some instances start at 0 s or end at the video's end, some span the whole video."""
+    stats = ACTIVITYNET_STATS
+    video_id = f"v_{subset}_{index:07d}"
+    rng = _rng(config.seed, "timeline", video_id)
+
+    fps = config.fps
+    if rng.random() < config.alt_fps_share():
+        fps = float(rng.choice([f for f, _ in stats.alt_fps], p=[p for _, p in stats.alt_fps]))
+    duration = _quantile_draw(rng, stats.duration_quantiles, *config.video_seconds_range())
+    duration = max(math.floor(duration * 100) / 100, 0.5)  # 0.01 s like ActivityNet files
+
+    mean_extra = stats.extra_per_video * config.density * (duration / 120.0) ** stats.extra_exponent
+    k = stats.count_dispersion
+    extra = int(rng.negative_binomial(k, k / (k + mean_extra))) if mean_extra > 0 else 0
+    # every instance keeps >= 0.5 s on average: very short videos hold few instances
+    count = int(min(1 + extra, stats.max_instances, max(1, int(duration / 2.0))))
+
+    coverage = float(np.interp(rng.random(), COVERAGE_QUANTILES, stats.coverage_quantiles[min(count, 3) - 1]))
+    full, lead, trail = stats.edge_modes[0 if count == 1 else 1]
+    mode = rng.choice(4, p=[full, lead, trail, 1.0 - full - lead - trail])  # whole / at 0 / at end / inside
+    lengths = rng.dirichlet(np.full(count, stats.length_concentration))
+    weights = rng.dirichlet(np.ones(count + 1))  # background gaps before, between and after
+    if mode in (0, 1):
+        weights[0] = 0.0
+    if mode in (0, 2):
+        weights[-1] = 0.0
+    if weights.sum() <= 0:  # one instance touching both ends: it is the whole video
+        coverage, weights = 1.0, np.ones(count + 1)
+    weights /= weights.sum()
+    durations = np.maximum(coverage * duration * lengths, min(0.2, duration / count))
+    gaps = weights * max(duration - durations.sum(), 0.0)
+    starts = np.cumsum(gaps[:-1]) + np.concatenate([[0.0], np.cumsum(durations[:-1])])
+    ends = starts + durations
+    # a few instances start before the previous one ends (ActivityNet: 3-4 % of consecutive pairs)
+    overlap = np.zeros(count, dtype=bool)
+    overlap[1:] = rng.random(count - 1) < config.overlap_probability
+    shift = np.zeros(count)
+    shift[1:] = np.maximum(0.0, starts[1:] - ends[:-1] + rng.uniform(0.1, 0.5, count - 1) * durations[:-1])
+    starts = np.where(overlap, starts - shift, starts)
+    ends = np.where(overlap, ends - shift, ends)
+
+    starts = np.clip(np.round(starts, 2), 0.0, duration - 0.01)
+    ends = np.round(np.clip(np.maximum(np.round(ends, 2), starts + 0.01), 0.01, duration), 2)
+    # drawn last, from one uniform: timelines do not depend on the class count, and label // 2 of a
+    # 200-class dataset is the label of the 100-class one
+    label = classes[int(rng.random() * len(classes))]
+    segments = sorted((Segment(float(s), float(e), label) for s, e in zip(starts, ends)),
+                      key=lambda seg: (seg.start, seg.end))
+    return VideoAnnotation(
+        video_id=video_id,
+        subset=subset,
+        duration=duration,
+        fps=fps,
+        segments=segments,
+        num_frames=num_frames(duration, fps),
+    )
+
+
 def default_timelines(config: SynthConfig) -> AnnotationSet:
-    """Built-in THUMOS-like timelines: ``config.videos`` videos for each requested subset."""
-    subsets = config.subsets or DEFAULT_SUBSETS
+    """Built-in timelines of ``config.preset``: ``config.videos`` videos for each requested subset."""
+    subsets = config.subsets or config.default_subsets()
+    classes = config.classes()
     videos: dict[str, VideoAnnotation] = {}
     for subset in subsets:
         for index in range(1, config.videos + 1):
-            video = _default_video(config, subset, index)
+            if config.preset == "activitynet":
+                video = _activitynet_video(config, subset, index, classes)
+            else:
+                video = _default_video(config, subset, index)
             videos[video.video_id] = video
     return AnnotationSet(
         videos=videos,
-        classes=list(THUMOS14_CLASSES),
+        classes=classes,
         source="<synthetic>",
         format="synthetic",
-        external_ids={s.name: s.thumos_id for s in THUMOS14_STATS},
+        external_ids={s.name: s.thumos_id for s in THUMOS14_STATS} if config.preset == "thumos14" else {},
         version=GENERATOR_VERSION,
     )
+
+
+def timeline_stats(aset: AnnotationSet) -> dict[str, float]:
+    """Timeline statistics the presets are built to match, over the videos that have instances and a
+    duration (vectorised over all segments). Segments are clipped to [0, duration].
+
+    ``coverage`` is the share of a video inside the union of its instances; ``instance_share`` is one
+    instance's length over its video's length; ``overlap_pairs`` the share of consecutive instances
+    (by start) where the second starts before the first ends."""
+    videos = [v for v in aset.videos.values() if v.segments and v.duration]
+    if not videos:
+        raise TadkitError("no video with both instances and a duration", file=aset.source or None, field="segments")
+    duration = np.array([float(v.duration) for v in videos])
+    counts = np.array([len(v.segments) for v in videos])
+    vid = np.repeat(np.arange(len(videos)), counts)
+    seg = np.concatenate([v.segment_array() for v in videos])
+    seg = np.clip(seg, 0.0, duration[vid, None])
+    order = np.lexsort((seg[:, 0], vid))
+    vid, seg = vid[order], seg[order]
+    # union per video: shift each video to its own stretch of a global line, then one sweep
+    offset = np.concatenate([[0.0], np.cumsum(duration + 1.0)])[vid]
+    start, end = seg[:, 0] + offset, seg[:, 1] + offset
+    reach = np.maximum.accumulate(end)
+    previous = np.concatenate([[-np.inf], reach[:-1]])
+    new_run = start > previous  # starts after everything before it: a new piece of the union
+    run_start = start[new_run]
+    run_end = np.maximum.reduceat(end, np.flatnonzero(new_run))
+    union = np.bincount(vid[new_run], weights=run_end - run_start, minlength=len(videos))
+    coverage = np.minimum(union / duration, 1.0)
+    lengths = seg[:, 1] - seg[:, 0]
+    share = lengths / duration[vid]
+    same_video = vid[1:] == vid[:-1]
+    overlapping = seg[1:, 0] < seg[:-1, 1]  # starts before the previous instance (by start) ends
+    labels = [{s.label for s in v.segments} for v in videos]
+    fps = np.array([float(v.fps) if v.fps else np.nan for v in videos])
+    return {
+        "videos": float(len(videos)),
+        "classes": float(len(aset.classes)),
+        "classes_present": float(len({s.label for v in videos for s in v.segments})),
+        "instances_per_video_mean": float(counts.mean()),
+        "instances_per_video_median": float(np.median(counts)),
+        "videos_with_1_instance": float(np.mean(counts == 1)),
+        "videos_with_3_or_more": float(np.mean(counts >= 3)),
+        "instances_per_video_max": float(counts.max()),
+        "coverage_median": float(np.median(coverage)),
+        "coverage_mean": float(coverage.mean()),
+        "coverage_p25": float(np.percentile(coverage, 25)),
+        "coverage_p75": float(np.percentile(coverage, 75)),
+        "videos_covered_over_95pct": float(np.mean(coverage > 0.95)),
+        "instance_share_median": float(np.median(share)),
+        "instance_share_p25": float(np.percentile(share, 25)),
+        "instance_share_p75": float(np.percentile(share, 75)),
+        "instance_seconds_median": float(np.median(lengths)),
+        "video_seconds_median": float(np.median(duration)),
+        "video_seconds_p5": float(np.percentile(duration, 5)),
+        "video_seconds_p95": float(np.percentile(duration, 95)),
+        "single_class_videos": float(np.mean([len(x) == 1 for x in labels])),
+        "overlap_pairs": float(overlapping[same_video].mean()) if same_video.any() else 0.0,
+        "videos_at_30fps": float(np.mean(np.round(fps) == 30)) if np.isfinite(fps).all() else math.nan,
+    }
 
 
 def _load_annotation_file(path: str) -> AnnotationSet:
@@ -796,6 +1047,8 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
         timeline_videos=args.videos if with_timeline else None,
         subsets=_split_names(args.subset),
         timeline=args.timeline,
+        preset=args.preset,
+        num_classes=args.classes,
         dtype=args.dtype,
         difficulty=difficulty_from_spec(args.difficulty or []),
     )
@@ -822,19 +1075,31 @@ def register_synth_command(data_subparsers: argparse._SubParsersAction) -> argpa
     """Add ``synth`` to the ``tadkit data`` sub-commands and set its ``func``."""
     parser = data_subparsers.add_parser(
         "synth",
-        help="write a synthetic THUMOS-like dataset (annotations + I3D-like features)",
+        help="write a synthetic THUMOS- or ActivityNet-like dataset (annotations + I3D-like features)",
         description=(
-            "Write annotations.json, features/<video>.npy and features/features.json. Default timelines follow "
-            "THUMOS14 statistics; --timeline keeps the real segments of an annotation file and synthesizes "
-            "only the features. Same seed -> identical files."
+            "Write annotations.json, features/<video>.npy and features/features.json. Built-in timelines follow "
+            "THUMOS14 statistics (--preset thumos14, the default) or ActivityNet's (--preset activitynet); "
+            "--timeline keeps the real segments of an annotation file and synthesizes only the features. "
+            "Same seed -> identical files."
         ),
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--preset", choices=PRESETS, default="thumos14",
+        help="built-in timelines: thumos14 (default; 20 classes, ~15 short instances per 1-10 min video, subsets "
+             "validation/test) or activitynet (~1.5 long instances per 2 s-4 min video covering ~70%% of it, "
+             "subsets training/validation)",
+    )
+    parser.add_argument(
+        "--classes", type=int, default=None, metavar="N",
+        help="activitynet preset: number of classes (default 100 like v1.2; 200 like v1.3)",
+    )
     parser.add_argument("--timeline", metavar="ANNOTATION_FILE", help="keep the real segments of this annotation file")
     parser.add_argument(
         "--subset", action="extend", nargs="+", metavar="NAME",
-        help="subsets to write, repeatable or comma-separated (default: all; built-in: validation test)",
+        help="subsets to write, repeatable or comma-separated (default: all; thumos14: validation test, "
+             "activitynet: training validation)",
     )
     parser.add_argument("--dim", type=int, default=2048, help="feature channels, half rgb / half flow (default 2048)")
     parser.add_argument(

@@ -107,7 +107,12 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
 
 
 def save_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Write atomically (temp file + rename): a kill mid-write leaves the previous file intact."""
+    """Write atomically (temp file + rename): a kill mid-write leaves the previous file intact.
+
+    A full disk, a read-only file system or a missing permission raises
+    :class:`tadkit.utils.io.WriteFailure` (a TadkitError naming ``path``; PyTorch's own report of a
+    full disk is ``RuntimeError: unexpected pos ...``), with the previous file intact and no temp file.
+    """
     data = dict(payload)
     data.setdefault("format", CHECKPOINT_FORMAT)
     torch_save(data, path)

@@ -81,6 +81,9 @@ def build_video_dataset(config: Config, training: bool, progress: bool = True, a
 
     from tadkit.data.dataset import VideoDataset
 
+    if getattr(config.data, "feature_subsample", 1) != 1:
+        raise TadkitError("feature_subsample applies to window datasets; whole-video methods resample each "
+                          "video to data.resample_length instead", file=config.source, field="data.feature_subsample")
     if annotations is None or store is None:
         annotations, store = _load(config)
     data = config.data

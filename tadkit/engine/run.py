@@ -65,7 +65,11 @@ def run_train(
     build_datasets_fn: "BuildDatasetsFn | None" = None,
     make_evaluate_fn: MakeEvaluateFn | None = None,
 ) -> int:
-    """Load the config, train, print where the results are. Returns the exit code."""
+    """Load the config, train, print where the results are. Returns the exit code.
+
+    :func:`tadkit.engine.trainer.train` claims the run directory (writable, locked against a second
+    run) before any data is loaded, and turns a full or read-only disk into a TadkitError (exit 2).
+    """
     from tadkit.engine.trainer import train
 
     config, out_dir = prepare_run(args)
@@ -76,7 +80,8 @@ def run_train(
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun: only rank 0 reports
         print(f"trained {result.epoch} epoch(s); checkpoints, history.json and train.log in {out_dir}")
         if result.best is not None:
-            print(f"best {result.best['metric']} {result.best['value']:.4f} at epoch {result.best['epoch']} -> {result.best_checkpoint}")
+            unit = "step" if "step" in result.best else "epoch"  # iteration-based runs record the step
+            print(f"best {result.best['metric']} {result.best['value']:.4f} at {unit} {result.best[unit]} -> {result.best_checkpoint}")
     return 0
 
 

@@ -767,6 +767,13 @@ def train(
     runs on every process at evaluation epochs with the unwrapped model in eval mode (use
     :func:`tadkit.engine.predict_windows` inside it to shard the work); rank 0's metrics are kept.
     ``build_model_fn(config)`` defaults to the model registry.
+
+    Faults: before any data is loaded, rank 0 creates ``out_dir``, proves it writable and takes an
+    exclusive lock on ``out_dir/.lock`` (held until the run returns); a read-only or full directory,
+    or one another run holds, fails at once with a TadkitError. A full disk or read-only file system
+    met later (checkpoint, history, log) is one TadkitError saying so; checkpoints are written
+    atomically, so the previous ``last.pt`` stays whole. A run that fails before writing anything
+    removes the directory it created.
     """
     out_dir = Path(out_dir)
     if build_datasets_fn is None:
@@ -852,12 +859,15 @@ def _claim_run_dir(out_dir: Path, ctx: DistContext) -> _RunDirClaim:
             except DirectoryLocked as locked:
                 who = f"pid {locked.pid}" if locked.pid is not None else "a process whose pid is unknown"
                 raise TadkitError(
-                    f"another `tadkit train` ({who}) is running in this directory; wait for it to finish or "
+                    f"another tadkit train ({who}) is running in this directory; wait for it to finish or "
                     "choose another --out", file=str(out_dir), field="out_dir",
                 ) from None
             claim = _RunDirClaim(out_dir, lock, created)
         except TadkitError as error:
             problem = error
+        except OSError as error:  # anything else the file system says: still one clear line, on every rank
+            problem = TadkitError(f"cannot prepare the run directory ({error.strerror or error})",
+                                  file=str(out_dir), field="out_dir")
     message = broadcast_object(None if problem is None else str(problem), ctx)
     if problem is not None:
         raise problem

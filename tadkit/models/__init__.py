@@ -14,7 +14,15 @@ from torch import nn
 
 from tadkit.errors import TadkitError
 from tadkit.methods import MethodSpec, available_methods, get_method, register_method
-from tadkit.methods.a2net.model import A2Net, A2NetConfig
+
+
+def __getattr__(name: str) -> Any:
+    """``A2Net`` / ``A2NetConfig`` (issue-3 names) without importing a method when the package loads."""
+    if name in ("A2Net", "A2NetConfig"):
+        from tadkit.methods.a2net import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'tadkit.models' has no attribute {name!r}")
 
 
 class _ModelView(Mapping[str, Callable[..., nn.Module]]):

@@ -46,3 +46,21 @@ def strip_ddp_prefix(state_dict: Mapping[str, V]) -> dict[str, V]:
     if keys and all(k.startswith("module.") for k in keys):
         return {k[len("module."):]: v for k, v in state_dict.items()}
     return dict(state_dict)
+
+
+def official_tensors(state_dict: Mapping[str, Any], source: str | None = None) -> dict[str, torch.Tensor]:
+    """An official checkpoint's weights as ``{key: tensor}``: nested ``state_dict`` / ``model``
+    unwrapped, the DataParallel/DDP ``module.`` prefix stripped, values made tensors (a value that is
+    not one is a :class:`TadkitError` naming the key)."""
+    from tadkit.errors import TadkitError
+
+    for key in ("state_dict", "model"):
+        if isinstance(state_dict.get(key), Mapping):
+            state_dict = state_dict[key]
+    out: dict[str, torch.Tensor] = {}
+    for key, value in strip_ddp_prefix(state_dict).items():
+        try:
+            out[key] = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise TadkitError(f"not a tensor ({type(value).__name__})", file=source, field=key) from error
+    return out

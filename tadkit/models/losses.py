@@ -87,8 +87,22 @@ def smooth_l1(diff: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     return torch.where(absdiff < beta, 0.5 * absdiff * absdiff / beta, absdiff - 0.5 * beta)
 
 
+def generalized_cross_entropy(aas: torch.Tensor, pseudo: torch.Tensor, q: float = 0.7, eps: float = 1e-8) -> torch.Tensor:
+    """Generalized cross-entropy (Zhang & Sabuncu 2018), binary, on (B, T, 1) scores and (B, T) 0/1
+    pseudo-labels: ``(1 - p^q) / q`` averaged over positives and over negatives per video, summed
+    (ACRNet's actionness loss, q = 0.7; noise-robust between MAE (q = 1) and CE (q -> 0))."""
+    a = aas.squeeze(-1)
+    pos_num = torch.clamp_min(pseudo.sum(dim=1), 1.0)
+    neg_num = torch.clamp_min((1.0 - pseudo).sum(dim=1), 1.0)
+    pos = ((((1.0 - torch.clamp_min(a, eps) ** q) / q) * pseudo).sum(dim=-1) / pos_num).mean()
+    neg = ((((1.0 - torch.clamp_min(1.0 - a, eps) ** q) / q) * (1.0 - pseudo)).sum(dim=-1) / neg_num).mean()
+    return pos + neg
+
+
+
 __all__ = [
     "Reduction",
+    "generalized_cross_entropy",
     "background_alpha",
     "distance_giou_loss",
     "distance_iou",

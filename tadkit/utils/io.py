@@ -169,7 +169,13 @@ def ensure_writable_dir(directory: str | os.PathLike, hint: str = "") -> bool:
     if directory.exists() and not directory.is_dir():
         raise TadkitError("exists and is not a directory", file=str(directory), field="out_dir")
     with translate_write_errors(directory, "create the directory", hint):
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            if error.errno in WRITE_FAILURES:
+                raise
+            raise TadkitError(f"cannot create the directory ({error.strerror or error})", file=str(directory),
+                              field="out_dir") from None
     with translate_write_errors(directory, "write in the directory", hint):
         fd, probe = tempfile.mkstemp(prefix=".tadkit_write_probe.", dir=directory)
         try:

@@ -1,5 +1,6 @@
 """From a raw video to features: decoding (:mod:`.decode`), InceptionV1-I3D (:mod:`.i3d`), its
-Kinetics-400 weights (:mod:`.weights`), TV-L1 flow (:mod:`.flow`) and :func:`.extract.extract_video`.
+Kinetics-400 weights (:mod:`.weights`), TV-L1 flow (:mod:`.flow`), :func:`.extract.extract_video`,
+the feature cache (:mod:`.cache`) and zero-shot Kinetics-400 localization (:mod:`.zeroshot`).
 
 The common entry points are re-exported lazily so that ``import tadkit.video.decode`` stays light.
 """
@@ -18,6 +19,10 @@ _EXPORTS = {
     "I3DConfig": "tadkit.video.i3d",
     "iter_frames": "tadkit.video.decode",
     "probe_video": "tadkit.video.decode",
+    "cached_extract": "tadkit.video.cache",
+    "kinetics400_labels": "tadkit.video.zeroshot",
+    "localize_zero_shot": "tadkit.video.zeroshot",
+    "ZeroShotConfig": "tadkit.video.zeroshot",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -47,6 +47,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from tadkit.errors import TadkitError
+from tadkit.models.losses import smooth_l1 as elementwise_smooth_l1
 from tadkit.ops import tiou_pairwise
 from tadkit.models.base import WindowDetections, strip_ddp_prefix
 from tadkit.models.blocks import (
@@ -446,11 +447,10 @@ def select_ab_samples(
 
 
 def smooth_l1(diff: torch.Tensor) -> torch.Tensor:
-    """Mean smooth-L1 (beta = 1) of a difference; 0 (kept in the graph) for an empty input."""
+    """Mean smooth-L1 (beta = 1, :func:`tadkit.models.losses.smooth_l1`); 0 (kept in the graph) for an empty input."""
     if diff.numel() == 0:
         return diff.sum()
-    absd = diff.abs()
-    return torch.where(absd < 1.0, 0.5 * diff * diff, absd - 0.5).mean()
+    return elementwise_smooth_l1(diff).mean()
 
 
 def af_losses(

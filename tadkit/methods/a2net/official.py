@@ -12,7 +12,7 @@ import torch
 
 from tadkit.errors import TadkitError
 from tadkit.methods.a2net.model import A2Net, A2NetConfig
-from tadkit.models.base import strip_ddp_prefix
+from tadkit.models.base import official_tensors
 
 
 def from_official_state_dict(state_dict: Mapping[str, Any], source: str | None = None, **overrides: Any) -> A2Net:
@@ -21,7 +21,7 @@ def from_official_state_dict(state_dict: Mapping[str, Any], source: str | None =
     ``overrides`` set what shapes cannot tell (``window``, ``anchor_ratios`` values, loss/decode
     settings). ``source`` only names the file in error messages.
     """
-    sd = {k: _as_tensor(v, k, source) for k, v in strip_ddp_prefix(state_dict).items()}
+    sd = official_tensors(state_dict, source)
 
     def shape(key: str) -> torch.Size:
         if key not in sd:
@@ -90,15 +90,6 @@ def from_official_state_dict(state_dict: Mapping[str, Any], source: str | None =
             )
     model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
     return model
-
-
-def _as_tensor(value: Any, key: str, source: str | None) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value
-    try:
-        return torch.as_tensor(value)
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise TadkitError(f"not a tensor ({type(value).__name__})", file=source, field=key) from error
 
 
 __all__ = ["from_official_state_dict"]

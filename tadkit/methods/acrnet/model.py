@@ -44,6 +44,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tadkit.models.losses import generalized_cross_entropy
 from tadkit.errors import TadkitError
 from tadkit.methods.base import ClassActivation
 from tadkit.methods.acrnet.clustering import mask_refining, rank_weighted_scores, sort_scores, temporal_clustering
@@ -295,22 +296,12 @@ def actionness_pseudo_labels(seg_mask: torch.Tensor, labels: torch.Tensor) -> to
     return torch.clamp_max((seg_mask * labels.unsqueeze(1).to(seg_mask.dtype)).sum(dim=-1), 1.0)
 
 
-def gce_loss(aas: torch.Tensor, pseudo: torch.Tensor, q: float = 0.7, eps: float = 1e-8) -> torch.Tensor:
-    """Official ``generalized_cross_entropy`` on (B, T, 1) actionness and (B, T) pseudo-labels."""
-    a = aas.squeeze(-1)
-    pos_num = torch.clamp_min(pseudo.sum(dim=1), 1.0)
-    neg_num = torch.clamp_min((1.0 - pseudo).sum(dim=1), 1.0)
-    pos = ((((1.0 - torch.clamp_min(a, eps) ** q) / q) * pseudo).sum(dim=-1) / pos_num).mean()
-    neg = ((((1.0 - torch.clamp_min(1.0 - a, eps) ** q) / q) * (1.0 - pseudo)).sum(dim=-1) / neg_num).mean()
-    return pos + neg
-
-
 def acrnet_losses(outputs: Mapping[str, torch.Tensor], labels: torch.Tensor,
                   config: ACRNetConfig) -> dict[str, torch.Tensor]:
     loss_cas = cas_loss(outputs["act_score"], outputs["bkg_score"], labels, config.eps)
     pseudo = actionness_pseudo_labels(outputs["seg_mask"], labels)
-    loss_rgb = gce_loss(outputs["aas_rgb"], pseudo, config.gce_q, config.eps)
-    loss_flow = gce_loss(outputs["aas_flow"], pseudo, config.gce_q, config.eps)
+    loss_rgb = generalized_cross_entropy(outputs["aas_rgb"], pseudo, config.gce_q, config.eps)
+    loss_flow = generalized_cross_entropy(outputs["aas_flow"], pseudo, config.gce_q, config.eps)
     total = loss_cas + config.loss_lambda * (loss_rgb + loss_flow)
     return {"cas": loss_cas, "aas_rgb": loss_rgb, "aas_flow": loss_flow, "total": total}
 
@@ -321,4 +312,4 @@ def build_acrnet(**kwargs: Any) -> ACRNet:
 
 
 __all__ = ["ACRNet", "ACRNetConfig", "BWA", "MCA", "MCA_MERGES", "acrnet_losses", "actionness_pseudo_labels",
-           "build_acrnet", "cas_loss", "gce_loss"]
+           "build_acrnet", "cas_loss"]

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import torch
 
+from tadkit.models.base import official_tensors
 from tadkit.errors import TadkitError
 from tadkit.methods.acrnet.model import ACRNet, ACRNetConfig
 
@@ -25,19 +26,9 @@ REQUIRED_KEYS = (
 )
 
 
-def _unwrap(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
-        state_dict = state_dict["state_dict"]
-    out = {}
-    for key, value in state_dict.items():
-        key = key[len("module."):] if key.startswith("module.") else key
-        out[key] = torch.as_tensor(value)
-    return out
-
-
 def infer_config(state_dict: Mapping[str, Any], **overrides: Any) -> ACRNetConfig:
     """:class:`ACRNetConfig` with the widths of ``state_dict`` (official keys) and ``overrides``."""
-    sd = _unwrap(state_dict)
+    sd = official_tensors(state_dict)
     missing = [k for k in REQUIRED_KEYS if k not in sd]
     if missing:
         raise TadkitError(f"not an ACRNet state_dict: missing {missing}", field="state_dict")
@@ -59,7 +50,7 @@ def from_official_state_dict(state_dict: Mapping[str, Any], **overrides: Any) ->
     config = infer_config(state_dict, **overrides)
     model = ACRNet(config)
     try:
-        model.load_state_dict(_unwrap(state_dict), strict=True)
+        model.load_state_dict(official_tensors(state_dict), strict=True)
     except RuntimeError as error:
         raise TadkitError(f"state_dict does not fit ACRNet({config}): {error}", field="state_dict") from None
     return model

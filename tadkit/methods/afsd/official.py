@@ -17,19 +17,10 @@ from torch import nn
 
 from tadkit.errors import TadkitError
 from tadkit.methods.afsd.model import AFSD, AFSDConfig, AFSDFeatures
-from tadkit.models.base import strip_ddp_prefix
+from tadkit.models.base import official_tensors
 
 HEAD_PREFIX = "coarse_pyramid_detection."
 BACKBONE_PREFIX = "backbone."
-
-
-def _as_tensor(value: Any, key: str, source: str | None) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value
-    try:
-        return torch.as_tensor(value)
-    except (TypeError, ValueError, RuntimeError):
-        raise TadkitError(f"not a tensor ({type(value).__name__})", file=source, field=key) from None
 
 
 def from_official_state_dict(
@@ -40,7 +31,7 @@ def from_official_state_dict(
     ``overrides`` set what shapes cannot tell (``clip_length``, ``gn_groups``, loss / decode settings).
     ``source`` only names the file in error messages.
     """
-    sd = {k: _as_tensor(v, k, source) for k, v in strip_ddp_prefix(dict(state_dict)).items()}
+    sd = official_tensors(state_dict, source)
     head = {k[len(HEAD_PREFIX):]: v for k, v in sd.items() if k.startswith(HEAD_PREFIX)}
     backbone_sd = {k[len(BACKBONE_PREFIX):]: v for k, v in sd.items() if k.startswith(BACKBONE_PREFIX)}
     other = sorted(k for k in sd if not k.startswith((HEAD_PREFIX, BACKBONE_PREFIX)))

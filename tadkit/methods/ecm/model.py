@@ -302,10 +302,14 @@ def ecm_losses(score_pre: torch.Tensor, score_post: torch.Tensor, score_agg: tor
     loss_cc = F.mse_loss(score_pre, score_post)
     num_classes = labels.shape[1]
     positive = (labels == 1).to(score_agg.dtype)
-    # BCE with the log clamped at -100 (nn.BCELoss): target 1 on the GT entries of the s_post half,
-    # target 0 on the same classes of the suppressed half; mean over the 2|GT| entries, then over videos.
-    pos_term = -torch.clamp(torch.log(score_agg[:, :num_classes]), min=-100.0)
-    neg_term = -torch.clamp(torch.log(1.0 - score_agg[:, num_classes:]), min=-100.0)
+    # nn.BCELoss per entry (log clamped at -100 in the forward, gradient (x - y) / max(x (1 - x), 1e-12)
+    # in the backward): target 1 on the GT entries of the s_post half, target 0 on the same classes of the
+    # suppressed half; mean over the 2|GT| entries, then over videos. (A hand-written clamp(log(x), -100)
+    # has the same forward but a 0 * inf = NaN gradient once a softmax entry underflows to 0 or 1.)
+    pos_term = F.binary_cross_entropy(score_agg[:, :num_classes], torch.ones_like(score_agg[:, :num_classes]),
+                                      reduction="none")
+    neg_term = F.binary_cross_entropy(score_agg[:, num_classes:], torch.zeros_like(score_agg[:, num_classes:]),
+                                      reduction="none")
     per_video = (positive * (pos_term + neg_term)).sum(dim=1) / (2.0 * positive.sum(dim=1))
     loss_agg = per_video.mean()
     cfg = config

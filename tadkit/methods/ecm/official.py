@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 import torch
 
+from tadkit.models.base import official_tensors
 from tadkit.errors import TadkitError
 from tadkit.methods.ecm.model import ECM, ECMConfig
 
@@ -26,19 +27,9 @@ OFFICIAL_KEYS = (
 )
 
 
-def _unwrap(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
-        state_dict = state_dict["state_dict"]
-    out = {}
-    for key, value in state_dict.items():
-        key = key[len("module."):] if key.startswith("module.") else key  # nn.DataParallel prefix
-        out[key] = torch.as_tensor(value)
-    return out
-
-
 def infer_config(state_dict: Mapping[str, Any], **overrides: Any) -> ECMConfig:
     """:class:`ECMConfig` with the widths of ``state_dict`` (official keys) and ``overrides``."""
-    sd = _unwrap(state_dict)
+    sd = official_tensors(state_dict)
     missing = [k for k in OFFICIAL_KEYS if k not in sd]
     if missing:
         raise TadkitError(f"not an ECM state_dict: missing {missing}", field="state_dict")
@@ -58,7 +49,7 @@ def from_official_state_dict(state_dict: Mapping[str, Any], **overrides: Any) ->
     config = infer_config(state_dict, **overrides)
     model = ECM(config)
     try:
-        model.load_state_dict(_unwrap(state_dict), strict=True)
+        model.load_state_dict(official_tensors(state_dict), strict=True)
     except RuntimeError as error:
         raise TadkitError(f"state_dict does not fit ECM: {error}", field="state_dict") from None
     return model

