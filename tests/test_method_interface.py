@@ -264,3 +264,23 @@ def test_a_non_editable_wheel_ships_the_configs_and_methods(tmp_path):
         assert f"tadkit/configs/{config}.yaml" in names, config
     for method in ("a2net", "ecm", "acrnet", "afsd"):
         assert f"tadkit/methods/{method}/__init__.py" in names
+
+
+def test_evaluating_between_epochs_does_not_change_the_training_run(tmp_path):
+    from tadkit.engine.inference import predict_windows
+    from test_engine_support import ToyWindows, toy_collate
+
+    def evaluate_fn(model, epoch):
+        predictions = predict_windows(model, ToyWindows(5), toy_collate, batch_size=2, progress=False)
+        return {"n": float(len(predictions))}
+
+    def config(**train_keys):
+        data = toy_config_dict(epochs=3, **train_keys)
+        data["model"]["kwargs"]["random_negatives"] = 0.5  # training draws from the global torch RNG
+        return Config.from_dict(data)
+
+    plain = train(config(), tmp_path / "a", False, toy_datasets_fn(24), progress=False)
+    evaluated = train(config(eval_every=1), tmp_path / "b", False, toy_datasets_fn(24), evaluate_fn, progress=False)
+    assert [h["metrics"] for h in evaluated.history] == [{"n": 5.0}] * 3
+    a, b = load_checkpoint(plain.last_checkpoint)["model"], load_checkpoint(evaluated.last_checkpoint)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

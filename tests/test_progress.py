@@ -36,7 +36,7 @@ def test_style_follows_the_stream_and_the_environment(monkeypatch):
 def test_log_file_gets_one_line_per_ten_percent_and_no_carriage_returns(monkeypatch):
     monkeypatch.delenv("TADKIT_PROGRESS", raising=False)
     log = io.StringIO()
-    seen = list(progress(range(200), desc="extract", unit="video", file=log))
+    seen = list(progress(range(200), desc="extract", unit="video", file=log, quiet_s=0))
     assert seen == list(range(200))
     text = log.getvalue()
     assert "\r" not in text
@@ -92,3 +92,14 @@ def test_disabled_is_silent_but_iterates(capsys):
     bar.update(2)
     bar.close()
     assert capsys.readouterr() == ("", "")
+
+
+def test_a_quick_loop_prints_nothing_and_a_slow_one_reports_after_the_quiet_period():
+    clock, log = Clock(), io.StringIO()
+    for _ in PlainProgress(range(10), desc="quick", file=log, clock=clock, quiet_s=2.0):
+        clock.now += 0.1  # 1 s in all
+    assert log.getvalue() == ""
+    for _ in PlainProgress(range(10), desc="slow", file=log, clock=clock, quiet_s=2.0):
+        clock.now += 0.5  # the 10 %..30 % marks fall inside the first 2 s
+    lines = log.getvalue().splitlines()
+    assert lines[0].startswith("slow: 40%") and lines[-1].startswith("slow: done, 10 it in 5.0 s")

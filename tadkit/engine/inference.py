@@ -100,6 +100,9 @@ def predict_windows(
         num_workers=num_workers,
         collate_fn=_IndexedCollate(collate_fn),
         pin_memory=device.type == "cuda",
+        # its own generator: a loader draws a base seed, which must not come from the global RNG, or the
+        # evaluation schedule would change the training run that calls this between epochs
+        generator=torch.Generator().manual_seed(0),
     )
     local: list[WindowPrediction] = []
     for indices, batch in progress_bar(loader, desc=desc, unit="batch", disable=not (progress and ctx.is_main), leave=False):

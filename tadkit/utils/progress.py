@@ -66,6 +66,7 @@ class PlainProgress:
         min_interval_s: float = 30.0,
         clock: Any = time.monotonic,
         initial: float = 0,
+        quiet_s: float = 0.0,
     ) -> None:
         if total is None and iterable is not None:
             try:
@@ -80,6 +81,8 @@ class PlainProgress:
         self.file = file
         self.percent_step = float(percent_step)
         self.min_interval_s = float(min_interval_s)
+        self.quiet_s = float(quiet_s)  # a loop that ends sooner prints nothing (no noise from quick steps)
+        self.printed = False
         self.clock = clock
         self.n: float = initial
         self.postfix = ""
@@ -114,8 +117,9 @@ class PlainProgress:
         now = self.clock()
         step = self._step()
         if step > self.last_step or now - self.last_time >= self.min_interval_s:
-            if self.total is None or self.n < self.total:  # the end gets its own "done" line
-                self._emit(self._line(now))
+            if (self.total is None or self.n < self.total) and now - self.start >= self.quiet_s:
+                self._emit(self._line(now))  # the end gets its own "done" line
+                self.printed = True
             self.last_step, self.last_time = step, now
 
     def set_postfix(self, ordered_dict: Any = None, refresh: bool = True, **kwargs: Any) -> None:
@@ -139,6 +143,8 @@ class PlainProgress:
             return
         self.closed = True
         elapsed = self.clock() - self.start
+        if not self.printed and elapsed < self.quiet_s:
+            return
         count = _scaled(self.n, self.unit, self.unit_scale) if self.unit_scale else f"{self._count()} {self.unit}"
         if self.total is not None and self.n < self.total:
             total = _scaled(self.total, self.unit, self.unit_scale) if self.unit_scale else f"{self._count(self.total)}"
@@ -219,12 +225,14 @@ def progress(
     disable: bool = False,
     percent_step: float = 10.0,
     min_interval_s: float = 30.0,
+    quiet_s: float = 2.0,
     **tqdm_kwargs: Any,
 ) -> Any:
     """A tqdm bar on a terminal, :class:`PlainProgress` lines otherwise (drop-in for ``tqdm(...)``).
 
     ``iterable=None`` gives a manual counter (``update(n)``; e.g. bytes with ``unit="B",
-    unit_scale=True``). Extra keyword arguments go to tqdm and are ignored by the plain style.
+    unit_scale=True``). Extra keyword arguments go to tqdm and are ignored by the plain style. In the
+    plain style a loop that ends within ``quiet_s`` seconds prints nothing.
     """
     style = progress_style(file, disable)
     if style == "off":
@@ -235,5 +243,5 @@ def progress(
         return tqdm(iterable, total=total, desc=desc or None, unit=unit, unit_scale=unit_scale, file=file,
                     **tqdm_kwargs)
     return PlainProgress(iterable, total=total, desc=desc, unit=unit, unit_scale=unit_scale, file=file,
-                         percent_step=percent_step, min_interval_s=min_interval_s,
+                         percent_step=percent_step, min_interval_s=min_interval_s, quiet_s=quiet_s,
                          initial=tqdm_kwargs.get("initial", 0))
