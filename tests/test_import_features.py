@@ -281,3 +281,25 @@ def test_generic_errors(tmp_path, capsys):
     code, _, err = run_cli(capsys, "data", "import-features", str(tmp_path / "empty"), "--layout", "actionformer",
                            "--out", str(tmp_path / "o2"))
     assert code == 2 and "field dim" in err and "video w" in err
+
+
+def test_tadkit_train_runs_on_imported_a2net_features(tmp_path, capsys):
+    # issue 12: the imported release trains as it is (A2Net CPU-sized widths, one epoch)
+    vids = {f"video_validation_{i:07d}": features(20 + i, 300) for i in range(2)}
+    for vid, feats in vids.items():
+        write_a2net_windows(tmp_path / "src", vid, feats, a2net_starts(1200, training=False))
+    import_features(tmp_path / "src", tmp_path / "feats", "a2net", show_progress=False)
+    database = {vid: {"subset": "validation", "duration": 300 * 4 / 30, "fps": 30.0,
+                      "annotations": [{"segment": [8.0, 14.0], "label": "A"}, {"segment": [25.0, 27.0], "label": "B"}]}
+                for vid in vids}
+    (tmp_path / "gt.json").write_text(json.dumps({"version": "t", "classes": ["A", "B"], "database": database}))
+    (tmp_path / "a2net.yaml").write_text(
+        "model: {name: a2net, kwargs: {in_dim: 16, base_dim: 16, pyramid_dims: [16, 16, 16, 16, 16, 16], "
+        "reduce_dim: 16, head_dim: 16, num_classes: 2}}\n"
+        f"data: {{annotations: {tmp_path / 'gt.json'}, features: {tmp_path / 'feats'}, subset_train: validation}}\n"
+        "train: {epochs: 1, batch_size: 4, lr: 0.001, lr_decay_epochs: [], tensorboard: false, device: cpu}\n")
+    code, out, err = run_cli(capsys, "train", str(tmp_path / "a2net.yaml"), "--out", str(tmp_path / "run"),
+                             "--no-progress")
+    assert code == 0, err
+    history = json.loads((tmp_path / "run" / "history.json").read_text())["epochs"]
+    assert len(history) == 1 and np.isfinite(history[0]["loss"]["total"]) and history[0]["global_step"] > 0

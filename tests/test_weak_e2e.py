@@ -109,6 +109,21 @@ def test_train_then_test_writes_a_finite_report(method, synth, tmp_path, monkeyp
     assert rows, "every class passes the threshold, so each test video gets segments"
     assert all(0.0 <= r["segment"][0] <= r["segment"][1] <= gt[vid]["duration"] + 1e-6 for vid, r in rows)
 
+    # `tadkit detect` on one video's feature file: the same whole-video path and CAS -> segments
+    video = sorted(results)[0]
+    detected = tmp_path / "detect.json"
+    code = main(["detect", str(synth / "features" / f"{video}.npy"), "--checkpoint", str(run / "last.pt"),
+                 "--feature-fps", str(gt[video]["fps"]), "--feature-stride", "4", "--out", str(detected),
+                 "--no-progress", "--set", "test.cas.class_threshold=0.0"] if method == "ecm" else
+                ["detect", str(synth / "features" / f"{video}.npy"), "--checkpoint", str(run / "last.pt"),
+                 "--feature-fps", str(gt[video]["fps"]), "--feature-stride", "4", "--out", str(detected),
+                 "--no-progress"])
+    assert code == 0
+    found = json.loads(detected.read_text())["results"].get(video, [])
+    assert all(0.0 <= r["segment"][0] <= r["segment"][1] for r in found)
+    labels = set(json.loads((synth / "annotations.json").read_text()).get("classes") or []) or None
+    assert labels is None or {r["label"] for r in found} <= labels
+
 
 @pytest.mark.parametrize("method, total, at", [("acrnet", 6, 3), ("ecm", 3, 1)])
 def test_resume_from_a_mid_run_checkpoint_reproduces_the_uninterrupted_run(method, total, at, synth, tmp_path):

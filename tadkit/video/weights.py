@@ -184,7 +184,9 @@ _CHUNK = 1 << 20
 def _read_with_progress(handle: Any, size: int, desc: str, show: bool) -> bytes:
     """``handle.read()`` in 1 MB chunks with a byte counter (tqdm on a terminal, lines in a log)."""
     parts: list[bytes] = []
-    with progress(total=size, desc=desc, unit="B", unit_scale=True, disable=not show, leave=False) as bar:
+    # a stage of `tadkit weights i3d`: always say that it finished (quiet_s=0)
+    with progress(total=size, desc=desc, unit="B", unit_scale=True, disable=not show, leave=False,
+                  quiet_s=0.0) as bar:
         while True:
             chunk = handle.read(_CHUNK)
             if not chunk:
