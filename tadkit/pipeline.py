@@ -58,7 +58,12 @@ def detections_from_predictions(predictions: list, annotations: AnnotationSet, c
     if config.test.drop_ambiguous:
         dets = drop_ambiguous(dets, annotations)
     nms = config.test.nms_config(file=config.source, default=spec.defaults.get("test.nms"))
-    return dets if nms is None else nms_detection_set(dets, nms)
+    dets = dets if nms is None else nms_detection_set(dets, nms)
+    if config.test.video_classifier:  # class-agnostic proposals (after their NMS, as AFSD) x top-k video classes
+        from tadkit.postprocess.video_classifier import fuse_video_labels, load_video_scores
+
+        dets = fuse_video_labels(dets, load_video_scores(config.test.video_classifier), config.test.video_classifier_topk)
+    return dets
 
 
 def _localize_all(spec: Any, predictions: list, annotations: AnnotationSet, config: Config,
@@ -197,9 +202,19 @@ def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool 
             f"no test samples: subset {config.data.subset_test!r} has no video with features",
             file=config.data.annotations, field="data.subset_test",
         )
-    dets = detect_dataset(model, dataset, config, progress=progress)
+    from tadkit.engine.data import collate_fn_for, method_of
+    from tadkit.engine.inference import predict
+
+    predictions = predict(model, dataset, collate_fn_for(method_of(config).data_kind), batch_size=config.test.batch_size,
+                          progress=progress, desc="detect")
+    dets = detections_from_predictions(predictions, dataset.annotations, config)
     gt = dataset.annotations
     files = {"results": out_dir / "results.json", "report": out_dir / "report.json", "table": out_dir / "report.txt"}
+    if method_of(config).output_kind == "cas":  # video-level labels for proposal models (test.video_classifier)
+        from tadkit.postprocess.video_classifier import VIDEO_SCORES_FILE, video_scores_from_predictions, write_video_scores
+
+        files["video_scores"] = write_video_scores(out_dir / VIDEO_SCORES_FILE,
+                                                   video_scores_from_predictions(predictions, gt.classes))
     write_activitynet_json(dets, files["results"])
     if gt.external_ids and all(label in gt.external_ids for label in set(dets.label.tolist())):
         files["thumos_txt"] = out_dir / "detections_thumos14.txt"

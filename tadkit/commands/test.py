@@ -18,6 +18,10 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key (repeatable)")
+    parser.add_argument("--fuse", action="append", default=[], metavar="CKPT",
+                        help="average the raw outputs of this checkpoint (same method) with --checkpoint's, e.g. "
+                        "the flow model of an RGB one (repeatable; adds to test.fuse; model i reads the channels "
+                        "test.fuse_streams[i])")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
@@ -33,6 +37,7 @@ def run(args) -> int:
     for note in model_section_notes(config, stored, model):
         print(f"tadkit test: note: {note}", file=sys.stderr)
     config.model = stored.model  # the checkpoint's model is what runs; its method drives the data and decoding
+    model = fused_model(model, stored, list(config.test.fuse) + list(args.fuse), config.test.fuse_streams)
     out_dir = Path(args.out)
     outputs = run_test(model, config, out_dir, progress=not args.no_progress)
     print(outputs.report.format())
@@ -57,3 +62,25 @@ def model_section_notes(config, stored, model) -> list[str]:
         notes.append(f"model.kwargs {', '.join(differing)} in the config differ from the checkpoint's; the "
                      "checkpoint's values are used (the config's model section does not rebuild the model)")
     return notes
+
+
+def fused_model(model, stored, paths: list[str], streams):
+    """``model`` alone, or wrapped with the checkpoints of ``paths`` in an output-averaging
+    :class:`tadkit.postprocess.video_classifier.FusedModel` (all must hold the same method)."""
+    from tadkit.engine.checkpoint import load_checkpoint_model
+    from tadkit.errors import TadkitError
+    from tadkit.postprocess.video_classifier import FusedModel
+
+    if not paths:
+        if streams is not None:
+            raise TadkitError("test.fuse_streams is set but there is no model to fuse (--fuse / test.fuse)",
+                              field="test.fuse_streams")
+        return model
+    models = [model]
+    for path in paths:
+        other, other_config = load_checkpoint_model(path)
+        if str(other_config.model.name).lower() != str(stored.model.name).lower():
+            raise TadkitError(f"holds method {other_config.model.name!r}, --checkpoint holds {stored.model.name!r}; "
+                              "only models of one method can be fused", file=str(path), field="test.fuse")
+        models.append(other)
+    return FusedModel(models, streams)

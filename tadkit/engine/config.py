@@ -16,7 +16,7 @@ Rules:
 * unknown keys, wrong types and bad values raise :class:`TadkitError` naming the file and the dotted
   key (``train.lr``); a near-miss key gets a "did you mean" hint;
 * relative paths (``data.annotations``, ``data.features``, ``data.video_info``,
-  ``test.blocked_videos``, ``out_dir``) resolve against the directory of the file that sets them;
+  ``test.blocked_videos``, ``test.video_classifier``, each entry of ``test.fuse``, ``out_dir``) resolve against the directory of the file that sets them;
   paths given with ``--set`` resolve against the current directory;
 * ``--set train.lr=1e-4`` overrides any key; the value is parsed with ``yaml.safe_load`` so it
   keeps its YAML type (``[30, 40]`` is a list, ``null`` is None);
@@ -113,6 +113,7 @@ class DataConfig:
     resample_mode: str = _opt("interpolate", choices=RESAMPLE_MODES)
     time_base: str = _opt("duration", choices=TIME_BASES)
     min_features: int = _opt(1, check=POSITIVE, doc="skip videos with fewer features")
+    class_agnostic: bool = _opt(False, doc="training: collapse every label to one class 'action' (proposal models; label with test.video_classifier)")
     feature_subsample: int = _opt(1, check=POSITIVE, doc="keep every k-th feature (OpenTAD sample_stride; AFSD 3): stride_frames x k")
 
     def window_dataset_kwargs(self, training: bool) -> dict[str, Any]:
@@ -202,6 +203,10 @@ class TestConfig:
     duplicate_cliffdiving: bool = _opt(False, doc="copy CliffDiving detections as Diving (A2Net)")
     drop_ambiguous: bool = _opt(False, doc="delete detections overlapping the GT's Ambiguous segments (ACRNet protocol)")
     blocked_videos: str | None = _opt(None, path=True, doc="ActivityNet blocked-video list to drop")
+    video_classifier: str | None = _opt(None, path=True, doc="video-level class scores (CUHK JSON layout or a weak model's video_scores.json): label class-agnostic proposals with the top-k classes, score x class score (docs/postprocess.md)")
+    video_classifier_topk: int = _opt(1, check=POSITIVE, doc="classes per video for test.video_classifier (AFSD official: 1)")
+    fuse: list[str] = _opt([], path=True, doc="more checkpoints whose raw outputs are averaged with --checkpoint's (RGB + flow)")
+    fuse_streams: list[list[int]] | None = _opt(None, doc="per fused model [lo, hi] input channels, --checkpoint first (e.g. [[0, 1024], [1024, 2048]]); null = whole input")
 
     def thresholds(self) -> list[float]:
         from tadkit.evaluation.detection import default_tiou
@@ -483,6 +488,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _resolve_path_value(value: Any, base_dir: Path) -> Any:
+    if isinstance(value, list):  # list-of-paths fields (test.fuse)
+        return [_resolve_path_value(v, base_dir) for v in value]
     if not isinstance(value, str) or not value:
         return value  # wrong types are reported by validation with the right key
     path = Path(os.path.expanduser(value))

@@ -64,6 +64,22 @@ def _load(config: Config):
     return annotations, store
 
 
+AGNOSTIC_CLASS = "action"
+
+
+def class_agnostic(annotations):
+    """``data.class_agnostic``: every segment relabelled :data:`AGNOSTIC_CLASS`, one class in all (the
+    official ActivityNet proposal models of AFSD and A2Net; test labels come from ``test.video_classifier``)."""
+    import dataclasses
+
+    from tadkit.data.records import AnnotationSet
+
+    videos = {vid: dataclasses.replace(v, segments=[dataclasses.replace(s, label=AGNOSTIC_CLASS) for s in v.segments])
+              for vid, v in annotations.videos.items()}
+    return AnnotationSet(videos=videos, classes=[AGNOSTIC_CLASS], source=annotations.source, format=annotations.format,
+                         version=annotations.version)
+
+
 def build_window_dataset(config: Config, training: bool, progress: bool = True, annotations=None, store=None):
     """The :class:`tadkit.data.dataset.WindowDataset` of the train (``training``) or test subset."""
     from tadkit.data.dataset import WindowDataset
@@ -115,6 +131,10 @@ def scan_feature_values(dataset: Any, progress: bool = True) -> None:
 def build_dataset(config: Config, training: bool, progress: bool = True, annotations=None, store=None):
     """The dataset of the method's data kind for the train or test subset."""
     kind = method_of(config).data_kind
+    if training and getattr(config.data, "class_agnostic", False):
+        if annotations is None or store is None:
+            annotations, store = _load(config)
+        annotations = class_agnostic(annotations)
     if kind == "windows":
         return build_window_dataset(config, training, progress, annotations, store)
     if kind == "videos":

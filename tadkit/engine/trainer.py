@@ -54,6 +54,7 @@ from tadkit.engine.data import TrainData
 from tadkit.models.base import strip_ddp_prefix
 from tadkit.engine.config import Config, save_resolved
 from tadkit.engine.distributed import (
+    barrier,
     DistContext,
     all_gather_objects,
     all_reduce_mean,
@@ -802,6 +803,9 @@ def train(
             result = trainer.fit()
         if claim is not None:
             claim.succeeded = True
+        # every rank leaves together: a rank that tears its gloo group down while another still
+        # writes its last checkpoint can abort at exit ("terminate called without an active exception")
+        barrier(ctx)
         return result
     except WriteFailure as failure:
         if claim is None:
