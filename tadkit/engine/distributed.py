@@ -96,8 +96,12 @@ def current_context() -> DistContext:
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, device, str(backend), False)
 
 
-def cleanup_distributed(ctx: DistContext) -> None:
+def cleanup_distributed(ctx: DistContext, synchronize: bool = False) -> None:
+    """Destroy the process group this process created; ``synchronize``: all ranks meet at a barrier
+    first (only when every rank is known to get here, i.e. after a successful run)."""
     if ctx.owns_group and dist.is_initialized():
+        if synchronize and ctx.is_distributed:
+            dist.barrier()
         dist.destroy_process_group()
 
 

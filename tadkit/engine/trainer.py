@@ -54,7 +54,6 @@ from tadkit.engine.data import TrainData
 from tadkit.models.base import strip_ddp_prefix
 from tadkit.engine.config import Config, save_resolved
 from tadkit.engine.distributed import (
-    barrier,
     DistContext,
     all_gather_objects,
     all_reduce_mean,
@@ -784,6 +783,7 @@ def train(
     last = out_dir / "last.pt"
     ctx = init_distributed(config.train.device)
     claim: _RunDirClaim | None = None
+    finished = False
     try:
         claim = _claim_run_dir(out_dir, ctx)  # writable and ours, before any data is loaded
         if not resume and last.exists():
@@ -803,9 +803,7 @@ def train(
             result = trainer.fit()
         if claim is not None:
             claim.succeeded = True
-        # every rank leaves together: a rank that tears its gloo group down while another still
-        # writes its last checkpoint can abort at exit ("terminate called without an active exception")
-        barrier(ctx)
+        finished = True
         return result
     except WriteFailure as failure:
         if claim is None:
@@ -820,7 +818,10 @@ def train(
     finally:
         if claim is not None:
             claim.release()
-        cleanup_distributed(ctx)
+        # after a successful run every rank tears the group down at the same moment: a rank that
+        # destroys it while another still writes its last checkpoint can abort at exit under gloo
+        # ("terminate called without an active exception")
+        cleanup_distributed(ctx, synchronize=finished)
 
 
 RESUME_HINT = "checkpoints already written are intact; free space (or choose another --out) and rerun with --resume"
