@@ -9,7 +9,6 @@ window -> seconds mapping, the decoding in window steps, the class offsets or th
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 import torch
 
-from test_engine_support import TOY_MODEL, ToyDetector, toy_config_dict, toy_datasets_fn
+from test_engine_support import ToyDetector, toy_config_dict, toy_datasets_fn
 from tadkit.cli import main
 from tadkit.engine.checkpoint import load_checkpoint
 from tadkit.engine.config import Config, load_config, packaged_configs
 from tadkit.engine.trainer import build_optimizer, build_scheduler, lr_at, train
 from tadkit.errors import TadkitError
-from tadkit.methods import available_methods, get_method
+from tadkit.methods import get_method
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,6 +95,10 @@ def test_adamw_and_parameter_groups_first_regex_wins():
     assert ids(by_rule[-1]) == {id(p) for p in model.reg.parameters()} and by_rule[-1]["weight_decay"] == 0.01
     with pytest.raises(TadkitError, match="param_groups"):
         Config.from_dict(toy_config_dict(param_groups=[{"params": "(", "lr": 1.0}]))
+    for bad in ({"lr": -1}, {"lr": True}, {"weight_decay": "abc"}, {"lr": 1.0, "lr_scale": 2.0}, {"momentum": 0.9}):
+        with pytest.raises(TadkitError, match=r"param_groups\[0\]"):
+            Config.from_dict(toy_config_dict(param_groups=[{"params": "x", **bad}]))
+    assert Config.from_dict(toy_config_dict(param_groups=[{"params": "x", "lr": "1e-5"}]))  # YAML's string form
 
 
 def test_cosine_per_iteration_with_warmup_matches_the_closed_form():

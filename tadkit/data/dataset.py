@@ -24,7 +24,6 @@ from tadkit.data.choices import RESAMPLE_MODES as CHOICE_RESAMPLE_MODES
 from tadkit.data.features import FeatureStore, FeatureTiming, frames_at, subsample_store
 from tadkit.data.records import AnnotationSet, VideoAnnotation, Window
 from tadkit.data.windows import (
-    RESAMPLE_MODES,
     PadMode,
     SlidingWindowConfig,
     TimeBase,

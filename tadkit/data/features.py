@@ -823,7 +823,7 @@ class FeatureStore:
         """(num_features, dim, whether the length could be checked) of one video."""
         vid = video.video_id
         first_file = self.files(vid)[0][0]
-        arrays = self.arrays(vid)
+        self.arrays(vid)  # opens every file of the video: a missing or unreadable one fails here
         n = self.num_features(vid)
         dim = self.dim(vid)
         if self.spec.dim is not None and dim != self.spec.dim:

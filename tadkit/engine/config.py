@@ -404,8 +404,6 @@ def _cross_validate(config: Config, ctx: _ErrorContext) -> None:
         get_method(config.model.name, file=None if ctx.file is None else str(ctx.file))  # unknown names fail here
     for i, group in enumerate(config.train.param_groups):
         _check_param_group(group, f"train.param_groups[{i}]", ctx)
-    if config.train.scheduler_unit == "epoch" and config.train.iterations and config.train.scheduler == "cosine":
-        pass  # cosine per epoch of an iteration-based run is allowed: epochs completed drive it
     if config.train.best_metric is not None and config.train.eval_every == 0 and not config.train.eval_epochs:
         raise ctx.error("train.best_metric", "needs evaluation: set train.eval_every or train.eval_epochs")
 
@@ -428,13 +426,14 @@ def _check_param_group(group: Mapping[str, Any], key: str, ctx: _ErrorContext) -
         raise ctx.error(f"{key}.lr", "set lr or lr_scale, not both")
     for name in ("lr", "lr_scale", "weight_decay"):
         value = group.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                raise ctx.error(f"{key}.{name}", f"expected a non-negative number, got {value!r}") from None
-            if value < 0:
-                raise ctx.error(f"{key}.{name}", f"expected a non-negative number, got {value!r}")
+        if value is None:
+            continue
+        try:  # YAML may give '1e-5' as a string
+            number = math.nan if isinstance(value, bool) else float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not (math.isfinite(number) and number >= 0):
+            raise ctx.error(f"{key}.{name}", f"expected a non-negative number, got {value!r}")
 
 
 def _to_plain(obj: Any) -> Any:

@@ -43,7 +43,6 @@ from tadkit.errors import TadkitError
 from tadkit.evaluation.detection import (
     EvalResult,
     activitynet_order,
-    ambiguous_overlap,
     check_protocol,
     default_tiou,
     parse_tiou,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import torch
 
 from tadkit.models.base import official_tensors
 from tadkit.errors import TadkitError
