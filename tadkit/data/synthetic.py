@@ -382,6 +382,18 @@ def video_num_features(video: VideoAnnotation, config: SynthConfig) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
+def _overlap_some(rng: np.random.Generator, starts: np.ndarray, ends: np.ndarray, durations: np.ndarray,
+                  probability: float) -> tuple[np.ndarray, np.ndarray]:
+    """Move each instance (but the first), with ``probability``, to start 10-50 % of the previous
+    instance's length before that one ends; two draws of len-1 values, in this order."""
+    count = len(starts)
+    overlap = np.zeros(count, dtype=bool)
+    overlap[1:] = rng.random(count - 1) < probability
+    shift = np.zeros(count)
+    shift[1:] = np.maximum(0.0, starts[1:] - ends[:-1] + rng.uniform(0.1, 0.5, count - 1) * durations[:-1])
+    return np.where(overlap, starts - shift, starts), np.where(overlap, ends - shift, ends)
+
+
 def _truncated_lognormal(rng: np.random.Generator, median: float, sigma: float, low: float, high: float) -> float:
     """One draw of a log-normal truncated to [low, high] by inverse-CDF sampling (no clipping mass)."""
     from scipy import special  # lazily: `tadkit data --help` must not import scipy
@@ -434,12 +446,7 @@ def _default_video(config: SynthConfig, subset: str, index: int) -> VideoAnnotat
     starts = np.cumsum(gaps[:-1]) + np.concatenate([[0.0], np.cumsum(durations[:-1])])
     ends = starts + durations
     # A few instances start before the previous one ends (THUMOS has some overlaps besides duplicates).
-    overlap = np.zeros(count, dtype=bool)
-    overlap[1:] = rng.random(count - 1) < config.overlap_probability
-    shift = np.zeros(count)
-    shift[1:] = np.maximum(0.0, starts[1:] - ends[:-1] + rng.uniform(0.1, 0.5, count - 1) * durations[:-1])
-    starts = np.where(overlap, starts - shift, starts)
-    ends = np.where(overlap, ends - shift, ends)
+    starts, ends = _overlap_some(rng, starts, ends, durations, config.overlap_probability)
 
     # Annotations are at 0.1 s like THUMOS; keep every instance at least 0.1 s long and inside the video.
     limit = math.floor(duration * 10) / 10
@@ -511,12 +518,7 @@ def _activitynet_video(config: SynthConfig, subset: str, index: int, classes: Se
     starts = np.cumsum(gaps[:-1]) + np.concatenate([[0.0], np.cumsum(durations[:-1])])
     ends = starts + durations
     # a few instances start before the previous one ends (ActivityNet: 3-4 % of consecutive pairs)
-    overlap = np.zeros(count, dtype=bool)
-    overlap[1:] = rng.random(count - 1) < config.overlap_probability
-    shift = np.zeros(count)
-    shift[1:] = np.maximum(0.0, starts[1:] - ends[:-1] + rng.uniform(0.1, 0.5, count - 1) * durations[:-1])
-    starts = np.where(overlap, starts - shift, starts)
-    ends = np.where(overlap, ends - shift, ends)
+    starts, ends = _overlap_some(rng, starts, ends, durations, config.overlap_probability)
 
     starts = np.clip(np.round(starts, 2), 0.0, duration - 0.01)
     ends = np.round(np.clip(np.maximum(np.round(ends, 2), starts + 0.01), 0.01, duration), 2)
