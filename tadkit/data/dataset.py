@@ -41,6 +41,15 @@ from tadkit.errors import TadkitError
 DATASET_RESAMPLE_MODES = CHOICE_RESAMPLE_MODES
 
 
+def subset_with_videos(annotations: AnnotationSet, subset: str | list[str] | None) -> AnnotationSet:
+    """The videos of ``subset`` (aliases accepted); a subset without any video is an error naming the file."""
+    chosen = annotations.subset(subset)
+    if not chosen.videos:
+        raise TadkitError(f"no videos in subset {subset!r} (subsets: {annotations.subsets})",
+                          file=annotations.source or None, field="subset")
+    return chosen
+
+
 def video_targets(annotations: AnnotationSet, video: VideoAnnotation) -> tuple[np.ndarray, np.ndarray]:
     """GT of one video: (N, 2) float64 seconds and (N,) int64 class indices."""
     labels = []
@@ -114,13 +123,7 @@ class WindowDataset(Dataset):
             raise ValueError(f"resample_mode must be one of {DATASET_RESAMPLE_MODES}, got {resample_mode!r}")
         if time_base not in ("duration", "features"):
             raise ValueError(f"time_base must be 'duration' or 'features', got {time_base!r}")
-        self.annotations = annotations.subset(subset)
-        if not self.annotations.videos:
-            raise TadkitError(
-                f"no videos in subset {subset!r} (subsets: {annotations.subsets})",
-                file=annotations.source or None,
-                field="subset",
-            )
+        self.annotations = subset_with_videos(annotations, subset)
         # every feature_subsample-th feature, stride_frames x k; files are checked as stored
         feature_store = subsample_store(feature_store, feature_subsample)
         self.store = feature_store
@@ -329,13 +332,7 @@ class VideoDataset(Dataset):
             raise ValueError(f"time_base must be 'duration' or 'features', got {time_base!r}")
         if length is not None and (isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1):
             raise TadkitError(f"must be a positive integer or null, got {length!r}", field="data.resample_length")
-        self.annotations = annotations.subset(subset)
-        if not self.annotations.videos:
-            raise TadkitError(
-                f"no videos in subset {subset!r} (subsets: {annotations.subsets})",
-                file=annotations.source or None,
-                field="subset",
-            )
+        self.annotations = subset_with_videos(annotations, subset)
         self.store = feature_store
         self.length = None if length is None else int(length)
         self.training = training

@@ -23,14 +23,13 @@ import csv
 import json
 import math
 import os
-import re
 from array import array
-from json.decoder import scanstring
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from tadkit.data.formats._common import NotPlainJson, stream_json_object
 from tadkit.data.records import DetectionSet
 from tadkit.errors import TadkitError
 from tadkit.utils.io import atomic_open
@@ -155,76 +154,21 @@ def _add_activitynet_video(cols: _Columns, video: str, items: Any, file: str, st
         cols.add(video, start, end, str(label), _finite(item["score"], file, video, "score", where))
 
 
-class _NotPlain(Exception):
-    """The JSON document is not a plain results object; parse it whole (exact errors)."""
-
-
-_WHITESPACE = re.compile(r"[ \t\n\r]*")
-
-
 def _stream_results(text: str) -> Iterator[tuple[str, Any]]:
     """(video, detections) of the top-level ``"results"`` object, one video parsed at a time.
 
     Never holds the whole JSON tree (that tree is ~10x the file size for 1M detections). Raises
-    :class:`_NotPlain` for anything unusual (syntax error, duplicate keys, no/odd ``results``), so
+    :class:`NotPlainJson` for anything unusual (syntax error, duplicate keys, no/odd ``results``), so
     the caller can fall back to ``json.loads`` and report exactly what it always reported.
     """
-    decoder = json.JSONDecoder()
-    ws = lambda i: _WHITESPACE.match(text, i).end()  # noqa: E731
-    try:
-        pos = ws(0)
-        if text[pos] != "{":
-            raise _NotPlain
-        pos = ws(pos + 1)
-        found = False
-        while True:
-            if text[pos] != '"':
-                raise _NotPlain
-            key, pos = scanstring(text, pos + 1)
-            pos = ws(pos)
-            if text[pos] != ":":
-                raise _NotPlain
-            pos = ws(pos + 1)
-            if key == "results":
-                if found or text[pos] != "{":
-                    raise _NotPlain
-                found = True
-                seen: set[str] = set()
-                pos = ws(pos + 1)
-                if text[pos] == "}":
-                    pos += 1
-                else:
-                    while True:
-                        if text[pos] != '"':
-                            raise _NotPlain
-                        video, pos = scanstring(text, pos + 1)
-                        pos = ws(pos)
-                        if text[pos] != ":" or video in seen:
-                            raise _NotPlain
-                        seen.add(video)
-                        items, pos = decoder.raw_decode(text, ws(pos + 1))
-                        yield video, items
-                        pos = ws(pos)
-                        if text[pos] == ",":
-                            pos = ws(pos + 1)
-                            continue
-                        if text[pos] != "}":
-                            raise _NotPlain
-                        pos += 1
-                        break
-            else:
-                _, pos = decoder.raw_decode(text, pos)
-            pos = ws(pos)
-            if text[pos] == ",":
-                pos = ws(pos + 1)
-                continue
-            if text[pos] != "}":
-                raise _NotPlain
-            break
-        if not found or ws(pos + 1) != len(text):
-            raise _NotPlain
-    except (IndexError, ValueError, RecursionError):
-        raise _NotPlain from None
+    found = False
+    for key, value, member in stream_json_object(text, "results"):
+        if member is None:  # the "results" object begins
+            found = True
+        elif member:
+            yield key, value
+    if not found:
+        raise NotPlainJson
 
 
 def read_activitynet_json(path: str | os.PathLike, text: str | None = None, strict: bool = False,
@@ -241,7 +185,7 @@ def read_activitynet_json(path: str | os.PathLike, text: str | None = None, stri
         for video, items in _stream_results(text):
             _add_activitynet_video(cols, video, items, file, strict, require_label)
         return cols.build()
-    except (_NotPlain, TadkitError):
+    except (NotPlainJson, TadkitError):
         pass  # parse the whole document: reports a syntax error before a bad detection, as always
     try:
         data = json.loads(text)

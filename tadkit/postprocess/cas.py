@@ -28,6 +28,9 @@ from tadkit.data.records import DetectionSet
 from tadkit.postprocess.nms import NMSConfig, nms_detection_set
 
 __all__ = [
+    "check_flags",
+    "check_numbers",
+    "check_threshold_range",
     "find_runs",
     "minmax_normalize",
     "resize_linear_centers",
@@ -142,6 +145,27 @@ def select_classes(video_scores: np.ndarray, threshold: float, *, fallback_top1:
 # --------------------------------------------------------------------------------------------- #
 
 
+def check_numbers(options: Any, names: Sequence[str], prefix: str = "") -> None:
+    """Each of ``names`` on ``options`` is a finite int/float (not a bool); else a TadkitError on ``prefix+name``."""
+    for name in names:
+        value = getattr(options, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise TadkitError(f"must be a finite number, got {value!r}", field=f"{prefix}{name}")
+
+
+def check_flags(options: Any, names: Sequence[str], prefix: str = "") -> None:
+    """Each of ``names`` on ``options`` is a bool; else a TadkitError on ``prefix+name``."""
+    for name in names:
+        if not isinstance(getattr(options, name), bool):
+            raise TadkitError(f"must be true or false, got {getattr(options, name)!r}", field=f"{prefix}{name}")
+
+
+def check_threshold_range(low: float, high: float, step: float, field: str) -> None:
+    """``arange(low, high, step)`` must hold at least one threshold."""
+    if step <= 0 or high <= low:
+        raise TadkitError(f"empty threshold range arange({low}, {high}, {step})", field=field)
+
+
 @dataclass(frozen=True)
 class CASProposalConfig:
     """How runs are found and scored. Defaults are neutral; :data:`CAS_PRESETS` hold the methods.
@@ -187,10 +211,7 @@ class CASProposalConfig:
         min_length = self.min_length
         if isinstance(min_length, bool) or not isinstance(min_length, (int, np.integer)) or min_length < 1:
             raise TadkitError(f"must be a positive integer, got {self.min_length!r}", field="min_length")
-        for name in ("outer_lambda", "gamma", "start_offset", "end_offset"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise TadkitError(f"must be a finite number, got {value!r}", field=name)
+        check_numbers(self, ("outer_lambda", "gamma", "start_offset", "end_offset"))
         if self.outer_lambda < 0:
             raise TadkitError(f"must be >= 0, got {self.outer_lambda}", field="outer_lambda")
 

@@ -44,7 +44,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from tadkit.errors import TadkitError
-from tadkit.postprocess.cas import CAS_PRESETS, cas_proposals
+from tadkit.postprocess.cas import CAS_PRESETS, cas_proposals, check_flags, check_numbers, check_threshold_range
 
 __all__ = [
     "ACRNetLocalizeOptions",
@@ -77,14 +77,9 @@ class ACRNetLocalizeOptions:
     iou_threshold: float = 0.1  # soft-NMS gate (iou_th)
 
     def __post_init__(self) -> None:
-        for name in ("class_threshold", "thresh_min", "thresh_max", "thresh_step", "outer_lambda", "gamma",
-                     "alpha", "iou_threshold"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise TadkitError(f"must be a finite number, got {value!r}", field=f"test.cas.{name}")
-        if self.thresh_step <= 0 or self.thresh_max <= self.thresh_min:
-            raise TadkitError(f"empty threshold range arange({self.thresh_min}, {self.thresh_max}, {self.thresh_step})",
-                              field="test.cas.thresh_step")
+        check_numbers(self, ("class_threshold", "thresh_min", "thresh_max", "thresh_step", "outer_lambda", "gamma",
+                      "alpha", "iou_threshold"), "test.cas.")
+        check_threshold_range(self.thresh_min, self.thresh_max, self.thresh_step, "test.cas.thresh_step")
         for name in ("min_frames", "rate"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -96,9 +91,7 @@ class ACRNetLocalizeOptions:
             raise TadkitError(f"must be >= 0, got {self.outer_lambda}", field="test.cas.outer_lambda")
         if self.alpha <= 0:
             raise TadkitError(f"must be > 0, got {self.alpha}", field="test.cas.alpha")
-        for name in ("frame_offsets", "clip"):
-            if not isinstance(getattr(self, name), bool):
-                raise TadkitError(f"must be true or false, got {getattr(self, name)!r}", field=f"test.cas.{name}")
+        check_flags(self, ("frame_offsets", "clip"), "test.cas.")
 
     @property
     def thresholds(self) -> np.ndarray:

@@ -37,7 +37,15 @@ from typing import Any, Literal, Mapping
 import numpy as np
 
 from tadkit.errors import TadkitError
-from tadkit.postprocess.cas import CASProposalConfig, cas_proposals, minmax_normalize, resize_linear_centers
+from tadkit.postprocess.cas import (
+    CASProposalConfig,
+    cas_proposals,
+    check_flags,
+    check_numbers,
+    check_threshold_range,
+    minmax_normalize,
+    resize_linear_centers,
+)
 from tadkit.postprocess.nms import batched_nms_numpy
 
 
@@ -58,23 +66,16 @@ class ECMLocalizeOptions:
     skip_only_first: bool = True  # Q2: official `any(position)` skip
 
     def __post_init__(self) -> None:
-        for name in ("class_threshold", "thresh_min", "thresh_max", "thresh_step", "outer_lambda", "gamma",
-                     "nms_threshold"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise TadkitError(f"must be a finite number, got {value!r}", field=f"test.cas.{name}")
-        if self.thresh_step <= 0 or self.thresh_max <= self.thresh_min:
-            raise TadkitError(f"empty threshold range arange({self.thresh_min}, {self.thresh_max}, {self.thresh_step})",
-                              field="test.cas.thresh_step")
+        check_numbers(self, ("class_threshold", "thresh_min", "thresh_max", "thresh_step", "outer_lambda", "gamma",
+                      "nms_threshold"), "test.cas.")
+        check_threshold_range(self.thresh_min, self.thresh_max, self.thresh_step, "test.cas.thresh_step")
         if self.outer_lambda < 0:
             raise TadkitError(f"must be >= 0, got {self.outer_lambda}", field="test.cas.outer_lambda")
         if not 0 < self.nms_threshold <= 1:
             raise TadkitError(f"must be in (0, 1], got {self.nms_threshold}", field="test.cas.nms_threshold")
         if self.time_base not in ("fps", "duration"):
             raise TadkitError(f"must be 'fps' or 'duration', got {self.time_base!r}", field="test.cas.time_base")
-        for name in ("normalize", "nms_plus_one", "skip_only_first"):
-            if not isinstance(getattr(self, name), bool):
-                raise TadkitError(f"must be true or false, got {getattr(self, name)!r}", field=f"test.cas.{name}")
+        check_flags(self, ("normalize", "nms_plus_one", "skip_only_first"), "test.cas.")
 
     @property
     def thresholds(self) -> np.ndarray:
