@@ -227,3 +227,19 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# A gloo process group torn down at exit can abort a rank in C++ after the run has finished and written
+# everything ("terminate called without an active exception"; a PyTorch/gloo shutdown race that
+# tadkit narrows with a barrier before destroy_process_group but cannot rule out). DDP tests accept
+# that one signature, only when the run reported completion, and still check every output.
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
+def finished_but_aborted_at_teardown(returncode: int, stdout: str, stderr: str, done_marker: str) -> bool:
+    if returncode != 0 and TEARDOWN_ABORT in stderr and done_marker in stdout:
+        import warnings
+
+        warnings.warn(f"a DDP rank aborted during process-group teardown after finishing ({TEARDOWN_ABORT})")
+        return True
+    return False
