@@ -339,7 +339,6 @@ def detect_feature_store(model: nn.Module, store: Any, video_id: str, config: Co
                          duration: float | None = None, *, progress: bool = True) -> DetectionSet:
     """Detections for one video of ``store``: the same windows, decoding and NMS as `tadkit test`."""
     from tadkit.data.records import VideoAnnotation
-    from tadkit.engine.data import build_dataset
 
     dim = store.dim(video_id)
     in_dim = model_input_dim(model)
@@ -353,7 +352,26 @@ def detect_feature_store(model: nn.Module, store: Any, video_id: str, config: Co
     if duration is None:
         duration = float(timing.index_to_seconds(count - 1)) + timing.seconds_per_feature
     video = VideoAnnotation(video_id=video_id, subset=DETECT_SUBSET, duration=float(duration), fps=timing.fps)
-    annotations = AnnotationSet(videos={video_id: video}, classes=list(classes), source="detect")
+    return _detect_one_video(model, store, video, config, classes, progress)
+
+
+def detect_frame_store(model: nn.Module, store: Any, video_id: str, config: Config, classes: list[str], *,
+                       progress: bool = True) -> DetectionSet:
+    """Detections for one video of a frame store (end-to-end methods): the clips, decoding and NMS of
+    `tadkit test`."""
+    from tadkit.data.records import VideoAnnotation
+
+    info = store.videos[video_id]
+    duration = info.duration if info.duration is not None else info.num_frames / store.fps
+    video = VideoAnnotation(video_id=video_id, subset=DETECT_SUBSET, duration=float(duration), fps=store.fps)
+    return _detect_one_video(model, store, video, config, classes, progress)
+
+
+def _detect_one_video(model: nn.Module, store: Any, video: Any, config: Config, classes: list[str],
+                      progress: bool) -> DetectionSet:
+    from tadkit.engine.data import build_dataset
+
+    annotations = AnnotationSet(videos={video.video_id: video}, classes=list(classes), source="detect")
     config = Config.from_dict({**config.to_dict(), "data": {**config.to_dict()["data"], "subset_test": DETECT_SUBSET}})
     dataset = build_dataset(config, training=False, progress=False, annotations=annotations, store=store)
     return detect_dataset(model, dataset, config, progress=progress)

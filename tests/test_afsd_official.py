@@ -3,7 +3,8 @@
 The fixture file is ``$TADKIT_AFSD_FIXTURE`` (default ``<shared>/fixtures/afsd_official_small.npz``)
 with its ``.json`` beside it (same stem). Every size (width, tap channels, spatial kernels, levels,
 classes, clip length, batch, windows, offsets) is read from the file, so the same tests run on any
-fixture of this layout.
+fixture of this layout; the GroupNorm group count, which the tensors cannot show, is the .json's
+``gn_groups`` (official 32 when absent).
 
 Tolerances: float32 outputs agree to ``1e-5 * max(1, |official|)`` (the coarse distances are exp()
 values in frames, up to a few hundred); boundary regions, targets, boundary labels, detection
@@ -55,7 +56,10 @@ def golden() -> dict[str, Any]:
     arrays = {k: data[k] for k in data.files}
     meta = json.loads(meta_path.read_text())
     state = {k[len("state_dict/"):]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("state_dict/")}
-    model = from_official_state_dict(state, source=str(path), clip_length=int(meta["clip_length"]))
+    # GroupNorm groups cannot be read off the tensors: the .json gives them when not the official 32
+    model = from_official_state_dict(
+        state, source=str(path), clip_length=int(meta["clip_length"]), gn_groups=int(meta.get("gn_groups", 32))
+    )
     assert isinstance(model, AFSD)
     model.eval()
     with torch.no_grad():

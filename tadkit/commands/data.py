@@ -50,6 +50,10 @@ def register(subparsers) -> None:
 
     register_import_command(data_subparsers)
 
+    from tadkit.video.frames import register_frames_command
+
+    register_frames_command(data_subparsers)
+
     try:  # `tadkit data synth` lives in another module that may not exist yet
         from tadkit.data.synthetic import register_synth_command
     except ImportError:

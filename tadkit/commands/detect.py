@@ -70,8 +70,7 @@ def check_feature_kind(spec, model, stream: str, checkpoint: str) -> None:
     from tadkit.pipeline import model_input_dim
 
     if spec.data_kind == "frames":
-        raise TadkitError(f"method {spec.name!r} runs on decoded frames, which `tadkit detect` does not "
-                          "decode in this version", file=checkpoint, field="model_name")
+        return  # decodes the video itself (detect_frames)
     expected = I3D_DIM_PER_STREAM * len(stream.split("+"))
     in_dim = model_input_dim(model)
     if in_dim is not None and in_dim != expected:
@@ -155,6 +154,11 @@ def run(args) -> int:
     classes = _class_names(checkpoint, model)
     progress = not args.no_progress
     is_video = source.suffix.lower() not in FEATURE_SUFFIXES
+    if method_of(config).data_kind == "frames":
+        if not is_video:
+            raise TadkitError(f"method {method_of(config).name!r} detects from video frames; pass the video, not "
+                              "a feature file", file=str(source), field="input")
+        return detect_frames(args, source, model, config, classes, progress)
     if is_video:
         check_feature_kind(method_of(config), model, args.stream, args.checkpoint)  # before any extraction
 
@@ -168,6 +172,31 @@ def run(args) -> int:
                                    stride_frames=args.feature_stride, clip_frames=None)
         dets = detect_feature_store(model, store, features_path.stem, config, classes, duration, progress=progress)
     _print_and_write(args, dets, features_path.stem, duration, classes, f"{features_path.stem}: detections")
+    return 0
+
+
+def detect_frames(args, source: Path, model, config, classes: list[str], progress: bool) -> int:
+    """End-to-end checkpoints: decode the video to the training frames' rate and size (``data.frame_fps``,
+    ``data.frame_size``, stream ``data.stream``) as `tadkit data frames` does, then run the clips."""
+    from tadkit.data.frames import FrameStore
+    from tadkit.pipeline import detect_frame_store
+    from tadkit.video.frames import FrameSettings, convert_videos
+
+    data = config.data
+    settings = FrameSettings(fps=float(data.frame_fps), size=int(data.frame_size), flow=data.stream == "flow")
+    with tempfile.TemporaryDirectory(prefix="tadkit_detect_") as tmp:
+        frames_dir = Path(tmp) / "frames"
+        summary = convert_videos([source], frames_dir, settings, show_progress=progress)
+        if summary.failed:
+            raise TadkitError(f"cannot decode the video: {next(iter(summary.failed.values()))}", file=str(source),
+                              field="input")
+        video_id = (summary.written or summary.skipped)[0]
+        store = FrameStore(frames_dir, stream=data.stream)
+        print(f"frames: {store.videos[video_id].num_frames} at {store.fps:g} fps, {settings.size}x{settings.size} "
+              f"({data.stream})")
+        dets = detect_frame_store(model, store, video_id, config, classes, progress=progress)
+        duration = store.videos[video_id].duration
+    _print_and_write(args, dets, video_id, duration, classes, f"{video_id}: detections")
     return 0
 
 

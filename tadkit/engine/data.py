@@ -4,7 +4,8 @@
   resampling, segment targets), batched with :func:`tadkit.data.windows.collate_windows`;
 * ``videos``: :class:`tadkit.data.dataset.VideoDataset` (whole videos resampled to
   ``data.resample_length``, video-level labels only), batched with ``collate_videos``;
-* ``frames``: decoded frame clips (end-to-end methods); not available in this version.
+* ``frames``: clips of decoded frames (end-to-end methods) from ``data.frames``,
+  :class:`tadkit.data.frames.FrameClipDataset`, batched with ``collate_clips``.
 
 The engine calls :func:`build_train_data` / :func:`build_dataset` and never names a method.
 """
@@ -50,16 +51,23 @@ def fps_table(name: str | None) -> Callable[[str], float | None] | None:
 
 
 def _load(config: Config):
+    """Annotations and the store the method reads: features, or decoded frames for data kind ``frames``."""
     from tadkit.data.annotations import load_annotations
-    from tadkit.data.features import FeatureStore
 
     data = config.data
-    for key in ("annotations", "features"):
+    frames = method_of(config).data_kind == "frames"
+    for key in ("annotations", "frames" if frames else "features"):
         if getattr(data, key) is None:
             raise TadkitError(f"set data.{key} in the config or with --set data.{key}=PATH",
                               file=config.source, field=f"data.{key}")
     annotations = load_annotations(data.annotations, data.annotation_format, video_info=data.video_info,
                                    zero_length=data.zero_length)
+    if frames:
+        from tadkit.data.frames import FrameStore
+
+        return annotations, FrameStore(data.frames, stream=data.stream)
+    from tadkit.data.features import FeatureStore
+
     store = FeatureStore(data.features, fps_table=fps_table(data.fps_table))
     return annotations, store
 
@@ -89,6 +97,22 @@ def build_window_dataset(config: Config, training: bool, progress: bool = True, 
     dataset = WindowDataset(annotations, store, **config.data.window_dataset_kwargs(training), progress=progress)
     scan_feature_values(dataset, progress)
     return dataset
+
+
+def build_frame_dataset(config: Config, training: bool, progress: bool = True, annotations=None, store=None):
+    """The :class:`tadkit.data.frames.FrameClipDataset` of the train or test subset (lengths in frames)."""
+    from tadkit.data.frames import FrameClipDataset
+
+    if annotations is None or store is None:
+        annotations, store = _load(config)
+    data = config.data
+    if abs(store.fps - data.frame_fps) > 1e-6 or tuple(store.size) != (data.frame_size, data.frame_size):
+        raise TadkitError(f"the frames are {store.fps:g} fps {store.size[0]}x{store.size[1]}, the config says "
+                          f"data.frame_fps {data.frame_fps:g} / data.frame_size {data.frame_size}",
+                          file=str(store.manifest), field="data.frame_fps")
+    return FrameClipDataset(annotations, store, subset=data.subset_train if training else data.subset_test,
+                            clip_length=data.window, stride=data.stride_train if training else data.stride_test,
+                            crop=data.crop_size, training=training, contrastive=data.contrastive)
 
 
 def build_video_dataset(config: Config, training: bool, progress: bool = True, annotations=None, store=None):
@@ -139,11 +163,17 @@ def build_dataset(config: Config, training: bool, progress: bool = True, annotat
         return build_window_dataset(config, training, progress, annotations, store)
     if kind == "videos":
         return build_video_dataset(config, training, progress, annotations, store)
+    if kind == "frames":
+        return build_frame_dataset(config, training, progress, annotations, store)
     raise TadkitError(f"data kind {kind!r} (method {config.model.name!r}) has no dataset builder in this "
                       "version of tadkit", file=config.source, field="model.name")
 
 
 def collate_fn_for(kind: str) -> Callable[[list[Any]], dict[str, Any]]:
+    if kind == "frames":
+        from tadkit.data.frames import collate_clips
+
+        return collate_clips
     if kind == "videos":
         from tadkit.data.dataset import collate_videos
 
@@ -185,7 +215,8 @@ def build_train_data(config: Config) -> TrainData:
     train_cfg = config.train
     if train_cfg.eval_every or train_cfg.eval_epochs or train_cfg.best_metric:  # evaluation reads the test
         # subset after the first epoch: its features are checked now, not after an epoch of training
-        store.scan_values(list(annotations.subset(config.data.subset_test).videos), progress=False)
+        if hasattr(store, "scan_values"):
+            store.scan_values(list(annotations.subset(config.data.subset_test).videos), progress=False)
     classes = dataset_classes(dataset)
     if not classes:
         raise TadkitError("the training set has no class list (checkpoints store it for detection)",
@@ -200,6 +231,7 @@ __all__ = [
     "TrainData",
     "build_dataset",
     "build_train_data",
+    "build_frame_dataset",
     "build_video_dataset",
     "build_window_dataset",
     "collate_fn_for",

@@ -295,12 +295,18 @@ def move_to_device(value: Any, device: torch.device) -> Any:
 
 
 def default_build_model(config: Config) -> nn.Module:
-    """The model of the config's method (``model.name``) built with ``model.kwargs``; config-aware errors."""
+    """The model of the config's method (``model.name``) built with ``model.kwargs``, its ``init_pretrained()``
+    called when it has one (training only); config-aware errors."""
     from tadkit.engine.data import method_of
 
     spec = method_of(config)
     try:
-        return spec.build(**config.model.kwargs)
+        model = spec.build(**config.model.kwargs)
+        # pretrained parts (e.g. an I3D backbone) load when training starts, never when a checkpoint is read
+        init_pretrained = getattr(model, "init_pretrained", None)
+        if callable(init_pretrained):
+            init_pretrained()
+        return model
     except TadkitError as error:
         field_name = error.field if error.field and error.field.startswith("model") else f"model.kwargs.{error.field or ''}".rstrip(".")
         raise TadkitError(error.message, file=config.source, field=field_name) from None

@@ -19,6 +19,7 @@ BUILTIN_METHODS: dict[str, str] = {
     "ecm": "tadkit.methods.ecm",
     "acrnet": "tadkit.methods.acrnet",
     "afsd": "tadkit.methods.afsd",
+    "afsd_e2e": "tadkit.methods.afsd:SPEC_E2E",
 }
 _REGISTERED: dict[str, MethodSpec] = {}
 
@@ -44,7 +45,8 @@ def unregister_method(name: str) -> None:
 
 
 def _load_builtin(key: str) -> MethodSpec:
-    spec = importlib.import_module(BUILTIN_METHODS[key]).SPEC
+    module, _, attr = BUILTIN_METHODS[key].partition(":")
+    spec = getattr(importlib.import_module(module), attr or "SPEC")
     _REGISTERED.setdefault(key, spec)
     return _REGISTERED[key]
 

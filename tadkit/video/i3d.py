@@ -182,6 +182,12 @@ class InceptionModule(nn.Module):
 class I3DConfig:
     in_channels: int = 3  # 3 = RGB, 2 = optical flow (x, y)
     num_classes: int = 400  # Kinetics-400 head; 0 drops the head (features only)
+    # every channel count x this (rounded, >= 1): 1.0 is the real I3D; smaller widths are for CPU-sized
+    # end-to-end training from scratch (synthetic video), never for the Kinetics weights
+    width_multiplier: float = 1.0
+
+    def channels(self, count: int) -> int:
+        return max(1, int(round(count * self.width_multiplier)))
 
 
 class I3D(nn.Module):
@@ -195,28 +201,48 @@ class I3D(nn.Module):
     def __init__(self, config: I3DConfig = I3DConfig()) -> None:
         super().__init__()
         self.config = config
-        self.Conv3d_1a_7x7 = Unit3D(config.in_channels, 64, (7, 7, 7), (2, 2, 2))
+        width = config.channels
+        self.Conv3d_1a_7x7 = Unit3D(config.in_channels, width(64), (7, 7, 7), (2, 2, 2))
         self.MaxPool3d_2a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
-        self.Conv3d_2b_1x1 = Unit3D(64, 64)
-        self.Conv3d_2c_3x3 = Unit3D(64, 192, (3, 3, 3))
+        self.Conv3d_2b_1x1 = Unit3D(width(64), width(64))
+        self.Conv3d_2c_3x3 = Unit3D(width(64), width(192), (3, 3, 3))
         self.MaxPool3d_3a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
-        channels = 192
+        channels = width(192)
+        self.out_channels: dict[str, int] = {}
         for name in ("Mixed_3b", "Mixed_3c"):
-            setattr(self, name, InceptionModule(channels, INCEPTION_WIDTHS[name]))
-            channels = getattr(self, name).out_channels
+            channels = self._inception(name, channels)
         self.MaxPool3d_4a_3x3 = MaxPool3dSame((3, 3, 3), (2, 2, 2))
         for name in ("Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f"):
-            setattr(self, name, InceptionModule(channels, INCEPTION_WIDTHS[name]))
-            channels = getattr(self, name).out_channels
+            channels = self._inception(name, channels)
         self.MaxPool3d_5a_2x2 = MaxPool3dSame((2, 2, 2), (2, 2, 2))
         for name in ("Mixed_5b", "Mixed_5c"):
-            setattr(self, name, InceptionModule(channels, INCEPTION_WIDTHS[name]))
-            channels = getattr(self, name).out_channels
-        assert channels == FEATURE_DIM
+            channels = self._inception(name, channels)
+        assert channels == FEATURE_DIM or config.width_multiplier != 1.0
         self.Logits: nn.Sequential | None = None
         if config.num_classes > 0:
-            head = Unit3D(FEATURE_DIM, config.num_classes, batch_norm=False, bias=True, relu=False)
+            head = Unit3D(channels, config.num_classes, batch_norm=False, bias=True, relu=False)
             self.Logits = nn.Sequential(OrderedDict(Conv3d_0c_1x1=head))
+
+    def _inception(self, name: str, in_channels: int) -> int:
+        module = InceptionModule(in_channels, tuple(self.config.channels(c) for c in INCEPTION_WIDTHS[name]))
+        setattr(self, name, module)
+        self.out_channels[name] = module.out_channels
+        return module.out_channels
+
+    def taps(self, x: torch.Tensor, endpoints: tuple[str, ...] = ("Mixed_4f", "Mixed_5c")) -> dict[str, torch.Tensor]:
+        """Intermediate end points (e.g. AFSD's Mixed_4f and Mixed_5c) in one pass up to the last one."""
+        wanted = set(endpoints)
+        unknown = wanted - set(END_POINTS[:-1])
+        if unknown:
+            raise ValueError(f"unknown end point(s) {sorted(unknown)}")
+        out: dict[str, torch.Tensor] = {}
+        for name in END_POINTS[:-1]:
+            x = getattr(self, name)(x)
+            if name in wanted:
+                out[name] = x
+                if len(out) == len(wanted):
+                    break
+        return out
 
     def trunk(self, x: torch.Tensor, final_endpoint: str = "Mixed_5c") -> torch.Tensor:
         """Run the network up to and including ``final_endpoint`` (a name in END_POINTS)."""

@@ -17,3 +17,12 @@ SPEC = MethodSpec(
     summary="anchor-free detector with salient boundary refinement, feature variant (CVPR 2021; OpenTAD recipe)",
     defaults={"test.nms": {"preset": "afsd"}},
 )
+
+SPEC_E2E = MethodSpec(
+    name="afsd_e2e",
+    model="tadkit.methods.afsd.e2e:build_afsd_e2e",
+    data_kind="frames",
+    output_kind="detections",
+    summary="AFSD end to end from decoded frames: I3D backbone (frozen BN) + AFSD head, contrastive loss (CVPR 2021)",
+    defaults={"test.nms": {"preset": "afsd"}},
+)
