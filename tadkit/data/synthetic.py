@@ -1057,6 +1057,10 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
 
 
 def run_synth(args: argparse.Namespace) -> int:
+    if getattr(args, "video", False):  # pixels for end-to-end methods: tadkit.data.synthetic_video
+        from tadkit.data.synthetic_video import run_video_synth
+
+        return run_video_synth(args)
     config = config_from_args(args)
     started = time.perf_counter()
     out = generate_dataset(args.out, config, overwrite=args.overwrite)
@@ -1116,5 +1120,8 @@ def register_synth_command(data_subparsers: argparse._SubParsersAction) -> argpa
     )
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="feature file dtype")
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
+    from tadkit.data.synthetic_video import add_video_arguments  # --video: rendered mp4 videos instead
+
+    add_video_arguments(parser)
     parser.set_defaults(func=run_synth)
     return parser
