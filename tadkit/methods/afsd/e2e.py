@@ -190,7 +190,7 @@ class AFSDEndToEnd(AFSD):
     def config_dict(self) -> dict[str, Any]:
         values = self.config.to_dict()
         values.pop("input_kind", None)
-        for key in ("backbone_channels", "spatial_kernels"):  # derived from the backbone config
+        for key in ("backbone_channels", "spatial_kernels", "in_dim"):  # derived (or unused) here
             values.pop(key, None)
         values.update({f.name: getattr(self.backbone_config, f.name) for f in fields(BackboneConfig)})
         return values
