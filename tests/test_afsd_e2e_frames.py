@@ -98,3 +98,25 @@ def test_detect_on_the_mp4_equals_test_for_that_video(e2e_run: dict) -> None:
         assert a["label"] == b["label"]
         np.testing.assert_allclose(a["segment"], b["segment"], atol=1e-3)
         assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+
+
+def test_demo_frames_renders_decodes_trains_and_reports(tmp_path) -> None:
+    """`tadkit demo --method afsd --frames` (shortened): videos -> frames -> afsd_e2e -> report; a re-run
+    reuses videos, frames and the finished training."""
+    out = tmp_path / "demo"
+    args = ["demo", "--method", "afsd", "--frames", "--videos", "2", "--epochs", "1", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    frames = json.loads((out / "video_data" / "frames" / "frames.json").read_text())
+    assert len(frames["videos"]) == 4 and frames["size"] == [64, 64]
+    history = json.loads((out / "run_afsd_frames" / "history.json").read_text())
+    assert len(history["epochs"]) == 1 and "afsd_e2e" in (out / "run_afsd_frames" / "config.yaml").read_text()
+    report = json.loads((out / "report.json").read_text())
+    assert report["num_detections"] > 0
+    mtime = (out / "run_afsd_frames" / "last.pt").stat().st_mtime_ns
+    assert main(args) == 0
+    assert (out / "run_afsd_frames" / "last.pt").stat().st_mtime_ns == mtime  # nothing retrained
+
+
+def test_demo_frames_is_for_afsd_only(tmp_path, capsys) -> None:
+    assert main(["demo", "--method", "a2net", "--frames", "--out", str(tmp_path / "d")]) == 2
+    assert "--frames is for afsd" in capsys.readouterr().err

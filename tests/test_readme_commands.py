@@ -175,6 +175,22 @@ def _check_detect_features(ws: "Workspace", out: str) -> None:
     assert re.search(r"my_video: \d+ detections", out)
 
 
+def _check_synth_video(ws: "Workspace", out: str) -> None:
+    data = json.loads((ws.root / "data/synth_video/annotations.json").read_text())
+    assert len(data["database"]) == 4 and len(data["classes"]) == 5
+    assert sorted(p.name for p in (ws.root / "data/synth_video/videos").glob("*.mp4"))[0] == "video_test_0000001.mp4"
+
+
+def _check_frames(ws: "Workspace", out: str) -> None:
+    index = json.loads((ws.root / "data/synth_video/frames/frames.json").read_text())
+    assert index["fps"] == 10.0 and index["size"] == [64, 64] and len(index["videos"]) == 4
+    for video, info in index["videos"].items():
+        frames = np.load(ws.root / "data/synth_video/frames/rgb" / f"{video}.npy", mmap_mode="r")
+        assert frames.shape == (info["num_frames"], 64, 64, 3) and frames.dtype == np.uint8
+
+
+FRAME_SETS = ("--set data.annotations=data/synth_video/annotations.json "
+              "--set data.frames=data/synth_video/frames")
 SYNTH_TIMELINE = "--timeline thumos14.json"
 TRAIN_SETS = "--set data.annotations=GT --set data.features=DIR"
 IMPORT_LAYOUTS = ("a2net", "ecm", "acrnet", "actionformer")
@@ -211,6 +227,15 @@ TABLE: dict[str, Row] = {
     "tadkit data synth --out data/synth_anet --seed 0 --preset activitynet --dim 256 --videos 50": Row(
         ("tadkit data synth --out data/synth_anet --seed 0 --preset activitynet --dim 16 --videos 3",),
         check=lambda ws, out: json.loads((ws.root / "data/synth_anet/annotations.json").read_text())["database"] != {},
+    ),
+    "tadkit data synth --video --out data/synth_video --seed 0 --video-classes 5": Row(
+        ("tadkit data synth --video --out data/synth_video --seed 0 --video-classes 5 --videos 2 --video-duration 8",),
+        check=_check_synth_video,  # 2 + 2 short videos (5.6-10.4 s) instead of 20 + 20 of ~34 s
+    ),
+    "tadkit data frames data/synth_video/videos --out data/synth_video/frames --size 64": Row(
+        ("tadkit data frames data/synth_video/videos --out data/synth_video/frames --size 64",),
+        needs=("tadkit data synth --video --out data/synth_video --seed 0 --video-classes 5",),
+        check=_check_frames,
     ),
     "tadkit data import-features SRC --layout a2net --out features/": Row(
         # synopsis: one run per layout, each into its own directory (features/ is extract's output below)
@@ -250,6 +275,16 @@ TABLE: dict[str, Row] = {
     "tadkit detect my_video.mp4 --checkpoint runs/a2net_rgb/last.pt --out my_video.json --plot my_video.png": Row(
         ("tadkit detect my_video.mp4 --checkpoint runs/a2net_rgb/last.pt --out my_video.json --plot my_video.png",),
         check=_check_detect_video,
+    ),
+    f"tadkit train afsd/synthetic_frames {FRAME_SETS} --out runs/afsd_frames": Row(
+        (f"tadkit train afsd/synthetic_frames {FRAME_SETS} --out runs/afsd_frames --set train.epochs=1",),
+        needs=("tadkit data frames data/synth_video/videos --out data/synth_video/frames --size 64",),
+        check=_check_train("afsd_frames", 1),
+    ),
+    "tadkit detect data/synth_video/videos/video_test_0000001.mp4 --checkpoint runs/afsd_frames/last.pt": Row(
+        ("tadkit detect data/synth_video/videos/video_test_0000001.mp4 --checkpoint runs/afsd_frames/last.pt",),
+        needs=(f"tadkit train afsd/synthetic_frames {FRAME_SETS} --out runs/afsd_frames",),
+        check=lambda ws, out: "frames: " in out and re.search(r"video_test_0000001: \d+ detections", out) is not None,
     ),
     "tadkit detect features/my_video.npy --checkpoint runs/a2net_rgb/last.pt": Row(
         ("tadkit detect features/my_video.npy --checkpoint runs/a2net_rgb/last.pt",),
