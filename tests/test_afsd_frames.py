@@ -151,14 +151,18 @@ def test_contrastive_augment_fails_without_long_action_or_gap() -> None:
 # ---- store and dataset -----------------------------------------------------------------------------
 
 
-def write_store(root: Path, videos: dict[str, int], size: int = 20, fps: float = 10.0, seed: int = 0) -> Path:
+def write_store(root: Path, videos: dict[str, int], size: int = 20, fps: float = 10.0, seed: int = 0,
+                flow: bool = False) -> Path:
     """A frame store as `tadkit data frames` writes it: frame i of a video has mean value ~ i % 200."""
     rng = np.random.default_rng(seed)
-    (root / "rgb").mkdir(parents=True, exist_ok=True)
-    for video, count in videos.items():
-        frames = rng.integers(0, 40, (count, size, size, 3)).astype(np.uint8) + (np.arange(count) % 200)[:, None, None, None].astype(np.uint8)
-        np.save(root / "rgb" / f"{video}.npy", frames)
-    manifest = {"format": "tadkit-frames", "version": 1, "fps": fps, "size": [size, size], "streams": ["rgb"],
+    streams = {"rgb": 3, "flow": 2} if flow else {"rgb": 3}
+    for stream, channels in streams.items():
+        (root / stream).mkdir(parents=True, exist_ok=True)
+        for video, count in videos.items():
+            frames = rng.integers(0, 40, (count, size, size, channels)).astype(np.uint8)
+            frames += (np.arange(count) % 200)[:, None, None, None].astype(np.uint8)
+            np.save(root / stream / f"{video}.npy", frames)
+    manifest = {"format": "tadkit-frames", "version": 1, "fps": fps, "size": [size, size], "streams": list(streams),
                 "videos": {v: {"num_frames": n, "native_fps": 30.0, "native_frames": 3 * n, "duration": n / fps,
                                "source": f"{v}.mp4"} for v, n in videos.items()}}
     (root / "frames.json").write_text(json.dumps(manifest))
@@ -288,3 +292,28 @@ def test_e2e_decode_gives_clip_frames_and_classes() -> None:
     (det,) = model.decode(outputs, {})
     assert det.segments.shape[1] == 2 and float(det.segments.min()) >= 0 and float(det.segments.max()) <= 64
     assert set(det.labels.tolist()) <= {0, 1, 2} and len(det.scores) == len(det.labels) == 32 * 3
+
+
+def test_rgb_plus_flow_clips_feed_a_fused_rgb_and_flow_model(tmp_path: Path) -> None:
+    """`data.stream: rgb+flow` concatenates the streams' channels; `tadkit test --fuse` slices them back
+    (test.fuse_streams [[0, 3], [3, 5]]) and averages the two models' raw outputs (official fusion)."""
+    from tadkit.postprocess.video_classifier import FusedModel
+
+    root = write_store(tmp_path, {"v1": 50}, size=36, flow=True)
+    ann = annotation_set({"v1": ("test", 5.0, [(1.0, 3.0, "a")])})
+    kwargs = dict(subset="test", clip_length=64, stride=32, crop=32, training=False)
+    both = FrameClipDataset(ann, FrameStore(root, stream="rgb+flow"), **kwargs)[0]["clip"]
+    rgb = FrameClipDataset(ann, FrameStore(root, stream="rgb"), **kwargs)[0]["clip"]
+    flow = FrameClipDataset(ann, FrameStore(root, stream="flow"), **kwargs)[0]["clip"]
+    assert both.shape[0] == 5
+    torch.testing.assert_close(both, torch.cat([rgb, flow]), rtol=0, atol=0)
+
+    torch.manual_seed(0)
+    models = [tiny_model().eval(), tiny_model(in_channels=2).eval()]
+    fused = FusedModel(models, [[0, 3], [3, 5]], key="clip")
+    batch = {"clip": both[None]}
+    with torch.no_grad():
+        out = fused(batch)
+        single = [models[0]({"clip": rgb[None]}), models[1]({"clip": flow[None]})]
+    for key in ("loc", "conf", "prop_loc", "prop_conf", "center"):
+        torch.testing.assert_close(out[key], (single[0][key] + single[1][key]) / 2)

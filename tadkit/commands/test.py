@@ -30,6 +30,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from tadkit.engine.checkpoint import load_checkpoint_model
     from tadkit.engine.config import load_config
+    from tadkit.engine.data import method_of
     from tadkit.pipeline import plot_outputs, run_test
 
     config = load_config(args.config, args.overrides)
@@ -37,7 +38,8 @@ def run(args) -> int:
     for note in model_section_notes(config, stored, model):
         print(f"tadkit test: note: {note}", file=sys.stderr)
     config.model = stored.model  # the checkpoint's model is what runs; its method drives the data and decoding
-    model = fused_model(model, stored, list(config.test.fuse) + list(args.fuse), config.test.fuse_streams)
+    model = fused_model(model, stored, list(config.test.fuse) + list(args.fuse), config.test.fuse_streams,
+                        key="clip" if method_of(config).data_kind == "frames" else "features")
     out_dir = Path(args.out)
     outputs = run_test(model, config, out_dir, progress=not args.no_progress)
     print(outputs.report.format())
@@ -64,9 +66,10 @@ def model_section_notes(config, stored, model) -> list[str]:
     return notes
 
 
-def fused_model(model, stored, paths: list[str], streams):
+def fused_model(model, stored, paths: list[str], streams, key: str = "features"):
     """``model`` alone, or wrapped with the checkpoints of ``paths`` in an output-averaging
-    :class:`tadkit.postprocess.video_classifier.FusedModel` (all must hold the same method)."""
+    :class:`tadkit.postprocess.video_classifier.FusedModel` (all must hold the same method) that slices
+    channels of ``batch[key]`` (``features``, or ``clip`` for frame models)."""
     from tadkit.engine.checkpoint import load_checkpoint_model
     from tadkit.errors import TadkitError
     from tadkit.postprocess.video_classifier import FusedModel
@@ -83,4 +86,4 @@ def fused_model(model, stored, paths: list[str], streams):
             raise TadkitError(f"holds method {other_config.model.name!r}, --checkpoint holds {stored.model.name!r}; "
                               "only models of one method can be fused", file=str(path), field="test.fuse")
         models.append(other)
-    return FusedModel(models, streams)
+    return FusedModel(models, streams, key=key)

@@ -57,7 +57,8 @@ class FrameVideo:
 
 
 class FrameStore:
-    """Frames of one stream (``rgb`` or ``flow``) under ``root``, memory-mapped on read."""
+    """Frames of one stream (``rgb`` or ``flow``) under ``root``, memory-mapped on read; ``rgb+flow``
+    reads both and concatenates their channels (5), for testing an RGB and a flow model fused."""
 
     def __init__(self, root: str | Path, stream: str = "rgb") -> None:
         self.root = Path(root)
@@ -71,15 +72,18 @@ class FrameStore:
             raise TadkitError(f"cannot read the frame manifest: {error}", file=str(manifest)) from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise TadkitError(f"not a tadkit frame manifest (format must be {FORMAT!r})", file=str(manifest), field="format")
-        if stream not in STREAM_CHANNELS:
-            raise TadkitError(f"unknown stream {stream!r}; one of {sorted(STREAM_CHANNELS)}", field="data.stream")
-        if stream not in meta.get("streams", []):
-            raise TadkitError(f"stream {stream!r} was not extracted (streams: {meta.get('streams')}); "
-                              + ("run `tadkit data frames ... --flow`" if stream == "flow" else ""),
-                              file=str(manifest), field="streams")
+        parts = stream.split("+")
+        if not parts or any(part not in STREAM_CHANNELS for part in parts) or len(set(parts)) != len(parts):
+            raise TadkitError(f"unknown stream {stream!r}; rgb, flow or rgb+flow", field="data.stream")
+        for part in parts:
+            if part not in meta.get("streams", []):
+                raise TadkitError(f"stream {part!r} was not extracted (streams: {meta.get('streams')}); "
+                                  + ("run `tadkit data frames ... --flow`" if part == "flow" else ""),
+                                  file=str(manifest), field="streams")
         self.manifest = manifest
         self.stream = stream
-        self.channels = STREAM_CHANNELS[stream]
+        self.parts = parts
+        self.channels = sum(STREAM_CHANNELS[part] for part in parts)
         try:
             self.fps = float(meta["fps"])
             self.size = tuple(int(v) for v in meta["size"])
@@ -92,27 +96,35 @@ class FrameStore:
         if not self.fps > 0 or len(self.size) != 2:
             raise TadkitError("fps must be > 0 and size [H, W]", file=str(manifest), field="fps")
 
-    def path(self, video: str) -> Path:
-        return self.root / self.stream / f"{video}.npy"
+    def path(self, video: str, part: str | None = None) -> Path:
+        return self.root / (part or self.parts[0]) / f"{video}.npy"
 
     def __contains__(self, video: str) -> bool:
         return video in self.videos
 
-    def frames(self, video: str) -> np.ndarray:
-        """(n, H, W, C) uint8, memory-mapped; shape checked against the manifest."""
+    def frames(self, video: str, part: str | None = None) -> np.ndarray:
+        """(n, H, W, C) uint8 of one stored stream (default: the first), memory-mapped; shape checked
+        against the manifest."""
         if video not in self.videos:
             raise TadkitError(f"no frames for this video in {self.manifest}", file=str(self.manifest), video=video,
                               field="videos")
-        path = self.path(video)
+        part = part or self.parts[0]
+        path = self.path(video, part)
         try:
             array = np.load(path, mmap_mode="r")
         except (OSError, ValueError) as error:
             raise TadkitError(f"cannot read frames: {error}", file=str(path), video=video) from None
-        expected = (self.videos[video].num_frames, *self.size, self.channels)
+        expected = (self.videos[video].num_frames, *self.size, STREAM_CHANNELS[part])
         if array.dtype != np.uint8 or tuple(array.shape) != expected:
             raise TadkitError(f"frames are {array.dtype} {tuple(array.shape)}, the manifest says uint8 {expected}",
                               file=str(path), video=video, field="shape")
         return array
+
+    def clip(self, video: str, start: int, stop: int) -> np.ndarray:
+        """Frames ``start:stop`` (L, H, W, channels): a memory-mapped slice, or both streams concatenated."""
+        if len(self.parts) == 1:
+            return self.frames(video)[start:stop]
+        return np.concatenate([self.frames(video, part)[start:stop] for part in self.parts], axis=-1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -296,8 +308,7 @@ class FrameClipDataset:
         return len(self.clips)
 
     def _pixels(self, clip: FrameClip) -> tuple[torch.Tensor, int]:
-        frames = self.store.frames(clip.video_id)
-        raw = frames[clip.offset:clip.offset + self.clip_length]
+        raw = self.store.clip(clip.video_id, clip.offset, clip.offset + self.clip_length)
         valid = raw.shape[0]
         h, w = raw.shape[1:3]
         if self.training:  # random crop + flip, pad raw zeros (-> -1)

@@ -117,7 +117,7 @@ class DataConfig:
     feature_subsample: int = _opt(1, check=POSITIVE, doc="keep every k-th feature (OpenTAD sample_stride; AFSD 3): stride_frames x k")
     # end-to-end methods (data kind "frames"): window / stride_train / stride_test count frames there
     frames: str | None = _opt(None, path=True, doc="frame directory written by `tadkit data frames` (end-to-end methods)")
-    stream: str = _opt("rgb", choices=("rgb", "flow"), doc="frames: which stored stream the model reads")
+    stream: str = _opt("rgb", choices=("rgb", "flow", "rgb+flow"), doc="frames: which stored stream(s) the model reads (rgb+flow: channels concatenated, for test.fuse)")
     crop_size: int = _opt(96, check=POSITIVE, doc="frames: random (train) / centre (test) crop, pixels")
     contrastive: bool = _opt(True, doc="frames, training: build the boundary-contrastive copy of each clip (AFSD)")
     frame_fps: float = _opt(10.0, check=POSITIVE, doc="frames: the store's frame rate (tadkit detect decodes a video to it)")
