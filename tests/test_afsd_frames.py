@@ -317,3 +317,24 @@ def test_rgb_plus_flow_clips_feed_a_fused_rgb_and_flow_model(tmp_path: Path) -> 
         single = [models[0]({"clip": rgb[None]}), models[1]({"clip": flow[None]})]
     for key in ("loc", "conf", "prop_loc", "prop_conf", "center"):
         torch.testing.assert_close(out[key], (single[0][key] + single[1][key]) / 2)
+
+
+def test_kinetics_backbone_loads_when_training_starts_not_from_checkpoints() -> None:
+    """`backbone_weights: kinetics400` = the `tadkit weights i3d` file, loaded by init_pretrained (the
+    engine calls it when training starts); building the model (as a checkpoint load does) reads nothing."""
+    from tadkit.methods.afsd.e2e import build_afsd_e2e
+    from tadkit.video.weights import load_i3d, rgb_weights_path
+
+    if not rgb_weights_path().is_file():
+        pytest.skip(f"I3D Kinetics weights not installed ({rgb_weights_path()}); `tadkit weights i3d` fetches them")
+    torch.manual_seed(0)
+    model = build_afsd_e2e(num_classes=2, width=32, gn_groups=8, clip_length=64, crop_size=32)
+    assert model.config.backbone_channels == (832, 1024) and model.config.spatial_kernels == (2, 1)
+    reference = load_i3d(fuse=False).state_dict()
+    key = "Mixed_4f.Branch_1.Conv3d_0b_3x3.conv.weight"
+    assert not torch.equal(model.backbone.state_dict()[key], reference[key])  # random until training starts
+    model.init_pretrained()
+    for name, tensor in model.backbone.state_dict().items():
+        torch.testing.assert_close(tensor, reference[name], rtol=0, atol=0)
+    model.train()
+    assert not any(m.training for m in model.backbone.modules() if type(m).__name__ == "BatchNormOffset")
