@@ -50,7 +50,7 @@ def afsd_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_afsd_training_loss_falls(afsd_run: dict) -> None:
     totals = [epoch["loss"]["total"] for epoch in afsd_run["history"]["epochs"]]
     assert len(totals) == 20 and all(np.isfinite(totals))
-    assert totals[-1] < 0.2 * totals[0], totals  # measured 388 -> 10.7
+    assert totals[-1] < 0.2 * totals[0], totals  # measured 319 -> 6.2 (lr 2e-3)
 
 
 def test_afsd_detects_its_training_videos(afsd_run: dict) -> None:
@@ -67,4 +67,4 @@ def test_afsd_detects_its_training_videos(afsd_run: dict) -> None:
     print(f"AFSD e2e: mAP@0.5 {at_05:.3f} on the 3 training videos after 20 epochs; "
           f"loss {afsd_run['history']['epochs'][0]['loss']['total']:.2f} -> {afsd_run['history']['epochs'][-1]['loss']['total']:.2f}")
     assert np.isfinite(thumos["mAP"]).all()
-    assert at_05 > 0.2  # measured 0.44 (seed 0)
+    assert at_05 > 0.2  # measured 0.46 (seed 0, lr 2e-3)
