@@ -60,7 +60,7 @@ def main() -> int:
     parser.add_argument("--out", default="runs/afsd_frames_vs_features")
     parser.add_argument("--videos", type=int, default=40, help="videos per subset (default 40, as the demo)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--step", type=int, default=8, help="frames between I3D feature stacks (default 8 = 0.8 s)")
+    parser.add_argument("--step", type=int, default=16, help="frames between I3D feature stacks (default 16 = 1.6 s)")
     parser.add_argument("--random-i3d", action="store_true", help="random I3D weights (pipeline check only)")
     args = parser.parse_args()
 
@@ -83,7 +83,7 @@ def main() -> int:
 
     features = out / "features"
     started = time.perf_counter()
-    extract = ["extract", data / "videos", "--out", features, "--fps", "10", "--stack", "16", "--step", args.step]
+    extract = ["extract", data / "videos", "--out", features, "--fps", "10", "--stack", "16", "--step", args.step, "--batch", "4"]
     if args.random_i3d:
         import torch
 

@@ -29,10 +29,8 @@ import torch
 from torch import nn
 
 from tadkit.errors import TadkitError
-from tadkit.methods.afsd.inference import decode_window, window_candidates
 from tadkit.methods.afsd.losses import boundary_losses, detection_losses, triplet_loss, weighted_total
-from tadkit.methods.afsd.model import AFSD, AFSDConfig, triplet_features
-from tadkit.methods.afsd.targets import boundary_labels
+from tadkit.methods.afsd.model import AFSD, AFSDConfig, decode_clips, normalised_targets, triplet_features
 from tadkit.models.base import WindowDetections
 
 TAPS = ("Mixed_4f", "Mixed_5c")
@@ -141,15 +139,7 @@ class AFSDEndToEnd(AFSD):
 
     def clip_targets(self, batch: Mapping[str, Any]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Clip-frame targets -> (s/L, e/L, class 1..C) rows and (B, 2, L) boundary labels."""
-        length = self.config.clip_length
-        rows, labels = [], []
-        for target in batch["targets"]:
-            seg = torch.as_tensor(target["segments"], dtype=torch.float64).reshape(-1, 2).cpu()
-            lab = torch.as_tensor(target["labels"], dtype=torch.float64).reshape(-1).cpu() + 1.0
-            gts = torch.cat([seg, lab[:, None]], 1)
-            rows.append(torch.cat([seg / length, lab[:, None]], 1).float())
-            labels.append(boundary_labels(gts.numpy(), length))
-        return rows, torch.stack(labels)
+        return normalised_targets(batch["targets"], self.config.clip_length, self.config.clip_length)
 
     def contrastive_loss(self, batch: Mapping[str, Any]) -> torch.Tensor | None:
         """Triplet loss on the augmented clips of the batch (None when none was augmented)."""
@@ -176,16 +166,7 @@ class AFSDEndToEnd(AFSD):
     @torch.no_grad()
     def decode(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> list[WindowDetections]:
         """Per clip: candidates above ``conf_thresh`` in clip frames (meta ``step`` = seconds per frame)."""
-        priors = outputs["priors"][0]
-        result = []
-        for b in range(outputs["loc"].shape[0]):
-            segments, scores = decode_window(
-                outputs["loc"][b], outputs["conf"][b], outputs["prop_loc"][b], outputs["prop_conf"][b],
-                outputs["center"][b], priors, self.config.clip_length,
-            )  # fmt: skip
-            seg, sc, cls = window_candidates(segments, scores, self.config.conf_thresh)
-            result.append(WindowDetections(segments=seg, scores=sc, labels=cls - 1))
-        return result
+        return decode_clips(outputs, self.config)
 
     def config_dict(self) -> dict[str, Any]:
         values = self.config.to_dict()

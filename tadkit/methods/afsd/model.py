@@ -523,16 +523,7 @@ class AFSDFeatures(nn.Module):
 
     def clip_targets(self, batch: Mapping[str, Any], window: int) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Window-step targets -> normalised (s/T, e/T, class 1..C) rows and (B, 2, clip_length) labels."""
-        frames_per_step = self.config.clip_length / window
-        rows, labels = [], []
-        for target in batch["targets"]:
-            seg = torch.as_tensor(target["segments"], dtype=torch.float64).reshape(-1, 2).cpu()
-            lab = torch.as_tensor(target["labels"], dtype=torch.float64).reshape(-1).cpu() + 1.0
-            frames = seg * frames_per_step
-            gts = torch.cat([frames, lab[:, None]], 1).numpy()
-            rows.append(torch.cat([seg / window, lab[:, None]], 1).float())
-            labels.append(boundary_labels(gts, self.config.clip_length))
-        return rows, torch.stack(labels)
+        return normalised_targets(batch["targets"], window, self.config.clip_length)
 
     def loss(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         window = batch["features"].shape[-1]
@@ -546,20 +537,41 @@ class AFSDFeatures(nn.Module):
     @torch.no_grad()
     def decode(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> list[WindowDetections]:
         window = batch["features"].shape[-1]
-        to_steps = window / self.config.clip_length
-        priors = outputs["priors"][0]
-        result = []
-        for b in range(outputs["loc"].shape[0]):
-            segments, scores = decode_window(
-                outputs["loc"][b], outputs["conf"][b], outputs["prop_loc"][b], outputs["prop_conf"][b],
-                outputs["center"][b], priors, self.config.clip_length,
-            )  # fmt: skip
-            seg, sc, cls = window_candidates(segments, scores, self.config.conf_thresh)
-            result.append(WindowDetections(segments=seg * to_steps, scores=sc, labels=cls - 1))
-        return result
+        return decode_clips(outputs, self.config, window / self.config.clip_length)
 
     def config_dict(self) -> dict[str, Any]:
         return self.config.to_dict()
+
+
+def normalised_targets(
+    targets: Sequence[Mapping[str, Any]], units: float, clip_length: int
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Per clip, targets with segments in ``units`` per clip (window steps, or frames) -> the loss's
+    ``(s / units, e / units, class 1..C)`` rows and the (B, 2, clip_length) boundary labels."""
+    frames_per_unit = clip_length / units
+    rows, labels = [], []
+    for target in targets:
+        seg = torch.as_tensor(target["segments"], dtype=torch.float64).reshape(-1, 2).cpu()
+        lab = torch.as_tensor(target["labels"], dtype=torch.float64).reshape(-1).cpu() + 1.0
+        gts = torch.cat([seg * frames_per_unit, lab[:, None]], 1).numpy()
+        rows.append(torch.cat([seg / units, lab[:, None]], 1).float())
+        labels.append(boundary_labels(gts, clip_length))
+    return rows, torch.stack(labels)
+
+
+def decode_clips(outputs: Mapping[str, torch.Tensor], config: AFSDConfig, scale: float = 1.0) -> list[WindowDetections]:
+    """Per clip of the batch: candidates above ``conf_thresh`` (segments in clip frames x ``scale``,
+    0-based classes), before the cross-window NMS."""
+    priors = outputs["priors"][0]
+    result = []
+    for b in range(outputs["loc"].shape[0]):
+        segments, scores = decode_window(
+            outputs["loc"][b], outputs["conf"][b], outputs["prop_loc"][b], outputs["prop_conf"][b],
+            outputs["center"][b], priors, config.clip_length,
+        )  # fmt: skip
+        seg, sc, cls = window_candidates(segments, scores, config.conf_thresh)
+        result.append(WindowDetections(segments=seg * scale, scores=sc, labels=cls - 1))
+    return result
 
 
 def build_afsd(**kwargs: Any) -> AFSDFeatures | AFSD:
@@ -581,6 +593,8 @@ __all__ = [
     "Unit1D",
     "Unit3D",
     "build_afsd_taps",
+    "decode_clips",
+    "normalised_targets",
     "frame_boundary_regions",
     "glorot_uniform_init",
     "level_priors",
