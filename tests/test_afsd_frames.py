@@ -338,3 +338,22 @@ def test_kinetics_backbone_loads_when_training_starts_not_from_checkpoints() -> 
         torch.testing.assert_close(tensor, reference[name], rtol=0, atol=0)
     model.train()
     assert not any(m.training for m in model.backbone.modules() if type(m).__name__ == "BatchNormOffset")
+
+
+def test_official_frames_config_builds_the_official_model_and_backbone_group() -> None:
+    """`afsd/thumos14_frames`: the official sizes (taps 832 / 1024 at 6x6 / 3x3 for 96 crops, 512 wide,
+    21 outputs) and the backbone in its own parameter group without the frozen batch-norm offsets."""
+    from tadkit.engine.config import load_config
+    from tadkit.engine.trainer import build_optimizer
+    from tadkit.methods import get_method
+
+    config = load_config("afsd/thumos14_frames", ["model.kwargs.backbone_weights=null"])
+    model = get_method(config.model.name).build(**config.model.kwargs)
+    assert (model.config.backbone_channels, model.config.spatial_kernels) == ((832, 1024), (6, 3))
+    assert model.config.width == 512 and model.config.num_outputs == 21 and model.config.clip_length == 256
+    optimizer = build_optimizer(model, config)
+    backbone, head = optimizer.param_groups
+    trainable_backbone = [p for n, p in model.backbone.named_parameters() if p.requires_grad]
+    assert backbone["rule"] == 0 and backbone["lr"] == 1e-5 and len(backbone["params"]) == len(trainable_backbone)
+    assert head["rule"] == -1 and len(head["params"]) == len(list(model.coarse_pyramid_detection.parameters()))
+    assert not any(".bn." in n for n, p in model.backbone.named_parameters() if p.requires_grad)
