@@ -136,7 +136,7 @@ def test_relative_paths_resolve_against_the_file_that_sets_them(tmp_path, monkey
     assert config.out_dir == str(tmp_path / "configs" / "exp" / "runs" / "x")
     assert config.test.blocked_videos == "/abs/b.json"
     assert config.data.video_info == str(tmp_path / "info.csv")  # --set: current directory
-    assert set(path_keys()) == {"data.annotations", "data.video_info", "data.features", "test.blocked_videos",
+    assert set(path_keys()) == {"data.annotations", "data.video_info", "data.features", "data.frames", "test.blocked_videos",
                                 "test.video_classifier", "test.fuse", "out_dir"}
 
 

@@ -55,7 +55,7 @@ def _load(config: Config):
     from tadkit.data.annotations import load_annotations
 
     data = config.data
-    frames = method_of(config).data_kind == "frames"
+    frames = bool(config.model.name) and method_of(config).data_kind == "frames"
     for key in ("annotations", "frames" if frames else "features"):
         if getattr(data, key) is None:
             raise TadkitError(f"set data.{key} in the config or with --set data.{key}=PATH",
