@@ -85,7 +85,7 @@ def test_mp4_decodes_to_the_rendered_frames(dataset):
         raw = render_video_frames(video, aset.classes, config)
         assert decoded.shape == raw.shape == (video.num_frames, 80, 80, 3)
         error = np.abs(decoded.astype(np.float32) - raw).mean(axis=(1, 2, 3))
-        assert error.max() < 8.0, error.max()  # lossy (crf 20, yuv420p) but the same frames, in order
+        assert error.max() < 8.0, error.max()  # lossless H.264, but yuv420p chroma: the same frames, in order
         # ... and not merely "some" frames: a one-frame shift is much worse than the codec error
         shifted = np.abs(decoded[1:].astype(np.float32) - raw[:-1]).mean()
         assert shifted > 1.3 * error.mean(), (shifted, error.mean())
@@ -225,3 +225,18 @@ def test_same_seed_same_frames_other_seed_other_frames():
     alone = make_video_timelines(VideoSynthConfig(seed=5, subsets=("test",), **SMALL))
     assert {k: v.segments for k, v in alone.videos.items()} == {
         k: v.segments for k, v in aset.videos.items() if v.subset == "test"}
+
+
+def test_default_encoding_decodes_to_the_same_frames_every_time(tmp_path):
+    """crf 0 (lossless, the default): two encodes of one video decode to identical frames (lossy x264
+    encodes of identical input differed between runs on this machine)."""
+    from tadkit.data.synthetic_video import encode_mp4, make_video_timelines
+
+    config = VideoSynthConfig(seed=5, size=64, **SMALL)
+    annotations = make_video_timelines(config)
+    video = next(iter(annotations.videos.values()))
+    raw = render_video_frames(video, annotations.classes, config)
+    decoded = [decode(encode_mp4(raw, tmp_path / f"run{i}.mp4")) for i in range(3)]
+    for other in decoded[1:]:
+        np.testing.assert_array_equal(other, decoded[0])
+    assert np.abs(decoded[0].astype(np.float32) - raw).mean() < 5.0  # only the yuv420p chroma loss

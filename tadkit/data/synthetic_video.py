@@ -94,7 +94,9 @@ class VideoSynthConfig:
     duration: float = 32.0  # typical video length (s): lengths are drawn in [0.7, 1.3] x this
     density: float = 1.5  # multiplies the THUMOS per-class instance rates
     distractors: int = 4  # randomly moving objects besides the actor
-    crf: int = 20  # libx264 quality (lower = better, bigger)
+    # libx264 quality; 0 = lossless (default): x264's lossy output differed between identical encodes here
+    # (decoded frames up to 36 grey levels apart), lossless decodes to the same frames every time
+    crf: int = 0
     timeline: str | None = None  # annotation file whose real segments are rendered instead
     # nuisance knobs (tests switch them off to measure the actor alone)
     shake: float = 0.8  # camera jitter std (pixels)
@@ -460,8 +462,9 @@ def render_video_frames(video: VideoAnnotation, classes: Sequence[str],
 # --------------------------------------------------------------------------------------------------
 
 
-def encode_mp4(frames: np.ndarray, path: str | Path, *, fps: float = VIDEO_FPS, crf: int = 20) -> Path:
-    """Write (T, H, W, 3) uint8 RGB frames as H.264 (libx264, yuv420p, ``crf``) mp4, atomically."""
+def encode_mp4(frames: np.ndarray, path: str | Path, *, fps: float = VIDEO_FPS, crf: int = 0) -> Path:
+    """Write (T, H, W, 3) uint8 RGB frames as H.264 (libx264, yuv420p, ``crf``; 0 = lossless, so decoding
+    gives the same frames on every run) mp4, atomically."""
     import av  # lazily: `tadkit data --help` must not import PyAV
 
     path = Path(path)
@@ -579,7 +582,8 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--video-distractors", type=int, default=VideoSynthConfig.distractors, metavar="N",
                        help=f"randomly moving distractor objects (default {VideoSynthConfig.distractors})")
     group.add_argument("--video-crf", type=int, default=VideoSynthConfig.crf, metavar="CRF",
-                       help=f"libx264 constant rate factor (default {VideoSynthConfig.crf})")
+                       help=f"libx264 constant rate factor (default {VideoSynthConfig.crf} = lossless: the same decoded frames "
+                       "on every run; lossy encodes differed between runs here)")
 
 
 def video_config_from_args(args: argparse.Namespace) -> VideoSynthConfig:
