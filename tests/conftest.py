@@ -24,6 +24,18 @@ def shared():
     return shared_path
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: intra-op threads only add sync overhead (and stall on a busy machine). Use with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(autouse=True)
 def _private_feature_cache(tmp_path_factory, request, monkeypatch):
     """`tadkit detect` caches extracted features; in tests that cache is per test, never ~/.cache."""

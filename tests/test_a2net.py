@@ -35,13 +35,7 @@ LEVEL_LENGTHS = [64, 32, 16, 8, 4, 2]
 TINY = dict(in_dim=16, base_dim=32, pyramid_dims=[32] * 6, reduce_dim=32, head_dim=32, num_classes=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # the models here are tiny: intra-op threads only add sync overhead (and stall on a busy machine)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -22,12 +22,7 @@ from tadkit.postprocess.video_classifier import (
 CLASSES = ["Archery", "Bowling", "Cricket", "Diving", "Fencing"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cuhk_file(tmp_path: Path) -> Path:
