@@ -27,7 +27,6 @@ Random draws come from torch's RNG (seeded by the engine, per DataLoader worker)
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,10 +38,8 @@ import torch
 from tadkit.data.annotations import AnnotationSet
 from tadkit.data.dataset import subset_with_videos, video_targets
 from tadkit.errors import TadkitError
-
-MANIFEST = "frames.json"
-FORMAT = "tadkit-frames"
-STREAM_CHANNELS = {"rgb": 3, "flow": 2}
+from tadkit.video.frames import FORMAT, STREAM_CHANNELS, read_index
+from tadkit.video.frames import INDEX_FILE as MANIFEST
 
 
 # --------------------------------------------------------------------------------------------------
@@ -63,15 +60,10 @@ class FrameStore:
     def __init__(self, root: str | Path, stream: str = "rgb") -> None:
         self.root = Path(root)
         manifest = self.root / MANIFEST
-        if not manifest.is_file():
+        meta = read_index(self.root)  # the writer's reader: format, version and the videos object checked
+        if meta is None:
             raise TadkitError(f"no {MANIFEST} here: make frames with `tadkit data frames VIDEO_DIR --out {self.root}`",
                               file=str(manifest), field="data.frames")
-        try:
-            meta = json.loads(manifest.read_text())
-        except (OSError, ValueError) as error:
-            raise TadkitError(f"cannot read the frame manifest: {error}", file=str(manifest)) from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise TadkitError(f"not a tadkit frame manifest (format must be {FORMAT!r})", file=str(manifest), field="format")
         parts = stream.split("+")
         if not parts or any(part not in STREAM_CHANNELS for part in parts) or len(set(parts)) != len(parts):
             raise TadkitError(f"unknown stream {stream!r}; rgb, flow or rgb+flow", field="data.stream")

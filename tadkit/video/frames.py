@@ -58,7 +58,7 @@ from tadkit.errors import TadkitError
 FORMAT = "tadkit-frames"
 VERSION = 1
 INDEX_FILE = "frames.json"
-STREAM_DIRS = ("rgb", "flow")
+STREAM_CHANNELS = {"rgb": 3, "flow": 2}  # stream directory -> channels per frame
 FLOW_BOUND = 20.0  # pixels, denseflow ``-b=20``
 FLOW_SOURCES = ("frames", "video")
 DEFAULT_FLOW_SOURCE = "frames"
@@ -74,12 +74,14 @@ __all__ = [
     "FORMAT",
     "FrameSettings",
     "INDEX_FILE",
+    "STREAM_CHANNELS",
     "VERSION",
     "convert_video",
     "convert_videos",
     "find_videos",
     "keep_mask",
     "quantize_flow",
+    "read_index",
     "register_frames_command",
     "resize_bicubic",
     "sampled_count",
@@ -282,7 +284,8 @@ def _entry_complete(out_dir: Path, video: str, entry: Any, settings: FrameSettin
     """Listed, and each stream's file is there with the listed frame count and the expected shape."""
     if not isinstance(entry, dict) or not isinstance(entry.get("num_frames"), int):
         return False
-    for stream, channels in (("rgb", 3), ("flow", 2))[: len(settings.streams)]:
+    for stream in settings.streams:
+        channels = STREAM_CHANNELS[stream]
         try:
             array = np.load(out_dir / stream / f"{video}.npy", mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError):

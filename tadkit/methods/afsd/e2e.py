@@ -80,22 +80,27 @@ def tap_spatial_sizes(crop: int) -> tuple[int, int]:
 
 def freeze_batch_norm(module: nn.Module) -> None:
     """Every batch norm of ``module`` in eval mode with its parameters frozen (running stats kept)."""
+    from tadkit.video.i3d import BatchNormOffset
+
     for sub in module.modules():
-        if isinstance(sub, nn.modules.batchnorm._BatchNorm) or type(sub).__name__ == "BatchNormOffset":
+        if isinstance(sub, (nn.modules.batchnorm._BatchNorm, BatchNormOffset)):
             sub.eval()
             for param in sub.parameters(recurse=False):
                 param.requires_grad_(False)
 
 
+def build_backbone(config: BackboneConfig) -> nn.Module:
+    """tadkit's I3D without its Kinetics head, ``backbone_width`` x every channel count (random weights)."""
+    from tadkit.video.i3d import I3D, I3DConfig
+
+    return I3D(I3DConfig(in_channels=config.in_channels, num_classes=0, width_multiplier=config.backbone_width))
+
+
 class AFSDEndToEnd(AFSD):
     """AFSD with its I3D backbone, implementing the tadkit method contract on frame clips."""
 
-    def __init__(self, config: AFSDConfig, backbone_config: BackboneConfig) -> None:
-        from tadkit.video.i3d import I3D, I3DConfig
-
-        i3d = I3D(I3DConfig(in_channels=backbone_config.in_channels, num_classes=0,
-                            width_multiplier=backbone_config.backbone_width))
-        super().__init__(config, backbone=i3d)
+    def __init__(self, config: AFSDConfig, backbone_config: BackboneConfig, backbone: nn.Module | None = None) -> None:
+        super().__init__(config, backbone=backbone if backbone is not None else build_backbone(backbone_config))
         self.backbone_config = backbone_config
         if backbone_config.freeze_bn:
             freeze_batch_norm(self.backbone)
@@ -180,17 +185,15 @@ class AFSDEndToEnd(AFSD):
 def build_afsd_e2e(**kwargs: Any) -> AFSDEndToEnd:
     """The ``afsd_e2e`` builder: ``model.kwargs`` = AFSD head options + :class:`BackboneConfig` keys.
     Backbone tap channels and the head's spatial kernels follow from the backbone width and crop size."""
-    from tadkit.video.i3d import INCEPTION_WIDTHS, I3DConfig
-
-    backbone, head = split_kwargs(kwargs)
+    backbone_config, head = split_kwargs(kwargs)
     for key in ("input_kind", "backbone_channels", "spatial_kernels", "in_dim"):
         if key in head:
             raise TadkitError(f"{key} is derived for the end-to-end model; remove it", field=f"model.kwargs.{key}")
-    width = I3DConfig(width_multiplier=backbone.backbone_width).channels
-    channels = tuple(sum(width(INCEPTION_WIDTHS[tap][i]) for i in (0, 2, 4, 5)) for tap in TAPS)  # concat of 4 branches
-    config = AFSDConfig.from_dict({**head, "input_kind": "i3d", "backbone_channels": channels,
-                                   "spatial_kernels": tap_spatial_sizes(backbone.crop_size)})
-    return AFSDEndToEnd(config, backbone)
+    backbone = build_backbone(backbone_config)
+    config = AFSDConfig.from_dict({**head, "input_kind": "i3d",
+                                   "backbone_channels": tuple(backbone.out_channels[tap] for tap in TAPS),
+                                   "spatial_kernels": tap_spatial_sizes(backbone_config.crop_size)})
+    return AFSDEndToEnd(config, backbone_config, backbone)
 
 
-__all__ = ["AFSDEndToEnd", "BackboneConfig", "build_afsd_e2e", "freeze_batch_norm", "split_kwargs", "tap_spatial_sizes"]
+__all__ = ["AFSDEndToEnd", "BackboneConfig", "build_afsd_e2e", "build_backbone", "freeze_batch_norm", "split_kwargs", "tap_spatial_sizes"]

@@ -155,14 +155,11 @@ def fuse_outputs(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -
 
 
 def window_offsets(num_frames: int, clip_length: int, stride: int) -> list[int]:
-    """Official window offsets: 0, stride, ... up to ``num_frames - clip_length`` plus that last offset
-    when off the grid; a video shorter than a clip has the single offset 0."""
-    if num_frames < clip_length:
-        return [0]
-    offsets = list(range(0, num_frames - clip_length + 1, stride))
-    if (num_frames - clip_length) % stride:
-        offsets.append(num_frames - clip_length)
-    return offsets
+    """Official window offsets (test loop): the same rule as the training clips,
+    :func:`tadkit.data.frames.clip_offsets`."""
+    from tadkit.data.frames import clip_offsets
+
+    return clip_offsets(num_frames, clip_length, stride)
 
 
 __all__ = [

@@ -437,7 +437,7 @@ class AFSD(nn.Module):
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """``batch["mixed_4f"]`` / ``batch["mixed_5c"]`` (I3D taps) or ``batch["clip"]`` (B, C, L, H, W) with
-        a backbone. The end-to-end (frames) data path that fills these keys is not part of this version."""
+        a backbone returning those taps (the end-to-end model is :class:`~.e2e.AFSDEndToEnd`)."""
         if "mixed_4f" in batch and "mixed_5c" in batch:
             return self.forward_taps(batch["mixed_4f"], batch["mixed_5c"])
         if "clip" in batch:
