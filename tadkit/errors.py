@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Iterable
+
 
 class TadkitError(Exception):
     """Bad input or a failed precondition the user can fix.
@@ -33,3 +36,19 @@ class TadkitError(Exception):
             where.append(f"field {self.field}")
         prefix = ", ".join(where)
         return f"{prefix}: {self.message}" if prefix else self.message
+
+
+def reject_unknown_fields(
+    cls: type, keys: Iterable[str], what: str, *, field: str | None = None, file: str | None = None,
+    known: str | None = "sorted",
+) -> None:
+    """One error for the keys that are not fields of dataclass ``cls``: ``unknown {what} [...]`` plus the
+    known names (``known``: "sorted", "declared" order, or None to omit them); ``field`` None names the
+    first unknown key."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(keys) - set(names))
+    if not unknown:
+        return
+    listed = {"sorted": sorted(names), "declared": names, None: None}[known]
+    message = f"unknown {what} {unknown}" + ("" if listed is None else f"; known: {listed}")
+    raise TadkitError(message, file=file, field=unknown[0] if field is None else field)

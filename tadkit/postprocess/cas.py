@@ -18,12 +18,12 @@ Time is always the **last** axis: CAS arrays are (C, T).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
-from tadkit.errors import TadkitError
+from tadkit.errors import TadkitError, reject_unknown_fields
 from tadkit.data.records import DetectionSet
 from tadkit.postprocess.nms import NMSConfig, nms_detection_set
 
@@ -228,9 +228,7 @@ class CASProposalConfig:
                 raise TadkitError(f"unknown CAS preset {name!r}; choose one of {sorted(CAS_PRESETS)}", file=file,
                                   field="cas.preset")
             base = CAS_PRESETS[name]
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise TadkitError(f"unknown key(s) {unknown}", file=file, field="cas")
+        reject_unknown_fields(cls, data, "key(s)", field="cas", file=file, known=None)
         try:
             return replace(base, **data)
         except TadkitError as error:

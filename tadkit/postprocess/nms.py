@@ -54,7 +54,7 @@ import torch
 from torch import Tensor
 
 from tadkit.data.records import DetectionSet
-from tadkit.errors import TadkitError
+from tadkit.errors import TadkitError, reject_unknown_fields
 
 NMSMethod = Literal["hard", "linear", "gaussian", "none"]
 _METHODS = ("hard", "linear", "gaussian", "none")
@@ -132,10 +132,7 @@ class NMSConfig:
                     f"unknown NMS preset {name!r}; choose one of {sorted(NMS_PRESETS)}", file=file, field="nms.preset"
                 )
             base = NMS_PRESETS[name]
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise TadkitError(f"unknown key(s) {unknown}; known: {sorted(known)}", file=file, field="nms")
+        reject_unknown_fields(cls, data, "key(s)", field="nms", file=file)
         try:
             return replace(base, **data)
         except TadkitError as error:

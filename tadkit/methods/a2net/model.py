@@ -39,14 +39,14 @@ Deviations from the official code and reconstructed parts (each is also in docs/
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tadkit.errors import TadkitError
+from tadkit.errors import TadkitError, reject_unknown_fields
 from tadkit.models.losses import smooth_l1 as elementwise_smooth_l1
 from tadkit.ops import tiou_pairwise
 from tadkit.models.base import WindowDetections, strip_ddp_prefix
@@ -153,10 +153,7 @@ class A2NetConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "A2NetConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise TadkitError(f"unknown A2Net config key(s) {unknown}; known: {sorted(known)}", field=unknown[0])
+        reject_unknown_fields(cls, values, "A2Net config key(s)")
         return cls(**dict(values))
 
 

@@ -37,7 +37,7 @@ Deviations from the official code and options (each also in docs/acrnet.md):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 import torch
@@ -45,7 +45,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from tadkit.models.losses import generalized_cross_entropy
-from tadkit.errors import TadkitError
+from tadkit.errors import TadkitError, reject_unknown_fields
 from tadkit.methods.base import ClassActivation
 from tadkit.methods.acrnet.clustering import mask_refining, rank_weighted_scores, sort_scores, temporal_clustering
 
@@ -107,10 +107,7 @@ class ACRNetConfig:
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "ACRNetConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise TadkitError(f"unknown ACRNet option(s) {unknown}; known: {sorted(known)}", field="model.kwargs")
+        reject_unknown_fields(cls, kwargs, "ACRNet option(s)", field="model.kwargs")
         return cls(**kwargs)
 
 

@@ -38,12 +38,12 @@ Quirks of the official code, reproduced by default, each with an option:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping
 
 import numpy as np
 
-from tadkit.errors import TadkitError
+from tadkit.errors import TadkitError, reject_unknown_fields
 from tadkit.postprocess.cas import CAS_PRESETS, cas_proposals, check_flags, check_numbers, check_threshold_range
 
 __all__ = [
@@ -114,10 +114,7 @@ class ACRNetLocalizeOptions:
                 raise TadkitError(f"unknown ACRNet preset {name!r}; choose one of {sorted(LOCALIZE_PRESETS)}",
                                   field="test.cas.preset")
             base = LOCALIZE_PRESETS[name]
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise TadkitError(f"unknown ACRNet localize option(s) {unknown}; known: {sorted(f.name for f in fields(cls))}",
-                              field="test.cas")
+        reject_unknown_fields(cls, data, "ACRNet localize option(s)", field="test.cas")
         return replace(base, **data)
 
     def to_dict(self) -> dict[str, Any]:

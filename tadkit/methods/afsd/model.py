@@ -31,7 +31,7 @@ Deviations from the official code (each is also in docs/afsd.md):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tadkit.errors import TadkitError
+from tadkit.errors import TadkitError, reject_unknown_fields
 from tadkit.methods.afsd.boundary_pooling import boundary_max_pool
 from tadkit.methods.afsd.inference import decode_window, window_candidates
 from tadkit.methods.afsd.losses import boundary_losses, detection_losses, weighted_total
@@ -120,10 +120,7 @@ class AFSDConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "AFSDConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise TadkitError(f"unknown AFSD option(s) {unknown}; known: {sorted(known)}", field="model.kwargs")
+        reject_unknown_fields(cls, values, "AFSD option(s)", field="model.kwargs")
         return cls(**dict(values))
 
 

@@ -36,14 +36,14 @@ Deviations from the official code (each also in docs/ecm.md):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tadkit.errors import TadkitError
+from tadkit.errors import TadkitError, reject_unknown_fields
 from tadkit.methods.base import ClassActivation
 
 # Per-dataset official settings (spec §3, §4): top-k ratio and the aggregation-loss weight.
@@ -97,10 +97,7 @@ class ECMConfig:
                 raise TadkitError(f"unknown ECM preset {preset!r}; choose one of {sorted(ECM_PRESETS)}",
                                   field="model.kwargs.preset")
             values.update(ECM_PRESETS[preset])
-        unknown = sorted(set(kwargs) - {f.name for f in fields(cls)})
-        if unknown:
-            raise TadkitError(f"unknown ECM option(s) {unknown}; known: {[f.name for f in fields(cls)]}",
-                              field="model.kwargs")
+        reject_unknown_fields(cls, kwargs, "ECM option(s)", field="model.kwargs", known="declared")
         values.update(kwargs)
         return cls(**values)
 

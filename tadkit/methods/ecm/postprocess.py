@@ -31,12 +31,12 @@ Quirks of the official code, reproduced by default, each with an option that fix
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, Mapping
 
 import numpy as np
 
-from tadkit.errors import TadkitError
+from tadkit.errors import TadkitError, reject_unknown_fields
 from tadkit.postprocess.cas import (
     CASProposalConfig,
     cas_proposals,
@@ -106,10 +106,7 @@ class ECMLocalizeOptions:
                 raise TadkitError(f"unknown ECM preset {name!r}; choose one of {sorted(ECM_LOCALIZE_PRESETS)}",
                                   file=file, field="test.cas.preset")
             base = ECM_LOCALIZE_PRESETS[name]
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise TadkitError(f"unknown ECM localization option(s) {unknown}; known: {[f.name for f in fields(cls)]}",
-                              file=file, field="test.cas")
+        reject_unknown_fields(cls, data, "ECM localization option(s)", field="test.cas", file=file, known="declared")
         try:
             return replace(base, **data)
         except TadkitError as error:
