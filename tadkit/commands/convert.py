@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tadkit.errors import TadkitError
+from tadkit.utils.cli_options import add_set_option
 
 
 def load_official_state_dict(path: str | Path) -> dict[str, Any]:
@@ -113,7 +114,6 @@ def register(subparsers) -> None:
         )
         sub.add_argument("input", help="official .pth file")
         sub.add_argument("output", help="tadkit checkpoint to write (.pt)")
-        sub.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                         help="model setting the tensors cannot tell (YAML-typed, repeatable)")
+        add_set_option(sub, "model settings the tensors cannot tell (YAML-typed)")
         sub.set_defaults(func=_run, method=spec.name)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tadkit.errors import TadkitError
+from tadkit.utils.cli_options import add_set_option
 
 FEATURE_SUFFIXES = {".npy", ".npz"}
 
@@ -30,9 +31,8 @@ def register(subparsers) -> None:
     parser.add_argument("--checkpoint", default=None,
                         help="tadkit checkpoint (from tadkit train / convert); omit for zero-shot Kinetics-400")
     parser.add_argument("--config", help="YAML config whose data/test sections override the checkpoint's")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override; without --checkpoint a zero-shot setting such as "
-                        "class_threshold=0.1, max_classes=3, smooth=1, cas.gamma=0, nms.iou_threshold=0.4")
+    add_set_option(parser, "config overrides; without --checkpoint zero-shot settings such as "
+                   "class_threshold=0.1 max_classes=3 smooth=1 cas.gamma=0 nms.iou_threshold=0.4")
     parser.add_argument("--out", help="write ActivityNet-format JSON here")
     parser.add_argument("--plot", help="draw the detection timeline to this PNG")
     parser.add_argument("--top", type=int, default=20, help="rows printed (default 20; the JSON has all)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from tadkit.utils.cli_options import add_set_option
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -16,8 +18,7 @@ def register(subparsers) -> None:
     parser.add_argument("config", help="YAML run config (data + test sections are used)")
     parser.add_argument("--checkpoint", required=True, help="tadkit checkpoint (last.pt, best.pt, epoch_XXX.pt)")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key (repeatable)")
+    add_set_option(parser, "override config keys, e.g. --set test.protocol=activitynet")
     parser.add_argument("--fuse", action="append", default=[], metavar="CKPT",
                         help="average the raw outputs of this checkpoint (same method) with --checkpoint's, e.g. "
                         "the flow model of an RGB one (repeatable; adds to test.fuse; model i reads the channels "

@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from typing import TYPE_CHECKING
+from tadkit.utils.cli_options import add_set_option
 
 if TYPE_CHECKING:  # argument parsing must not import torch (`tadkit train --help` stays fast)
     from tadkit.engine.config import Config
@@ -31,10 +31,7 @@ MakeEvaluateFn = Callable[["Config", Path], "EvaluateFn | None"]
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("config", help="YAML run config (relative paths in it resolve against its directory)")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config key, e.g. --set train.lr=1e-4 --set train.lr_decay_epochs=[30] (repeatable)",
-    )  # fmt: skip
+    add_set_option(parser, "override config keys, e.g. --set train.lr=1e-4 train.lr_decay_epochs=[30]")
     parser.add_argument("--out", default=None, help="run directory (default: config out_dir, else runs/<config name>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
