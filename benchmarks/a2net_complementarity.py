@@ -66,7 +66,7 @@ def run_variant(args: argparse.Namespace, data: Path, branches: str, seed: int, 
         f"train.lr_decay_epochs=[{max(1, int(0.8 * args.epochs))}]",
         f"train.seed={seed}",
         "train.eval_every=0",
-        "train.keep_last=1",
+        "train.keep_checkpoints=0",
     ])
     started = time.perf_counter()
     result = train(config, run_dir, resume=True, progress=not args.no_progress)

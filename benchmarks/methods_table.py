@@ -100,7 +100,7 @@ def run_method(name: str, args: argparse.Namespace, data: Path, run_dir: Path) -
         "test.protocol=activitynet",  # the evaluator ECM and ACRNet report with; thumos14 is scored too
         "train.eval_every=0",
         "train.best_metric=null",
-        "train.keep_last=1",
+        "train.keep_checkpoints=0",
         "train.tensorboard=false",
         *extra,
         *budget_overrides(name, args),

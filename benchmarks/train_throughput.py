@@ -66,7 +66,7 @@ def engine_loop(dataset: Dataset, epochs: int, batch: int) -> tuple[float, float
     config = Config.from_dict({
         "model": {"name": "a2net", "kwargs": MODEL},
         "train": {"epochs": epochs, "batch_size": batch, "lr_decay_epochs": [epochs + 1], "tensorboard": False,
-                  "log_every": 0, "device": "cpu", "keep_last": 1},
+                  "log_every": 0, "device": "cpu", "keep_checkpoints": 0},
     })
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()

@@ -102,14 +102,14 @@ def test_full_training_state_loads_with_weights_only_and_resumes_optimizer(tmp_p
 
 def test_manager_writes_last_prunes_and_keeps_pinned_epochs(tmp_path):
     model, optimizer, scheduler, _ = trained_toy()
-    manager = CheckpointManager(tmp_path, keep_last=2, keep_epochs=[2])
+    manager = CheckpointManager(tmp_path, keep=2, keep_epochs=[2])
     for epoch in range(1, 6):
         manager.save(payload(model, optimizer, scheduler, epoch), epoch, best=epoch == 3)
     assert sorted(manager.epoch_files()) == [2, 4, 5]
     assert torch.load(manager.last_path, weights_only=True)["epoch"] == 5
     assert torch.load(manager.best_path, weights_only=True)["epoch"] == 3  # survives pruning of epoch_003
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
-    keep_all = CheckpointManager(tmp_path / "all", keep_last=None)
+    keep_all = CheckpointManager(tmp_path / "all", keep=None)
     for epoch in range(1, 4):
         keep_all.save(payload(model, optimizer, scheduler, epoch), epoch)
     assert sorted(keep_all.epoch_files()) == [1, 2, 3]

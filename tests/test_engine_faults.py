@@ -304,16 +304,16 @@ def test_torch_save_on_a_full_disk_keeps_the_previous_file_and_no_temp(tmp_path,
 
 def test_a_full_disk_during_a_checkpoint_is_one_clear_error_and_last_pt_stays_whole(tmp_path, monkeypatch):
     out = tmp_path / "run"
-    config = make_config(epochs=1, keep_last=None)
+    config = make_config(epochs=1, keep_checkpoints=None)
     train(config, out, False, toy_datasets_fn(24), progress=False)
     before = (out / "last.pt").read_bytes()
     real = torch.save
     monkeypatch.setattr(torch, "save", lambda obj, handle, *a, **k: real(obj, FullDisk(handle, 4096), *a, **k))
-    longer = make_config(epochs=2, keep_last=None)
+    longer = make_config(epochs=2, keep_checkpoints=None)
     with pytest.raises(TadkitError) as info:
         train(longer, out, True, toy_datasets_fn(24), progress=False)
     message = str(info.value)
-    assert "no space left on device" in message and "--resume" in message and "epoch_002.pt" in message
+    assert "no space left on device" in message and "--resume" in message and "last.pt" in message
     assert (out / "last.pt").read_bytes() == before and load_checkpoint(out / "last.pt")["epoch"] == 1
     assert not (out / "epoch_002.pt").exists() and not list(out.glob(".*.tmp")) and not list(out.glob(".*.link"))
     assert [e["epoch"] for e in json.loads((out / "history.json").read_text())["epochs"]] == [1]

@@ -91,7 +91,7 @@ def test_training_learns_and_writes_every_output(tmp_path):
         seen.append((epoch, type(model), model.training, torch.is_grad_enabled()))
         return {"score": float(epoch % 3), "epoch_x10": 10.0 * epoch}  # best "score" at epoch 2
 
-    config = make_config(epochs=4, eval_every=2, eval_epochs=[1], best_metric="score", tensorboard=True, keep_last=2)
+    config = make_config(epochs=4, eval_every=2, eval_epochs=[1], best_metric="score", tensorboard=True, keep_checkpoints=2)
     result = run(config, tmp_path / "run", evaluate_fn=evaluate_fn)
     # evaluate_fn gets the plain module in eval mode without autograd, at epochs 1, 2, 4.
     assert seen == [(1, ToyDetector, False, False), (2, ToyDetector, False, False), (4, ToyDetector, False, False)]

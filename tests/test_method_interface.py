@@ -119,7 +119,7 @@ def test_cosine_per_iteration_with_warmup_matches_the_closed_form():
 
 def _iteration_run(tmp_path: Path, name: str, iterations: int, resume: bool = False):
     config = Config.from_dict(toy_config_dict(iterations=iterations, checkpoint_every=5, eval_every=0,
-                                              scheduler="cosine", scheduler_unit="iteration", keep_last=None))
+                                              scheduler="cosine", scheduler_unit="iteration", keep_checkpoints=None, snapshot_state="full"))
     # cosine over a fixed 14 steps in both runs: the schedule must not depend on where a run stopped
     config.train.iterations = iterations
     return train(config, tmp_path / name, resume, toy_datasets_fn(24), progress=False)
@@ -127,7 +127,7 @@ def _iteration_run(tmp_path: Path, name: str, iterations: int, resume: bool = Fa
 
 def test_iteration_based_run_checkpoints_by_step_and_resumes_inside_an_epoch(tmp_path):
     full = train(Config.from_dict(toy_config_dict(iterations=14, checkpoint_every=5, scheduler="cosine",
-                                                  scheduler_unit="iteration", keep_last=None)),
+                                                  scheduler_unit="iteration", keep_checkpoints=None, snapshot_state="full")),
                  tmp_path / "full", False, toy_datasets_fn(24), progress=False)  # 6 steps per epoch
     assert full.global_step == 14 and full.epoch == 2  # 2 complete epochs + 2 steps of the third
     names = sorted(p.name for p in (tmp_path / "full").glob("step_*.pt"))
@@ -135,7 +135,7 @@ def test_iteration_based_run_checkpoints_by_step_and_resumes_inside_an_epoch(tmp
     assert [h["step"] for h in full.history] == [5, 10, 14]
     # stop at step 5 (inside epoch 1), then resume: the same 14-step run, weights and all
     stopped = Config.from_dict(toy_config_dict(iterations=14, checkpoint_every=5, scheduler="cosine",
-                                               scheduler_unit="iteration", keep_last=None))
+                                               scheduler_unit="iteration", keep_checkpoints=None, snapshot_state="full"))
     part = tmp_path / "part"
     train(stopped, part, False, toy_datasets_fn(24), progress=False)
     for extra in part.glob("step_0000[1-9]*.pt"):

@@ -136,14 +136,14 @@ def test_resume_from_a_mid_run_checkpoint_reproduces_the_uninterrupted_run(metho
     length["train.lr"] = 1e-3  # big enough steps that 1e-6 is a sharp tolerance
     keep = f"[{at}]"
     a = tmp_path / "a"
-    train(method, synth, a, **length, **{"train.keep_epochs": keep})
+    train(method, synth, a, **length, **{"train.keep_epochs": keep, "train.snapshot_state": "full"})
     prefix = "step_" if method == "acrnet" else "epoch_"
     saved = sorted(a.glob(f"{prefix}*{at}.pt"))
     assert len(saved) == 1, sorted(p.name for p in a.iterdir())
     b = tmp_path / "b"
     b.mkdir()
     shutil.copy(saved[0], b / "last.pt")
-    train(method, synth, b, resume=True, **length, **{"train.keep_epochs": keep})
+    train(method, synth, b, resume=True, **length, **{"train.keep_epochs": keep, "train.snapshot_state": "full"})
 
     log = (b / "train.log").read_text()
     assert f"resumed from {b / 'last.pt'}" in log

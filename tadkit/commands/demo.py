@@ -32,7 +32,7 @@ def demo_config(method: str, data_dir: Path, epochs: int | None, seed: int, fram
 
     source = f"data.frames={data_dir / 'frames'}" if frames else f"data.features={data_dir / 'features'}"
     overrides = [f"data.annotations={data_dir / 'annotations.json'}", source,
-                 f"train.seed={seed}", "train.keep_last=1", "train.eval_every=0", "train.best_metric=null"]
+                 f"train.seed={seed}", "train.eval_every=0", "train.best_metric=null"]
     config = load_config(find_config(f"{method}/synthetic_frames" if frames else f"{method}/synthetic"), overrides)
     if epochs is not None:
         if config.train.iterations:  # iteration-based method: --epochs scales its iterations

@@ -16,8 +16,12 @@ reads it; no pickled classes)::
     best            {"metric", "value", "epoch"} or None
     versions        {"tadkit", "torch"}
 
-Files in a run directory: ``epoch_XXX.pt`` after every epoch, ``last.pt`` (the newest; a hard link
-when the file system allows, a copy otherwise), ``best.pt`` when ``train.best_metric`` is set.
+Files in a run directory (see :class:`CheckpointManager`): ``last.pt``, the newest full checkpoint
+(what ``--resume`` continues from); ``best.pt``, weights only, when ``train.best_metric`` is set; and
+``epoch_XXX.pt`` / ``step_XXXXXX.pt`` snapshots only when ``train.keep_checkpoints`` or
+``train.keep_epochs`` ask for them (weights only unless ``train.snapshot_state: full``). A weights-only
+file (``"weights_only": True``) drops the optimizer, scheduler, scaler and RNG states: for A2Net at the
+official widths 262 MB instead of 786 MB. ``tadkit test`` and ``tadkit detect`` read either kind.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import pickle
 import random
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -45,6 +50,8 @@ BEST = "best.pt"
 _PROGRESS_RE = re.compile(r"^(epoch|step)_(\d+)\.pt$")
 REQUIRED_KEYS = ("model_name", "model_config", "model", "epoch")
 RESUME_KEYS = ("optimizer", "scheduler", "global_step", "rng", "config")
+TRAINING_STATE_KEYS = ("optimizer", "scheduler", "scaler", "rng", "sampler")  # what a weights-only file drops
+SNAPSHOT_FULL = "full"
 
 
 def epoch_filename(epoch: int, prefix: str = "epoch") -> str:
@@ -140,7 +147,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         )
     for key in require:
         if key not in data:
+            if data.get("weights_only") and key in RESUME_KEYS:
+                raise TadkitError("is a weights-only checkpoint (no optimizer or RNG state): a run continues "
+                                  f"from its {LAST}", file=str(path), field=key)
             raise TadkitError("checkpoint is missing this entry", file=str(path), field=key)
+    return data
+
+
+def weights_only(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """``payload`` without the training state: what `tadkit test` / `detect` need, a third of an Adam run's."""
+    data = {key: value for key, value in payload.items() if key not in TRAINING_STATE_KEYS}
+    data["weights_only"] = True
     return data
 
 
@@ -161,14 +178,24 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 class CheckpointManager:
-    """``epoch_XXX.pt`` every epoch, ``last.pt`` = newest, ``best.pt``; prunes to the last ``keep_last``."""
+    """The checkpoint files of a run directory, written after every epoch (or checkpoint step).
 
-    def __init__(self, directory: str | os.PathLike, keep_last: int | None = None,
-                 keep_epochs: tuple[int, ...] | list[int] = (), prefix: str = "epoch") -> None:
+    * ``last.pt``: the full state (model, optimizer, scheduler, RNG, history), replaced atomically each
+      time; ``--resume`` reads it.
+    * ``best.pt``: weights only, when the epoch is the best so far (``train.best_metric``).
+    * ``epoch_XXX.pt`` (``step_XXXXXX.pt``): a snapshot only when ``keep`` > 0 (``None`` = every one) or
+      the epoch is in ``keep_epochs``; the newest ``keep`` survive pruning, and ``keep_epochs`` always.
+      Weights only unless ``snapshot_state`` is ``"full"`` (then a run can restart from one).
+    """
+
+    def __init__(self, directory: str | os.PathLike, keep: int | None = 0,
+                 keep_epochs: tuple[int, ...] | list[int] = (), prefix: str = "epoch",
+                 snapshot_state: str = "weights") -> None:
         self.directory = Path(directory)
         self.prefix = prefix
-        self.keep_last = keep_last
+        self.keep = keep
         self.keep_epochs = set(int(e) for e in keep_epochs)
+        self.full_snapshots = snapshot_state == SNAPSHOT_FULL
 
     @property
     def last_path(self) -> Path:
@@ -190,24 +217,102 @@ class CheckpointManager:
                     out[int(match.group(2))] = path
         return dict(sorted(out.items()))
 
+    def snapshots(self, epoch: int) -> bool:
+        """Whether epoch (step) ``epoch`` gets an ``epoch_XXX.pt`` file."""
+        return self.keep is None or self.keep > 0 or epoch in self.keep_epochs
+
     def save(self, payload: Mapping[str, Any], epoch: int, best: bool = False) -> Path:
-        path = save_checkpoint(payload, self.epoch_path(epoch))
-        _link_or_copy(path, self.last_path)
+        """Write ``last.pt`` first (what a resume needs; the others can be lost without harm), then the
+        snapshot and ``best.pt`` (one weights-only write, hard-linked when both are due); prune."""
+        last = save_checkpoint(payload, self.last_path)
+        light: Path | None = None
+        if self.snapshots(epoch):
+            snapshot = self.epoch_path(epoch)
+            if self.full_snapshots:
+                _link_or_copy(last, snapshot)
+            else:
+                light = save_checkpoint(weights_only(payload), snapshot)
         if best:
-            _link_or_copy(path, self.best_path)
+            if light is not None:
+                _link_or_copy(light, self.best_path)
+            else:
+                save_checkpoint(weights_only(payload), self.best_path)
         self.prune()
-        return path
+        return last
 
     def prune(self) -> list[Path]:
-        """Delete epoch files beyond the newest ``keep_last`` (never ``keep_epochs``, last.pt, best.pt)."""
-        if self.keep_last is None:
+        """Delete snapshots beyond the newest ``keep`` (never ``keep_epochs``, last.pt, best.pt)."""
+        if self.keep is None:
             return []
         files = self.epoch_files()
-        doomed = [p for e, p in list(files.items())[: max(len(files) - self.keep_last, 0)] if e not in self.keep_epochs]
+        doomed = [p for e, p in list(files.items())[: max(len(files) - self.keep, 0)] if e not in self.keep_epochs]
         for path in doomed:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         return doomed
+
+
+@dataclass(frozen=True)
+class DiskEstimate:
+    """Expected size of a run's checkpoint files (bytes), from the model's and optimizer's tensors."""
+
+    full: int  # last.pt (and each snapshot with snapshot_state: full)
+    weights: int  # best.pt and each weights-only snapshot
+    snapshots: int  # epoch / step snapshot files at the end of the run
+    full_snapshots: bool
+    best: bool
+
+    @property
+    def total(self) -> int:
+        return self.full + self.best * self.weights + self.snapshots * (self.full if self.full_snapshots else self.weights)
+
+    @property
+    def peak(self) -> int:
+        """While ``last.pt`` is replaced, its temp file and the previous one both exist."""
+        return self.total + self.full
+
+    def describe(self, prefix: str = "epoch", free: int | None = None) -> str:
+        kind = "full" if self.full_snapshots else "weights-only"
+        parts = [f"last.pt {format_size(self.full)} (weights + optimizer state)"]
+        if self.best:
+            parts.append(f"best.pt {format_size(self.weights)} (weights only)")
+        parts.append(f"{self.snapshots} {prefix} snapshot{'s' * (self.snapshots != 1)}"
+                     + (f" x {format_size(self.full if self.full_snapshots else self.weights)} ({kind})" if self.snapshots else "")
+                     + " (train.keep_checkpoints / keep_epochs)")
+        text = f"checkpoints: {', '.join(parts)}; about {format_size(self.total)} on disk, {format_size(self.peak)} while last.pt is replaced"
+        if free is not None:
+            text += f" ({format_size(free)} free)"
+        return text
+
+
+def _tensor_bytes(tensors: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if torch.is_tensor(t))
+
+
+def estimate_checkpoint_disk(model: nn.Module, optimizer: torch.optim.Optimizer, manager: CheckpointManager,
+                             marks: list[int], best: bool) -> DiskEstimate:
+    """What ``manager`` will hold once checkpoints were written at ``marks`` (epochs, or steps of an
+    iteration-based run). The optimizer state is counted as Adam's two moments per trainable parameter
+    (tadkit's optimizers are Adam and AdamW)."""
+    weights = _tensor_bytes(model.state_dict().values())
+    moments = 2 * sum(_tensor_bytes(group["params"]) for group in optimizer.param_groups)
+    marks = sorted(set(marks))
+    if manager.keep is None:
+        snapshots = len(marks)
+    else:
+        newest = set(marks[len(marks) - manager.keep:]) if manager.keep else set()
+        snapshots = len(newest | (manager.keep_epochs & set(marks)))
+    return DiskEstimate(full=weights + moments, weights=weights, snapshots=snapshots,
+                        full_snapshots=manager.full_snapshots, best=best)
+
+
+def format_size(num_bytes: float) -> str:
+    """``786 MB``, ``1.2 GB``: decimal units, as disk sizes are sold."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if num_bytes >= scale:
+            value = num_bytes / scale
+            return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+    return f"{int(num_bytes)} B"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -262,6 +367,10 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "LAST",
     "CheckpointManager",
+    "DiskEstimate",
+    "estimate_checkpoint_disk",
+    "format_size",
+    "weights_only",
     "capture_rng_state",
     "epoch_filename",
     "load_checkpoint",

@@ -55,6 +55,7 @@ SCHEDULERS = ("multistep", "cosine")
 SCHEDULER_UNITS = ("epoch", "iteration")
 DEVICES = ("auto", "cpu", "cuda")
 ZERO_LENGTH = ("keep", "drop", "error")
+SNAPSHOT_STATES = ("weights", "full")
 
 
 
@@ -188,8 +189,9 @@ class TrainConfig:
     amp: bool = _opt(False, doc="mixed precision; CUDA only (ignored with a note on CPU)")
     grad_clip: float | None = _opt(None, check=POSITIVE, doc="max global grad norm; null = off")
     log_every: int = _opt(10, check=NON_NEGATIVE, doc="steps between step-level logs; 0 = off")
-    keep_last: int | None = _opt(3, check=POSITIVE, doc="epoch_XXX.pt files kept; null = all")
-    keep_epochs: list[int] = _opt([], check=ALL_POSITIVE, doc="epoch checkpoints never pruned")
+    keep_checkpoints: int | None = _opt(0, check=NON_NEGATIVE, doc="epoch_XXX.pt (step_XXXXXX.pt) snapshots kept besides last.pt and best.pt, newest first; 0 = none, null = all")
+    keep_epochs: list[int] = _opt([], check=ALL_POSITIVE, doc="epochs (steps) whose snapshot is always kept")
+    snapshot_state: str = _opt("weights", choices=SNAPSHOT_STATES, doc="what epoch snapshots hold: weights (model + config, like best.pt) or full (also optimizer, scheduler, RNG: a run can restart from one)")
     device: str = _opt("auto", choices=DEVICES)
     find_unused_parameters: bool = _opt(True, doc="DDP: tolerate parameters without gradient")
     tensorboard: bool = _opt(True)
@@ -286,6 +288,10 @@ def _schema_fields(cls: type) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
 
 
+# keys of earlier tadkit versions -> their new names (a saved run config names the old key)
+RENAMED_KEYS = {"train.keep_last": "train.keep_checkpoints (0 = only last.pt and best.pt; null = every snapshot)"}
+
+
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
@@ -300,6 +306,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str, ctx: _ErrorContext) -> 
             dotted = _join(prefix, str(key))
             hint = difflib.get_close_matches(str(key), list(known), n=1)
             suggestion = f"; did you mean {_join(prefix, hint[0])!r}?" if hint else ""
+            if dotted in RENAMED_KEYS:
+                suggestion = f"; renamed {RENAMED_KEYS[dotted]!r}"
             raise ctx.error(dotted, f"unknown key (valid keys here: {', '.join(known)}){suggestion}")
     values: dict[str, Any] = {}
     for name, f in known.items():

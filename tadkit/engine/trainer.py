@@ -30,6 +30,7 @@ import math
 import os
 import random
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,8 @@ from tadkit.engine.checkpoint import (
     RESUME_KEYS,
     CheckpointManager,
     capture_rng_state,
+    estimate_checkpoint_disk,
+    format_size,
     load_checkpoint,
     model_config_of,
     restore_rng_state,
@@ -73,6 +76,7 @@ from tadkit.utils.io import (
     WriteFailure,
     ensure_writable_dir,
     lock_directory,
+    remove_stale_tmp,
     translate_write_errors,
     write_failure,
     write_json,
@@ -413,8 +417,10 @@ class Trainer:
         self.optimizer = build_optimizer(self.module, config)
         self.scheduler = build_scheduler(self.optimizer, config, self.steps_per_epoch)
         self.by_iteration = bool(self.cfg.iterations)
-        self.ckpt = CheckpointManager(out_dir, self.cfg.keep_last, self.cfg.keep_epochs,
-                                      prefix="step" if self.by_iteration else "epoch")
+        self.ckpt = CheckpointManager(out_dir, self.cfg.keep_checkpoints, self.cfg.keep_epochs,
+                                      prefix="step" if self.by_iteration else "epoch",
+                                      snapshot_state=self.cfg.snapshot_state)
+        self.start_notes: list[str] = []  # said when the run starts (e.g. temp files a killed run left)
         self.epoch = 0  # completed epochs
         self.step_in_epoch = 0  # optimizer steps taken in the epoch in progress (iteration-based runs)
         self.global_step = 0
@@ -689,6 +695,28 @@ class Trainer:
 
     # ---- the run ---------------------------------------------------------------------------------
 
+    def checkpoint_marks(self) -> list[int]:
+        """The epochs (steps, in an iteration-based run) after which a checkpoint is written."""
+        if not self.by_iteration:
+            return list(range(1, self.cfg.epochs + 1))
+        total = int(self.cfg.iterations or 0)
+        every = self.cfg.checkpoint_every or self.cfg.eval_every or 100
+        marks = set(range(every, total + 1, every)) | {total}
+        if self.cfg.eval_every > 0:
+            marks |= set(range(self.cfg.eval_every, total + 1, self.cfg.eval_every))
+        return sorted(marks)
+
+    def _disk_notes(self) -> list[str]:
+        """The checkpoints' expected disk use, and a warning when the disk has less room than that."""
+        estimate = estimate_checkpoint_disk(self.module, self.optimizer, self.ckpt, self.checkpoint_marks(),
+                                            best=bool(self.cfg.best_metric))
+        free = shutil.disk_usage(self.out_dir).free
+        notes = [estimate.describe(self.ckpt.prefix, free)]
+        if estimate.peak > free:
+            notes.append(f"warning: the checkpoints need about {format_size(estimate.peak)} but {self.out_dir} has "
+                         f"{format_size(free)} free; lower train.keep_checkpoints / keep_epochs or choose another --out")
+        return notes
+
     def fit(self) -> TrainResult:
         self._open_outputs()
         try:
@@ -710,6 +738,9 @@ class Trainer:
             length = f"{self.cfg.iterations} iterations" if self.by_iteration else f"{self.cfg.epochs} epochs"
             self.log(f"training {self.config.model.name} for {length}: {len(self.data.train)} samples, "
                      f"global batch {self.cfg.batch_size} over {ctx.world_size} process(es), device {ctx.device}")
+        if ctx.is_main:
+            for note in [*self.start_notes, *self._disk_notes()]:
+                self.log(note, console=True)
         self.ddp_model = wrap_ddp(self.module, ctx, self.cfg.find_unused_parameters)
         if self.by_iteration:
             self._fit_iterations()
@@ -804,6 +835,10 @@ def train(
                 raise TadkitError("the training set is empty", file=config.source, field="data.subset_train")
             model = (build_model_fn or default_build_model)(config)
             trainer = Trainer(config, out_dir, data, model, ctx, evaluate_fn, progress)
+            if claim.stale:
+                size = format_size(sum(size for _, size in claim.stale))
+                trainer.start_notes.append(f"removed {len(claim.stale)} temp file(s) ({size}) a killed run left: "
+                                           + ", ".join(path.name for path, _ in claim.stale))
             if resume and last.exists():
                 trainer.load_state(last)
             result = trainer.fit()
@@ -841,6 +876,7 @@ class _RunDirClaim:
     lock: DirectoryLock | None
     created: bool
     succeeded: bool = False
+    stale: list[tuple[Path, int]] = field(default_factory=list)  # temp files of a killed run, removed
 
     def release(self) -> None:
         """Unlock; a directory this run created and left empty (it failed before writing anything) goes."""
@@ -873,7 +909,8 @@ def _claim_run_dir(out_dir: Path, ctx: DistContext) -> _RunDirClaim:
                     f"another tadkit train ({who}) is running in this directory; wait for it to finish or "
                     "choose another --out", file=str(out_dir), field="out_dir",
                 ) from None
-            claim = _RunDirClaim(out_dir, lock, created)
+            # the lock is ours, so no writer is alive here: a temp file is what a killed run left behind
+            claim = _RunDirClaim(out_dir, lock, created, stale=remove_stale_tmp(out_dir, extra_suffixes=(".link",)))
         except TadkitError as error:
             problem = error
         except OSError as error:  # anything else the file system says: still one clear line, on every rank

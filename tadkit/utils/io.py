@@ -101,6 +101,9 @@ def translate_write_errors(path: str | os.PathLike, what: str = "write", hint: s
         raise failure from error
 
 
+TMP_SUFFIX = ".tmp"  # atomic_open's temp files: ".<name>.<random>.tmp" beside the target
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
     """Open a temp file beside ``path``; rename it over ``path`` only if the block succeeds.
@@ -111,7 +114,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
     path = Path(path)
     with translate_write_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
@@ -186,6 +189,27 @@ def ensure_writable_dir(directory: str | os.PathLike, hint: str = "") -> bool:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(probe)
     return created
+
+
+def remove_stale_tmp(directory: str | os.PathLike, extra_suffixes: tuple[str, ...] = ()) -> list[tuple[Path, int]]:
+    """Delete the temp files a killed writer left in ``directory`` (not below it): hidden files named
+    like :func:`atomic_open`'s (``.<name>.<random>.tmp``) or ending in one of ``extra_suffixes``.
+    Returns ``[(path, size in bytes)]`` of what went.
+
+    Call it only while the directory is yours (e.g. under :func:`lock_directory`): a writer that is
+    still running would lose its temp file.
+    """
+    suffixes = (TMP_SUFFIX, *extra_suffixes)
+    removed: list[tuple[Path, int]] = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(directory):
+            if not (entry.name.startswith(".") and entry.name.endswith(suffixes) and entry.is_file(follow_symlinks=False)):
+                continue
+            size = entry.stat(follow_symlinks=False).st_size
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed.append((Path(entry.path), size))
+    return sorted(removed)
 
 
 LOCK_NAME = ".lock"
