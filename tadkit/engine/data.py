@@ -13,6 +13,7 @@ The engine calls :func:`build_train_data` / :func:`build_dataset` and never name
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from tadkit.engine.config import Config
@@ -50,6 +51,23 @@ def fps_table(name: str | None) -> Callable[[str], float | None] | None:
         raise TadkitError(error.message, field="data.fps_table") from None
 
 
+DATA_PATH_WHAT = {"annotations": "annotation file or directory", "features": "feature directory",
+                  "frames": "frame directory (`tadkit data frames`)"}
+
+
+def check_data_path(config: Config, key: str) -> None:
+    """``data.<key>`` is set and exists, or one TadkitError saying which ``--set`` to add."""
+    value = getattr(config.data, key)
+    what = DATA_PATH_WHAT.get(key, "path")
+    if value is None:
+        raise TadkitError(f"no {what} given: add --set data.{key}=PATH (this config leaves it unset)",
+                          file=config.source, field=f"data.{key}")
+    if not Path(value).exists():
+        raise TadkitError(f"{what} {value} does not exist: add --set data.{key}=PATH with your data (a path in a "
+                          "config is relative to the config file, one given with --set to the current directory)",
+                          file=config.source, field=f"data.{key}")
+
+
 def _load(config: Config):
     """Annotations and the store the method reads: features, or decoded frames for data kind ``frames``."""
     from tadkit.data.annotations import load_annotations
@@ -57,9 +75,7 @@ def _load(config: Config):
     data = config.data
     frames = bool(config.model.name) and method_of(config).data_kind == "frames"
     for key in ("annotations", "frames" if frames else "features"):
-        if getattr(data, key) is None:
-            raise TadkitError(f"set data.{key} in the config or with --set data.{key}=PATH",
-                              file=config.source, field=f"data.{key}")
+        check_data_path(config, key)
     annotations = load_annotations(data.annotations, data.annotation_format, video_info=data.video_info,
                                    zero_length=data.zero_length)
     if frames:

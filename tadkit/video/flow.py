@@ -4,8 +4,9 @@ Each frame is resized (short side 256, PIL bilinear, like RGB) and converted to 
 flow is computed between consecutive frames on the full resized frame, then centre-cropped to 224,
 clipped to [-20, 20] pixels and scaled to [-1, 1]. A stack of S flow fields needs S + 1 frames.
 
-TV-L1 lives in OpenCV's contrib build: ``pip install opencv-contrib-python-headless`` (same version
-as the installed OpenCV; it replaces the ``cv2`` module). Without it the flow stream raises a
+TV-L1 lives in OpenCV's contrib build, which is tadkit's only OpenCV (``pip install 'tadkit[flow]'``,
+also part of the ``test`` extra): no other OpenCV wheel is needed, and none should sit beside it, since
+every OpenCV wheel installs the same ``cv2`` package. Without it the flow stream raises a
 :class:`TadkitError` saying so; the RGB stream never needs it.
 """
 
@@ -22,9 +23,18 @@ from tadkit.video.decode import Preprocess, center_crop, resize_short_side
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (gray0, gray1) uint8 (H, W) -> (H, W, 2) float32
 
 CONTRIB_HINT = (
-    "TV-L1 optical flow needs OpenCV's contrib modules: "
-    "pip install opencv-contrib-python-headless==<your opencv version>"
+    "TV-L1 optical flow needs OpenCV's contrib modules: pip install 'tadkit[flow]' "
+    "(opencv-contrib-python-headless; uninstall any other opencv-python* wheel, they share the cv2 package)"
 )
+
+
+def _cv2():
+    """OpenCV, or a TadkitError saying how to install it (only the flow stream needs it)."""
+    try:
+        import cv2
+    except ImportError:
+        raise TadkitError(f"{CONTRIB_HINT} (no cv2 module is installed)", field="stream") from None
+    return cv2
 
 
 @dataclass(frozen=True)
@@ -33,16 +43,18 @@ class FlowSpec:
 
 
 def tvl1_available() -> bool:
-    """Whether this OpenCV build has a Dual TV-L1 implementation."""
-    import cv2
-
+    """Whether an OpenCV build with a Dual TV-L1 implementation is installed."""
+    try:
+        import cv2
+    except ImportError:
+        return False
     optflow = getattr(cv2, "optflow", None)
     return hasattr(optflow, "DualTVL1OpticalFlow_create") or hasattr(cv2, "DualTVL1OpticalFlow_create")
 
 
 def make_tvl1() -> FlowFn:
     """A TV-L1 flow function with OpenCV's default parameters (one instance per video: not thread safe)."""
-    import cv2
+    cv2 = _cv2()
 
     optflow = getattr(cv2, "optflow", None)
     if hasattr(optflow, "DualTVL1OpticalFlow_create"):
