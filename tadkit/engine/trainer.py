@@ -18,9 +18,10 @@ Reproducibility contract (what makes ``--resume`` continue a killed run exactly)
 * ``train.batch_size`` is the GLOBAL batch: with W processes each takes batch_size / W samples of the
   same global batch, so 1 process x 2b and 2 processes x b see the same samples per step.
 
-Outputs in ``out_dir`` (rank 0 only): ``config.yaml`` (resolved config), ``epoch_XXX.pt`` (or
-``step_XXXXXX.pt`` in iteration-based runs) / ``last.pt`` / ``best.pt``, ``history.json``,
-``train.log``, ``tensorboard/``.
+Outputs in ``out_dir`` (rank 0 only): ``config.yaml`` (resolved config), ``last.pt`` (full state) and
+``best.pt`` (weights only), ``epoch_XXX.pt`` (``step_XXXXXX.pt`` in iteration-based runs) snapshots when
+``train.keep_checkpoints`` / ``keep_epochs`` ask for them (see :class:`CheckpointManager`),
+``history.json``, ``train.log`` (it starts with the checkpoints' expected disk use), ``tensorboard/``.
 """
 
 from __future__ import annotations
