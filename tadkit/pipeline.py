@@ -120,27 +120,53 @@ class Report:
     durations: Any  # DurationBreakdown (A2Net Table I bins) under the config's protocol
     primary: str  # the config's protocol
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the dataset kind's summary range (evaluation.detection.SUMMARY_TIOU) and each protocol's mAP
+    #: average over it; empty for reports built without one
+    summary_tiou: list[float] = field(default_factory=list)
+    summary_mAP: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "primary_protocol": self.primary,
             "protocols": {name: result.to_dict() for name, result in self.results.items()},
             "per_duration": self.durations.to_dict(),
             **self.extra,
         }
+        if self.summary_tiou:
+            out["summary"] = {"tiou": list(self.summary_tiou), "average_mAP": dict(self.summary_mAP)}
+        return out
+
+    def summary_text(self, protocol: str | None = None) -> str:
+        """``average mAP (tIoU 0.1:0.7) 12.3`` for ``protocol`` (default: the primary one)."""
+        from tadkit.evaluation.detection import tiou_range_text
+
+        protocol = protocol or self.primary
+        if not self.summary_tiou:
+            return f"average mAP {100 * self.results[protocol].average_mAP:.1f}"
+        return f"average mAP (tIoU {tiou_range_text(self.summary_tiou)}) {100 * self.summary_mAP[protocol]:.1f}"
 
     def format(self) -> str:
         lines = []
         for name in [self.primary] + [p for p in self.results if p != self.primary]:
             lines.append(self.results[name].format_table())
             lines.append("")
+        if self.summary_tiou:
+            from tadkit.evaluation.detection import tiou_range_text
+
+            values = ", ".join(f"{name} {100 * value:.2f}" for name, value in self.summary_mAP.items())
+            lines.append(f"summary: average mAP over tIoU {tiou_range_text(self.summary_tiou)} (every summary of this "
+                         f"dataset kind uses this range): {values}")
+            lines.append("")
         lines.append(self.durations.format_table())
         return "\n".join(lines)
 
 
 def evaluate_report(gt: AnnotationSet, dets: DetectionSet, config: Config) -> Report:
-    """Both protocols at the config's thresholds (each protocol's own default when none are set)."""
+    """Both protocols at the config's thresholds (each protocol's own default when none are set),
+    plus each protocol's average over the dataset kind's summary range (scored separately when the
+    config's thresholds do not include all of it)."""
     from tadkit.evaluation import duration_breakdown, evaluate
+    from tadkit.evaluation.detection import default_tiou, summary_tiou
 
     thresholds = config.test.tiou_thresholds
     blocked = config.test.blocked_videos
@@ -149,9 +175,18 @@ def evaluate_report(gt: AnnotationSet, dets: DetectionSet, config: Config) -> Re
         protocol: evaluate(gt, dets, protocol, thresholds, subset=subset, blocked=blocked)
         for protocol in [config.test.protocol] + [p for p in PROTOCOLS if p != config.test.protocol]
     }
+    summary = summary_tiou(thresholds or default_tiou(config.test.protocol))
+    summary_mAP = {}
+    for protocol, result in results.items():
+        at = {round(t, 6): m for t, m in zip(result.tiou, result.mAP)}
+        if all(round(t, 6) in at for t in summary):
+            summary_mAP[protocol] = float(np.mean([at[round(t, 6)] for t in summary]))
+        else:
+            summary_mAP[protocol] = evaluate(gt, dets, protocol, summary, subset=subset, blocked=blocked).average_mAP
     durations = duration_breakdown(gt, dets, protocol=config.test.protocol, tiou_thresholds=(0.5,), subset=subset,
                                    blocked=blocked)
-    return Report(results=results, durations=durations, primary=config.test.protocol)
+    return Report(results=results, durations=durations, primary=config.test.protocol, summary_tiou=summary,
+                  summary_mAP=summary_mAP)
 
 
 def make_evaluate_fn(config: Config, out_dir: Path) -> Callable[[nn.Module, int], dict[str, float]] | None:

@@ -98,6 +98,33 @@ def default_tiou(protocol: str) -> list[float]:
     return parse_tiou(DEFAULT_TIOU[check_protocol(protocol)])
 
 
+#: The tIoU range every tadkit summary line averages over, one per dataset kind: what the papers of
+#: that kind report as "average mAP" (THUMOS14: 0.1:0.7; ActivityNet: 0.5:0.95). A config may score
+#: more thresholds (ECM's official THUMOS14 run adds 0.8 and 0.9); its table shows them, its summary
+#: does not, so two methods' summaries always average the same thresholds.
+SUMMARY_TIOU = {"thumos": "0.1:0.7:0.1", "activitynet": "0.5:0.95:0.05"}
+
+
+def dataset_kind(thresholds: Sequence[float]) -> str:
+    """``activitynet`` when the thresholds start at 0.5 or above (ActivityNet's 0.5:0.95 family),
+    else ``thumos`` (THUMOS-style lists start at 0.1-0.3, whichever evaluator scores them)."""
+    return "activitynet" if min(parse_tiou(thresholds)) >= 0.5 - 1e-9 else "thumos"
+
+
+def summary_tiou(thresholds: Sequence[float]) -> list[float]:
+    """The summary range of the dataset kind ``thresholds`` belong to (:data:`SUMMARY_TIOU`)."""
+    return parse_tiou(SUMMARY_TIOU[dataset_kind(thresholds)])
+
+
+def tiou_range_text(thresholds: Sequence[float]) -> str:
+    """``0.1:0.7`` for an evenly spaced list (its step is implied by the printed columns), else a comma list."""
+    values = parse_tiou(thresholds)
+    steps = np.diff(values)
+    if len(values) > 2 and np.allclose(steps, steps[0]) and steps[0] > 0:
+        return f"{values[0]:g}:{values[-1]:g}"
+    return ",".join(f"{v:g}" for v in values)
+
+
 def check_protocol(protocol: str) -> str:
     if protocol not in PROTOCOLS:
         raise TadkitError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}", field="protocol")
