@@ -15,6 +15,7 @@ the method's default) -> :class:`DetectionSet` -> official protocols.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -264,12 +265,11 @@ def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool 
 
 def plot_outputs(
     gt: AnnotationSet, dets: DetectionSet, report: Report, history_path: Path | None, out_dir: Path,
-    num_videos: int = 3,
+    num_videos: int = 3, config: Config | None = None,
 ) -> dict[str, Path]:
-    """PNG plots: GT-vs-detection timelines of a few videos, per-duration mAP bars, training curves."""
-    import json
-
-    from tadkit.viz import plot_duration_map, plot_timeline, plot_training_curves
+    """PNG plots: GT-vs-detection timelines of a few videos, per-duration mAP bars, training curves
+    (with ``config``: its learning-rate schedule as a curve)."""
+    from tadkit.viz import plot_duration_map, plot_timeline
 
     out_dir = Path(out_dir)
     files: dict[str, Path] = {}
@@ -290,13 +290,80 @@ def plot_outputs(
     plot_duration_map(bins, files["per_duration"], title=f"mAP@0.5 per action duration ({report.primary})", unit="%",
                       ranges={b.name: (b.low, b.high) for b in kept}, counts={b.name: b.num_gt for b in kept})
     if history_path is not None and Path(history_path).exists():
-        history = json.loads(Path(history_path).read_text())
-        curves = history_to_curves(history)
-        if curves:
-            files["training_curves"] = out_dir / "training_curves.png"
-            records = history.get("epochs", []) if isinstance(history, dict) else list(history)
-            plot_training_curves(curves, files["training_curves"], lr=[float(r.get("lr", "nan")) for r in records])
+        path = plot_history(Path(history_path), out_dir / "training_curves.png", config)
+        if path is not None:
+            files["training_curves"] = path
     return files
+
+
+def plot_history(history_path: Path, path: Path, config: Config | None = None) -> Path | None:
+    """``training_curves.png`` of a run's ``history.json``: x in the run's own unit (the ``step`` of
+    iteration-based runs, else the epoch), the config's LR schedule as a curve when ``config`` is
+    given or the run directory holds its ``config.yaml`` (else the logged per-record rates), titled
+    with the run directory's name. None when the
+    history holds no record."""
+    import json
+
+    from tadkit.viz import plot_training_curves
+
+    try:
+        history = json.loads(Path(history_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise TadkitError(f"unreadable training history: {error}", file=str(history_path), field="history") from None
+    curves = history_to_curves(history)
+    if not curves:
+        return None
+    run_config = Path(history_path).parent / "config.yaml"  # what the run trained with, when it is there
+    if run_config.is_file():
+        from tadkit.engine.config import load_config
+
+        try:
+            config = load_config(run_config)
+        except TadkitError:
+            pass  # an old or hand-edited run config: the caller's config (or the logged rates) instead
+    records = history.get("epochs", []) if isinstance(history, dict) else list(history)
+    unit = history.get("unit", "epoch") if isinstance(history, dict) else "epoch"
+    unit = unit if unit in ("epoch", "iteration") else "epoch"
+    key = "step" if unit == "iteration" else "epoch"
+    x = [float(r.get(key, r.get("global_step", i + 1))) for i, r in enumerate(records)]
+    lr_curve = schedule_curve(config, unit, records) if config is not None else None
+    model = history.get("model") if isinstance(history, dict) else None
+    length = f"{x[-1]:g} {unit}{'s' if x[-1] != 1 else ''}"
+    title = f"{Path(history_path).parent.name}: {model + ', ' if model else ''}{length}"
+    return plot_training_curves(curves, path, title, x=x, xlabel=unit, lr=[float(r.get("lr", "nan")) for r in records],
+                                lr_curve=lr_curve)
+
+
+#: most points drawn for a learning-rate schedule (a long per-iteration cosine is sampled evenly)
+MAX_LR_POINTS = 2000
+
+
+def schedule_curve(config: Config, unit: str, records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(x, lr) of the default parameter group's schedule (:func:`tadkit.engine.trainer.lr_at`) up to the
+    last record, in the plotted ``unit``: per iteration for an iteration schedule, a step per epoch for
+    an epoch schedule. None when the records do not say how many iterations an epoch has."""
+    from tadkit.engine.trainer import lr_at, schedule_length
+
+    if not records:
+        return None
+    last = records[-1]
+    steps, epochs = int(last.get("global_step") or 0), int(last.get("epoch") or 0)
+    if steps < 1 or epochs < 1:
+        return None
+    steps_per_epoch = max(1, round(steps / epochs)) if unit == "epoch" else max(1, math.ceil(steps / epochs))
+    total = schedule_length(config, steps_per_epoch)
+    per_iteration = config.train.scheduler_unit == "iteration"
+    done = steps if per_iteration else epochs  # scheduler steps the run has taken
+    positions = np.unique(np.linspace(0, max(done - 1, 0), min(done, MAX_LR_POINTS)).round().astype(np.int64))
+    values = np.array([lr_at(config.train.lr, config, int(p), total) for p in positions])
+    # scheduler step p is in force from p to p + 1 (in its own unit): draw it as a step
+    edges = np.ravel(np.column_stack([positions, positions + 1])).astype(np.float64)
+    lr = np.repeat(values, 2)
+    if per_iteration and unit == "epoch":
+        edges = edges / steps_per_epoch
+    elif not per_iteration and unit == "iteration":
+        edges = edges * steps_per_epoch
+    return edges, lr
 
 
 def history_to_curves(history: Any) -> dict[str, list[float]]:

@@ -130,7 +130,8 @@ def run(args) -> int:
     print(outputs.report.format())
 
     print("\n[4/4] plots")
-    outputs.files.update(plot_outputs(outputs.gt, outputs.dets, outputs.report, run_dir / "history.json", out))
+    outputs.files.update(plot_outputs(outputs.gt, outputs.dets, outputs.report, run_dir / "history.json", out,
+                                             config=config))
     for name, path in outputs.files.items():
         print(f"  {name}: {path}")
     primary = outputs.report.results[config.test.protocol]

@@ -1,4 +1,5 @@
-"""PNG plots for reports: detection timelines, mAP per duration bin, training curves, PR curves.
+"""PNG plots for reports: detection timelines, mAP per duration bin, PR curves (training curves:
+:mod:`tadkit.viz.curves`).
 
 Figures are drawn on matplotlib's Agg canvas directly (no pyplot state, no display needed, safe in
 worker processes) and written atomically. Every function validates its input and raises
@@ -16,13 +17,12 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from tadkit.data.records import DetectionSet, Segment, VideoAnnotation
 from tadkit.errors import TadkitError
 from tadkit.utils.io import atomic_open
 
-__all__ = ["plot_timeline", "plot_duration_map", "plot_training_curves", "plot_pr_curve", "class_colors"]
+__all__ = ["plot_timeline", "plot_duration_map", "plot_pr_curve", "class_colors"]
 
 _DPI = 100
 _MAX_TIMELINE_VIDEOS = 12
@@ -364,151 +364,6 @@ def plot_duration_map(
     ax.grid(axis="y", alpha=0.3)
     if title:
         ax.set_title(title)
-    return _save(fig, path)
-
-# --------------------------------------------------------------------------------------------- #
-# Training curves
-# --------------------------------------------------------------------------------------------- #
-
-
-_VAL_PREFIXES = ("val/", "val_", "validation/", "valid/")
-_TRAIN_PREFIXES = ("loss/", "train/", "train_", "")
-
-
-def _is_lr(name: str) -> bool:
-    lowered = name.lower()
-    return lowered in ("lr", "learning_rate") or lowered.endswith("/lr")
-
-
-def _lr_decays(lr: np.ndarray) -> list[tuple[int, float]]:
-    """(last epoch at the old rate, factor) for every drop of the learning rate; epochs are 1-based
-    and ``lr[i]`` is the rate used during epoch i + 1, so the drop is drawn at epoch + 0.5."""
-    prev, cur = lr[:-1], lr[1:]
-    drops = np.flatnonzero(np.isfinite(prev) & np.isfinite(cur) & (cur < prev * (1 - 1e-9)) & (prev > 0))
-    return [(int(i) + 1, float(cur[i] / prev[i])) for i in drops]
-
-
-def plot_training_curves(
-    history: Mapping[str, Sequence[float]],
-    path: str | os.PathLike,
-    title: str | None = None,
-    *,
-    xlabel: str = "epoch",
-    lr: Sequence[float] | None = None,
-    decay_epochs: Sequence[int] | None = None,
-) -> Path:
-    """One panel per series (losses, learning rate, mAP...), x = 1..len(series).
-
-    NaN entries are gaps (e.g. a metric evaluated every few epochs); each series needs at least
-    one finite value. Validation series (``val/...``, ``validation/...``) are drawn as points at the
-    evaluated epochs, over the whole epoch range; one whose name matches a training series
-    (``val/total`` and ``loss/total``) shares that panel, with a train/validation legend.
-
-    Learning-rate decays are marked on every panel (dashed line between the last epoch at the old
-    rate and the first at the new one, "lr x0.1"): found in ``lr`` (per-epoch rates) or in a series
-    named ``lr``/``learning_rate``/``*/lr``, or given as ``decay_epochs`` (the last epoch before each
-    decay, as in a config's ``lr_decay_epochs``). A run of a single epoch has no curve to draw:
-    its panels show the values as text instead of a one-point axis.
-    """
-    path = _check_path(path)
-    if not isinstance(history, Mapping) or not history:
-        raise TadkitError("history is empty", field="history")
-
-    def as_series(name: str, values: Any, field: str) -> np.ndarray:
-        try:
-            arr = np.asarray(values, dtype=np.float64).reshape(-1)
-        except (TypeError, ValueError):
-            raise TadkitError(f"series {name!r} is not a list of numbers", field=field) from None
-        if np.isinf(arr).any():
-            raise TadkitError(f"series {name!r} contains infinite values", field=field)
-        if not np.isfinite(arr).any():
-            raise TadkitError(f"series {name!r} has no finite value", field=field)
-        return arr
-
-    series = {str(name): as_series(str(name), values, f"history.{name}") for name, values in history.items()}
-    lr_arr = as_series("lr", lr, "lr") if lr is not None else next(
-        (arr for name, arr in series.items() if _is_lr(name)), None)
-    decays: list[tuple[float, str]] = []
-    if lr_arr is not None:
-        decays = [(epoch + 0.5, f"lr x{factor:.3g}") for epoch, factor in _lr_decays(lr_arr)]
-    if decay_epochs is not None:
-        known = {x for x, _ in decays}
-        for epoch in decay_epochs:
-            e = _finite_number(epoch, "decay_epochs")
-            if e + 0.5 not in known:
-                decays.append((e + 0.5, "lr decay"))
-    num_epochs = max(len(arr) for arr in series.values())
-
-    # validation series join the panel of the training series of the same name, when there is one
-    panels: dict[str, list[tuple[str, np.ndarray, bool]]] = {}
-    val_of: dict[str, str] = {}
-    for name in series:
-        lowered = name.lower()
-        prefix = next((p for p in _VAL_PREFIXES if lowered.startswith(p)), None)
-        if prefix is None:
-            continue
-        key = name[len(prefix):]
-        partner = next((p + key for p in _TRAIN_PREFIXES if p + key in series and p + key != name), None)
-        if partner is not None:
-            val_of[name] = partner
-    for name, arr in series.items():
-        is_val = any(name.lower().startswith(p) for p in _VAL_PREFIXES)
-        panels.setdefault(val_of.get(name, name), []).append((name, arr, is_val))
-
-    cols = min(3, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    panel_height = 1.6 if num_epochs == 1 else 3.0
-    fig = _new_figure(4.2 * cols, panel_height * rows + (0.4 if title else 0) + (0.3 if num_epochs == 1 else 0))
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax, (panel, members) in zip(axes, panels.items()):
-        ax.set_title(panel, fontsize=10)
-        if num_epochs == 1:  # one point is not a curve: say the values, draw no axis
-            ax.set_axis_off()
-            lines = []
-            for _, arr, is_val in members:
-                value = "not evaluated" if not np.isfinite(arr[0]) else f"{arr[0]:.4g}"
-                lines.append(f"{'validation' if is_val else 'train'}: {value}" if len(members) > 1 else value)
-            text = "\n".join(lines)
-            ax.text(0.5, 0.5, f"epoch 1\n{text}", ha="center", va="center", fontsize=12, transform=ax.transAxes)
-            continue
-        for k, (name, arr, is_val) in enumerate(members):
-            x = np.arange(1, len(arr) + 1)
-            finite = np.isfinite(arr)
-            if is_val:
-                label = "validation" if len(members) > 1 else f"evaluated at {int(finite.sum())} epoch(s)"
-                ax.plot(x[finite], arr[finite], marker="s", markersize=4, linewidth=1.0, linestyle="--",
-                        color=f"C{1 if len(members) > 1 else 0}", label=label)
-            else:
-                ax.plot(x[finite], arr[finite], marker="o" if finite.sum() <= 30 else None, markersize=3,
-                        linewidth=1.2, color=f"C{k}", label="train" if len(members) > 1 else None)
-            if _is_lr(name) or (is_val and len(members) > 1):
-                continue  # the best learning rate means nothing; one best marker per panel
-            lowered = name.lower()
-            kind, best = ("min", int(np.nanargmin(arr))) if "loss" in lowered else ("max", int(np.nanargmax(arr)))
-            right_half = x[best] > (1 + num_epochs) / 2
-            ax.annotate(f"{kind} {arr[best]:.4g}", (x[best], arr[best]), fontsize=7, textcoords="offset points",
-                        xytext=(-4 if right_half else 4, 4), ha="right" if right_half else "left")
-        for position, text in decays:
-            ax.axvline(position, color="black", linestyle=":", linewidth=0.9, alpha=0.7)
-            ax.annotate(text, (position, 1.0), xycoords=("data", "axes fraction"), fontsize=7, ha="center",
-                        va="bottom", xytext=(0, 1), textcoords="offset points")
-        if any(_is_lr(name) for name, *_ in members) and all(np.nanmin(arr) > 0 for _, arr, _ in members):
-            ax.set_yscale("log")  # decays are factors: equal steps on a log axis
-        ax.set_xlim(0.5, num_epochs + 0.5)
-        ax.margins(y=0.12)  # room for the min/max note inside the panel
-        ax.set_xlabel(xlabel)
-        ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if any(is_val for *_, is_val in members):
-            ax.legend(fontsize=7, loc="best")
-    for ax in axes[len(panels):]:
-        ax.set_visible(False)
-    heading = title
-    if num_epochs == 1:
-        note = "a single epoch: values, not curves"
-        heading = f"{title}\n{note}" if title else note
-    if heading:
-        fig.suptitle(heading)
     return _save(fig, path)
 
 # --------------------------------------------------------------------------------------------- #
