@@ -263,6 +263,10 @@ def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool 
     return TestOutputs(gt=gt, dets=dets, report=report, files=files)
 
 
+#: timelines draw every detection scoring at least this fraction of the run's best score
+TIMELINE_SCORE_FLOOR = 0.1
+
+
 def plot_outputs(
     gt: AnnotationSet, dets: DetectionSet, report: Report, history_path: Path | None, out_dir: Path,
     num_videos: int = 3, config: Config | None = None,
@@ -273,16 +277,18 @@ def plot_outputs(
 
     out_dir = Path(out_dir)
     files: dict[str, Path] = {}
-    # The videos with the most ground truth make the most telling timelines.
+    # The videos with the most ground truth make the most telling timelines. Every detection above a
+    # floor relative to the run's best score is drawn (a top-k makes found GT look missed), opacity on
+    # the run's own 0..best scale (CAS methods score far below 1), the same for its three timelines.
+    best = float(dets.score.max()) if len(dets) and dets.score.max() > 0 else 1.0
     busiest = sorted(gt.videos.values(), key=lambda v: -len(v.segments))[:num_videos]
     for video in busiest:
-        mask = dets.video == video.video_id
-        top = np.argsort(-dets.score[mask], kind="stable")[: max(3 * len(video.segments), 10)]
-        chosen = dets.select(np.flatnonzero(mask)[top])
-        duration = video.duration or float(max([s.end for s in video.segments] + list(chosen.end) + [1.0]))
+        duration = video.duration or float(max([s.end for s in video.segments]
+                                                + list(dets.end[dets.video == video.video_id]) + [1.0]))
         path = out_dir / f"timeline_{video.video_id}.png"
-        plot_timeline(video.segments, chosen, duration, gt.classes, path, title=f"{video.video_id}: GT vs detections",
-                      total_detections=int(mask.sum()))
+        plot_timeline({video.video_id: video.segments}, dets, duration, gt.classes, path,
+                      title=f"{video.video_id}: GT vs detections",
+                      min_score=TIMELINE_SCORE_FLOOR * best, score_range=(0.0, best), protocol=report.primary)
         files[f"timeline_{video.video_id}"] = path
     bins = {b.name: 100.0 * b.mAP[0] for b in report.durations.bins if b.num_gt}
     files["per_duration"] = out_dir / "per_duration_map.png"

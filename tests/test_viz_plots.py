@@ -11,8 +11,8 @@ from PIL import Image
 from conftest import shared_path
 from tadkit.data.records import DetectionSet, Segment, VideoAnnotation
 from tadkit.errors import TadkitError
-from tadkit.viz import plot_training_curves
-from tadkit.viz.plots import class_colors, plot_duration_map, plot_pr_curve, plot_timeline
+from tadkit.viz import plot_timeline, plot_training_curves
+from tadkit.viz.plots import class_colors, plot_duration_map, plot_pr_curve
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CLASSES = ["BaseballPitch", "CliffDiving", "Diving", "HighJump"]
@@ -52,13 +52,13 @@ def detections(rows) -> DetectionSet:
 def test_timeline_draws_gt_in_class_colours(tmp_path):
     gt = {"v1": [Segment(1.0, 4.0, "CliffDiving"), Segment(1.0, 4.0, "Diving")],
           "v2": [Segment(10.0, 30.0, "BaseballPitch")]}
-    dets = detections([("v1", 1.2, 4.5, "Diving", 0.9), ("v1", 6.0, 8.0, "CliffDiving", 0.2),
+    dets = detections([("v1", 1.2, 4.5, "Diving", 0.9), ("v1", 1.0, 3.9, "CliffDiving", 0.2),
                        ("v2", 11.0, 29.0, "BaseballPitch", 0.7), ("other", 0.0, 1.0, "HighJump", 1.0)])
     path = plot_timeline(gt, dets, {"v1": 10.0, "v2": 40.0}, CLASSES, tmp_path / "t.png", "two videos")
     pixels = load_png(path)
     assert pixels.shape[1] == 1200 and 300 <= pixels.shape[0] <= 800
     colours = class_colors(CLASSES)
-    for name in ("CliffDiving", "Diving", "BaseballPitch"):  # opaque GT bars keep the exact colour
+    for name in ("CliffDiving", "Diving", "BaseballPitch"):  # opaque (found) GT bars keep the exact colour
         assert has_colour(pixels, rgb255(colours[name])).sum() > 100, name
     assert has_colour(pixels, rgb255(colours["HighJump"])).sum() == 0  # only in another video
     assert no_temp_files(tmp_path)
@@ -217,27 +217,26 @@ def _collection(ax, label):
     return next(c for c in ax.collections if c.get_label() == label)
 
 
-def test_timeline_legend_fixed_opacity_and_top_k_caption(tmp_path, figures):
+def test_timeline_fixed_opacity_and_every_detection_above_the_floor(tmp_path, figures):
     gt = [Segment(1.0, 4.0, "Diving")]
     many = [("v", 1.0 + 0.01 * i, 4.0, "Diving", 0.2 + 0.5 * i / 99) for i in range(100)]
     plot_timeline(gt, detections([("v", 1.0, 4.0, "Diving", 0.2), ("v", 5.0, 6.0, "HighJump", 0.9)]), 10.0, CLASSES,
                   tmp_path / "a.png")
-    plot_timeline(gt, detections(many), 10.0, CLASSES, tmp_path / "b.png")
+    plot_timeline(gt, detections(many), 10.0, CLASSES, tmp_path / "b.png", min_score=0.5)
     a, b = figures
-    texts = [t.get_text() for t in a.legends[0].get_texts()]
-    assert texts[0].startswith("ground truth") and all(t.startswith("detection") for t in texts[1:])
-    assert [t.split("score ")[1] for t in texts[1:]] == ["1", "0.5", "0"]
     # the same score gets the same opacity whatever else is in the figure: 0.15 + 0.8 * score
-    alpha_a = _collection(a.axes[0], "det:Diving").get_facecolors()[:, 3]
-    assert alpha_a == pytest.approx([0.15 + 0.8 * 0.2])
-    alpha_b = _collection(b.axes[0], "det:Diving").get_facecolors()[:, 3]
-    assert len(alpha_b) == 30 and alpha_b.max() == pytest.approx(0.15 + 0.8 * 0.7)
-    assert alpha_b.min() == pytest.approx(0.15 + 0.8 * (0.2 + 0.5 * 70 / 99))
+    assert _collection(a.axes[0], "det:Diving").get_facecolors()[:, 3] == pytest.approx([0.15 + 0.8 * 0.2])
     assert _collection(a.axes[0], "det:HighJump").get_facecolors()[0, 3] == pytest.approx(0.87)
-    assert _collection(a.axes[0], "gt:Diving").get_facecolors()[0, 3] == 1.0
-    assert a.axes[0].get_title(loc="left") == "v: 1 GT, all 2 detections"
-    assert b.axes[0].get_title(loc="left") == "v: 1 GT, top 30 of 100 detections"
-    assert "top 30 detections per video" in b._suptitle.get_text() and "fixed 0..1 scale" in b._suptitle.get_text()
+    assert _collection(a.axes[0], "gt:Diving").get_facecolors()[0, 3] == 1.0  # found: opaque
+    above = [row for row in many if row[4] >= 0.5]
+    alphas = np.concatenate([c.get_facecolors()[:, 3] for c in b.axes[0].collections
+                             if c.get_label().startswith("det:Diving")])
+    assert len(alphas) == len(above)  # every detection above the floor, no top-k
+    assert alphas.min() == pytest.approx(0.15 + 0.8 * min(r[4] for r in above))
+    assert a.axes[0].get_title(loc="left") == "v: 1 GT (1 found), all 2 detections (1 true positive)"
+    assert b.axes[0].get_title(loc="left") == f"v: 1 GT (1 found), {len(above)} of 100 detections (1 true positive)"
+    assert "every detection with score >= 0.5" in b._suptitle.get_text()
+    assert "fixed 0..1 scale" in b._suptitle.get_text()
 
 
 def test_timeline_total_detections_score_range_and_clipping(tmp_path, figures):
@@ -245,13 +244,14 @@ def test_timeline_total_detections_score_range_and_clipping(tmp_path, figures):
     plot_timeline([], dets, 10.0, CLASSES, tmp_path / "a.png", total_detections=250, max_detections=2)
     plot_timeline([], dets, 10.0, CLASSES, tmp_path / "b.png", score_range=(-1.0, 3.0))
     a, b = figures
-    assert a.axes[0].get_title(loc="left") == "v: 0 GT, top 2 of 250 detections"
+    assert a.axes[0].get_title(loc="left") == "v: 2 of 250 detections"
     assert "2 score(s) outside it clipped" in a._suptitle.get_text()
     assert sorted(_collection(a.axes[0], "det:Diving").get_facecolors()[:, 3]) == pytest.approx([0.15, 0.95])
     assert sorted(_collection(b.axes[0], "det:Diving").get_facecolors()[:, 3]) == pytest.approx([0.15, 0.95])
     assert "fixed -1..3 scale" in b._suptitle.get_text() and "clipped" not in b._suptitle.get_text()
     for kwargs, field in (({"score_range": (1.0, 1.0)}, "score_range"), ({"total_detections": 1}, "total_detections"),
-                          ({"total_detections": {"v": 1.5}}, "total_detections")):
+                          ({"total_detections": {"v": 1.5}}, "total_detections"),
+                          ({"max_detections": 0}, "max_detections"), ({"min_score": float("nan")}, "min_score")):
         with pytest.raises(TadkitError) as info:
             plot_timeline([], dets, 10.0, CLASSES, tmp_path / "c.png", **kwargs)
         assert info.value.field == field

@@ -121,3 +121,115 @@ def test_epoch_run_step_decay_and_a_loss_spanning_decades(tmp_path, figures):
     drop = x[np.flatnonzero(np.diff(y) < 0)[0] + 1]
     assert drop == decay  # the rate falls after epoch `decay`, where the trainer lowers it
     assert "run_a2net: a2net, 30 epochs" == fig._suptitle.get_text()
+
+
+# --------------------------------------------------------------------------------------------- #
+# 8. timelines
+# --------------------------------------------------------------------------------------------- #
+CLASSES = ["BaseballPitch", "CliffDiving", "Diving", "HighJump"]
+
+
+def dets(rows):
+    from tadkit.data.records import DetectionSet
+
+    video, start, end, label, score = zip(*rows)
+    return DetectionSet(np.array(video, dtype=object), np.array(start, float), np.array(end, float),
+                        np.array(label, dtype=object), np.array(score, float))
+
+
+def collections(ax, prefix):
+    return [c for c in ax.collections if c.get_label().startswith(prefix)]
+
+
+def bars(collection):
+    """(x0, x1, y0, y1) of each bar of a broken_barh collection."""
+    out = []
+    for path in collection.get_paths():
+        v = path.vertices
+        out.append((v[:, 0].min(), v[:, 0].max(), v[:, 1].min(), v[:, 1].max()))
+    return out
+
+
+@pytest.mark.parametrize("protocol", ["activitynet", "thumos14"])
+def test_timeline_marks_true_positives_and_missed_ground_truth(tmp_path, figures, protocol):
+    from tadkit.data.records import Segment
+    from tadkit.viz import plot_timeline
+
+    gt = {"v": [Segment(10.0, 20.0, "Diving"), Segment(30.0, 40.0, "Diving"), Segment(50.0, 60.0, "HighJump")]}
+    rows = [("v", 10.5, 20.0, "Diving", 0.9),  # tIoU 0.95: true positive
+            ("v", 10.0, 19.0, "Diving", 0.8),  # same GT again: false positive (one-to-one)
+            ("v", 30.0, 34.0, "Diving", 0.7),  # tIoU 0.4: false positive, GT 30-40 missed
+            ("v", 50.0, 55.0, "HighJump", 0.6),  # tIoU exactly 0.5: TP for activitynet (>=), not thumos14 (>)
+            ("v", 70.0, 75.0, "HighJump", 0.05)]  # below the floor: not drawn
+    plot_timeline(gt, dets(rows), 80.0, CLASSES, tmp_path / "t.png", min_score=0.1, protocol=protocol)
+    (fig,) = figures
+    ax = fig.axes[0]
+    edge_tp = [(tuple(c.get_edgecolors()[i][:3]), c.get_linewidths()[i]) for c in collections(ax, "det:")
+               for i in range(len(c.get_paths()))]
+    assert len(edge_tp) == 4  # every detection at or above 0.1
+    n_tp = sum(colour == (0, 0, 0) and width > 1 for colour, width in edge_tp)
+    highjump_tp = protocol == "activitynet"
+    assert n_tp == 1 + highjump_tp
+    (found,) = collections(ax, "gt:Diving")
+    (missed,) = collections(ax, "gt-missed:Diving")
+    assert [b[:2] for b in bars(found)] == [(10.0, 20.0)] and [b[:2] for b in bars(missed)] == [(30.0, 40.0)]
+    assert missed.get_hatch() == "////" and tuple(missed.get_edgecolors()[0][:3]) == pytest.approx((0.85, 0.1, 0.1))
+    assert bool(collections(ax, "gt:HighJump")) == highjump_tp
+    assert bool(collections(ax, "gt-missed:HighJump")) != highjump_tp
+    assert ax.get_title(loc="left") == (f"v: 3 GT ({1 + highjump_tp} found), 4 of 5 detections "
+                                        f"({1 + highjump_tp} true positive{'s' if highjump_tp else ''})")
+    assert f"tIoU 0.5 ({protocol} matching)" in fig._suptitle.get_text()
+
+
+def test_timeline_legend_is_in_class_colours_with_a_score_scale(tmp_path, figures):
+    from tadkit.data.records import Segment
+    from tadkit.viz import class_colors, plot_timeline
+
+    rows = [("v", 1.0, 2.0, "Diving", 0.9), ("v", 3.0, 4.0, "HighJump", 0.3)]
+    plot_timeline({"v": [Segment(1.0, 2.0, "Diving")]}, dets(rows), 10.0, CLASSES, tmp_path / "gt.png")
+    plot_timeline([], dets(rows), 10.0, CLASSES, tmp_path / "detect.png", title="zero-shot")
+    with_gt, without_gt = figures
+    colours = class_colors(CLASSES)
+    for fig in figures:
+        legend = fig.legends[0]
+        entries = dict(zip([t.get_text() for t in legend.get_texts()], legend.legend_handles))
+        for name in ("Diving", "HighJump"):  # one swatch per class drawn, in that class's colour
+            assert tuple(entries[name].get_facecolor()) == pytest.approx(colours[name])
+        assert "BaseballPitch" not in entries and legend.get_title().get_text() == "colour = class"
+        scale = [ax for ax in fig.axes if ax.get_ylabel() == "detection score (bar opacity)"]
+        assert len(scale) == 1 and scale[0].get_ylim() == pytest.approx((0.0, 1.0))
+    texts = [t.get_text() for t in with_gt.legends[0].get_texts()]
+    assert {"ground truth, found (upper bar)", "ground truth, missed", "detection, true positive"} <= set(texts)
+    texts = [t.get_text() for t in without_gt.legends[0].get_texts()]
+    assert not any("ground truth" in t or "true positive" in t for t in texts)  # `detect`: no GT at all
+    assert without_gt.axes[0].get_title(loc="left") == "v: all 2 detections"
+
+
+def test_touching_and_overlapping_segments_stay_apart(tmp_path, figures):
+    from tadkit.data.records import Segment
+    from tadkit.viz import plot_timeline
+    from tadkit.viz.timeline import MAX_LANES, pack_lanes
+
+    gt = {"v": [Segment(0.0, 2.0, "Diving"), Segment(2.0, 4.0, "Diving")]}
+    rows = [("v", 0.0, 2.0, "Diving", 0.5), ("v", 2.0, 4.0, "Diving", 0.5), ("v", 4.0, 6.0, "Diving", 0.5)]
+    plot_timeline(gt, dets(rows), 10.0, CLASSES, tmp_path / "t.png")
+    (fig,) = figures
+    ax = fig.axes[0]
+    (gt_bars,) = collections(ax, "gt:Diving")
+    assert len(gt_bars.get_paths()) == 2 and (gt_bars.get_linewidths() > 0).all()  # an outline between them
+    lanes = {b[:2]: b[2] for c in collections(ax, "det:Diving") for b in bars(c)}
+    assert lanes[(0.0, 2.0)] != lanes[(2.0, 4.0)] and lanes[(2.0, 4.0)] != lanes[(4.0, 6.0)]  # touching: other lane
+    start = np.array([0.0, 1.0, 2.0, 3.0, 10.0])
+    lane = pack_lanes(start, start + 2.5)
+    assert lane.tolist() == [0, 1, 2, 0, 0] and lane.max() < MAX_LANES
+
+
+def test_twenty_classes_get_twenty_clearly_different_colours():
+    from tadkit.viz.plots import _cielab, class_colors
+
+    rgb = np.array([c[:3] for c in class_colors([f"c{i}" for i in range(20)]).values()])
+    lab = _cielab(rgb)
+    distance = np.linalg.norm(lab[:, None] - lab[None], axis=2)
+    np.fill_diagonal(distance, np.inf)
+    assert distance.min() >= 25.0  # CIELAB units: ~2.3 is just noticeable; tab20's light/dark pairs are ~14
+    assert (np.hypot(lab[:, 1], lab[:, 2]) > 25).all()  # no grey

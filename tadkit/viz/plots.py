@@ -1,5 +1,5 @@
-"""PNG plots for reports: detection timelines, mAP per duration bin, PR curves (training curves:
-:mod:`tadkit.viz.curves`).
+"""PNG plots for reports: mAP per duration bin, PR curves, and what every plot shares (class colours,
+atomic PNG writing, checks). Timelines: :mod:`tadkit.viz.timeline`; training curves: :mod:`tadkit.viz.curves`.
 
 Figures are drawn on matplotlib's Agg canvas directly (no pyplot state, no display needed, safe in
 worker processes) and written atomically. Every function validates its input and raises
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -18,29 +19,48 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
-from tadkit.data.records import DetectionSet, Segment, VideoAnnotation
 from tadkit.errors import TadkitError
 from tadkit.utils.io import atomic_open
 
-__all__ = ["plot_timeline", "plot_duration_map", "plot_pr_curve", "class_colors"]
+__all__ = ["plot_duration_map", "plot_pr_curve", "class_colors"]
 
 _DPI = 100
-_MAX_TIMELINE_VIDEOS = 12
 
 
-def _palette() -> list[tuple[float, float, float, float]]:
-    """Distinct, non-grey colours: tab20's 9 dark then 9 light shades (its grey pair left out, so
-    grey never stands for a real class), then tab20b's 20 colours."""
+#: matplotlib's qualitative palettes: the pool the class colours are picked from
+_PALETTE_SOURCES = (("tab10", 10), ("tab20", 20), ("tab20b", 20), ("tab20c", 20), ("Set1", 9), ("Dark2", 8),
+                    ("Set2", 8), ("Accent", 8), ("Paired", 12))
+_PALETTE_SIZE = 38
+
+
+def _cielab(rgb: np.ndarray) -> np.ndarray:
+    """sRGB in [0, 1] (N, 3) -> CIELAB (D65), where Euclidean distance ~ perceived difference."""
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    xyz = linear @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
+    xyz = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
+    return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], axis=1)
+
+
+@lru_cache(maxsize=1)
+def _palette() -> tuple[tuple[float, float, float, float], ...]:
+    """38 colours, each as far (CIELAB) from all earlier ones as the pool allows: farthest-point order
+    from tab:blue over matplotlib's qualitative palettes, greys and washed-out shades left out (grey
+    never stands for a class). The first 20 differ by >= 25 CIELAB units: distinct for 20 classes."""
     from matplotlib import colormaps
 
-    tab20, tab20b = colormaps["tab20"], colormaps["tab20b"]
-    # tab20 comes in dark/light pairs: the dark shades first so neighbours differ clearly.
-    dark = [i for i in range(0, 20, 2) if i != _TAB20_GREY]
-    light = [i for i in range(1, 20, 2) if i != _TAB20_GREY + 1]
-    return [to_rgba(tab20(i)) for i in dark + light] + [to_rgba(tab20b(i)) for i in range(20)]
-
-
-_TAB20_GREY = 14  # tab20 indices 14/15 are the grey pair
+    every = np.array([colormaps[name](i)[:3] for name, n in _PALETTE_SOURCES for i in range(n)])
+    pool = every[np.sort(np.unique(np.round(every, 4), axis=0, return_index=True)[1])]  # palettes share colours
+    lab = _cielab(pool)
+    vivid = (np.hypot(lab[:, 1], lab[:, 2]) > 25) & (lab[:, 0] > 25) & (lab[:, 0] < 88)
+    pool, lab = pool[vivid], lab[vivid]
+    first = int(np.argmin(((pool - np.asarray(colormaps["tab10"](0)[:3])) ** 2).sum(axis=1)))
+    chosen, distance = [first], np.linalg.norm(lab - lab[first], axis=1)
+    while len(chosen) < _PALETTE_SIZE:
+        nxt = int(np.argmax(distance))
+        chosen.append(nxt)
+        distance = np.minimum(distance, np.linalg.norm(lab - lab[nxt], axis=1))
+    return tuple(to_rgba(tuple(pool[i])) for i in chosen)
 
 
 def class_colors(class_names: Sequence[str]) -> dict[str, tuple[float, float, float, float]]:
@@ -77,191 +97,6 @@ def _finite_number(value: Any, field: str, video: str | None = None) -> float:
         raise TadkitError(f"{value!r} is not finite", video=video, field=field)
     return number
 
-
-# --------------------------------------------------------------------------------------------- #
-# Timeline
-# --------------------------------------------------------------------------------------------- #
-
-
-def _gt_by_video(gt_segments: Any, detections: DetectionSet) -> dict[str, list[Segment]]:
-    if isinstance(gt_segments, VideoAnnotation):
-        return {gt_segments.video_id: list(gt_segments.segments)}
-    if isinstance(gt_segments, Mapping):
-        out = {}
-        for video, segs in gt_segments.items():
-            out[str(video)] = list(segs.segments) if isinstance(segs, VideoAnnotation) else list(segs)
-        return out
-    if isinstance(gt_segments, Sequence) and not isinstance(gt_segments, (str, bytes)):
-        videos = detections.videos()
-        if len(videos) > 1:
-            raise TadkitError(
-                f"a plain list of GT segments is for one video, but detections cover {len(videos)} videos; "
-                "pass {video_id: segments}", field="gt_segments")
-        return {videos[0] if videos else "video": list(gt_segments)}
-    raise TadkitError(f"expected segments or {{video_id: segments}}, got {type(gt_segments).__name__}",
-                      field="gt_segments")
-
-
-_GUIDE_GREY = (0.35, 0.35, 0.35, 1.0)  # legend swatches only: a style, never a class
-
-
-def _score_alpha(score: np.ndarray, score_range: tuple[float, float]) -> np.ndarray:
-    """Opacity of a detection bar on a fixed scale: ``score_range[0]`` -> 0.15, ``score_range[1]`` -> 0.95
-    (clipped), the same in every figure so two plots compare by eye."""
-    lo, hi = score_range
-    return 0.15 + 0.8 * np.clip((np.asarray(score, dtype=np.float64) - lo) / (hi - lo), 0.0, 1.0)
-
-
-def plot_timeline(
-    gt_segments: Sequence[Segment] | Mapping[str, Sequence[Segment] | VideoAnnotation] | VideoAnnotation,
-    detections: DetectionSet,
-    duration: float | Mapping[str, float],
-    class_names: Sequence[str],
-    path: str | os.PathLike,
-    title: str | None = None,
-    *,
-    max_detections: int = 30,
-    min_score: float | None = None,
-    score_range: tuple[float, float] = (0.0, 1.0),
-    total_detections: int | Mapping[str, int] | None = None,
-) -> Path:
-    """Ground truth vs detections for one or a few videos, one panel per video.
-
-    Each class present gets a row: ground truth is the solid upper bar, detections the lower bars
-    with opacity rising with score on a fixed scale (``score_range``, default 0..1, clipped; the same
-    in every figure). Only the ``max_detections`` best detections of each video (and those >=
-    ``min_score``) are drawn; each panel says "top k of N". A legend explains the bars.
-
-    Args:
-        gt_segments: segments of one video, ``{video_id: segments}`` or a :class:`VideoAnnotation`.
-        detections: a :class:`DetectionSet`; rows of other videos are ignored.
-        duration: seconds (one video) or ``{video_id: seconds}``; sets the x range.
-        class_names: fixes colours and row order; every label must be one of them.
-        path: output ``.png``.
-        score_range: scores mapped to the faintest and the most opaque bar.
-        total_detections: how many detections the video really had, when the caller passes only a
-            pre-selection (int for one video or ``{video_id: N}``); default: rows of ``detections``.
-    """
-    path = _check_path(path)
-    if not isinstance(detections, DetectionSet):
-        raise TadkitError(f"expected a DetectionSet, got {type(detections).__name__}", field="detections")
-    names = [str(c) for c in class_names]
-    if not names:
-        raise TadkitError("class_names is empty", field="class_names")
-    class_row = {name: i for i, name in enumerate(names)}
-    colours = class_colors(names)
-    gt = _gt_by_video(gt_segments, detections)
-    if not gt:
-        raise TadkitError("no video to plot", field="gt_segments")
-    if len(gt) > _MAX_TIMELINE_VIDEOS:
-        raise TadkitError(f"{len(gt)} videos; a timeline shows at most {_MAX_TIMELINE_VIDEOS}", field="gt_segments")
-    if isinstance(max_detections, bool) or not isinstance(max_detections, int) or max_detections < 1:
-        raise TadkitError(f"must be a positive integer, got {max_detections!r}", field="max_detections")
-    try:
-        s_lo, s_hi = (_finite_number(v, "score_range") for v in score_range)
-    except TypeError:
-        raise TadkitError(f"must be (low, high), got {score_range!r}", field="score_range") from None
-    if not s_hi > s_lo:
-        raise TadkitError(f"must be (low, high) with high > low, got {score_range!r}", field="score_range")
-
-    panels = []
-    for video, segs in gt.items():
-        dur = _finite_number(duration.get(video) if isinstance(duration, Mapping) else duration, "duration", video)
-        if dur <= 0:
-            raise TadkitError(f"duration must be > 0, got {dur}", video=video, field="duration")
-        gt_arr = np.zeros((len(segs), 2))
-        gt_labels = []
-        for i, seg in enumerate(segs):
-            if not isinstance(seg, Segment):
-                raise TadkitError(f"GT entry {i} is {type(seg).__name__}, not a Segment", video=video,
-                                  field="gt_segments")
-            start = _finite_number(seg.start, "gt_segments.start", video)
-            end = _finite_number(seg.end, "gt_segments.end", video)
-            if end < start:
-                raise TadkitError(f"GT segment {i} ends ({end}) before it starts ({start})", video=video,
-                                  field="gt_segments")
-            if seg.label not in class_row:
-                raise TadkitError(f"GT label {seg.label!r} is not in class_names", video=video, field="label")
-            gt_arr[i] = start, end
-            gt_labels.append(seg.label)
-        rows = np.flatnonzero(detections.video == video)
-        available = len(rows)
-        if total_detections is not None:
-            given = total_detections.get(video) if isinstance(total_detections, Mapping) else total_detections
-            if given is not None:
-                if isinstance(given, bool) or not isinstance(given, (int, np.integer)) or given < available:
-                    raise TadkitError(f"must be an integer >= the {available} detections passed, got {given!r}",
-                                      video=video, field="total_detections")
-                available = int(given)
-        if min_score is not None:
-            rows = rows[detections.score[rows] >= min_score]
-        rows = rows[np.lexsort((rows, -detections.score[rows]))][:max_detections]
-        det = detections.select(rows)
-        if not (np.isfinite(det.start).all() and np.isfinite(det.end).all() and np.isfinite(det.score).all()):
-            raise TadkitError("detections contain NaN or infinite values", video=video, field="detections")
-        unknown = sorted({str(label) for label in det.label} - set(class_row))
-        if unknown:
-            raise TadkitError(f"detection label(s) {unknown} not in class_names", video=video, field="label")
-        panels.append((video, dur, gt_arr, gt_labels, det, available))
-    if all(len(p[2]) == 0 and len(p[4]) == 0 for p in panels):
-        raise TadkitError("nothing to plot: no ground truth and no detections", field="detections")
-
-    all_scores = np.concatenate([p[4].score for p in panels])
-    clipped = int(((all_scores < s_lo) | (all_scores > s_hi)).sum())
-
-    row_counts = [max(1, len(set(p[3]) | set(p[4].label.tolist()))) for p in panels]
-    height = 1.5 + sum(0.6 + 0.42 * n for n in row_counts)
-    fig = _new_figure(12.0, height)
-    axes = fig.subplots(len(panels), 1, squeeze=False, height_ratios=[0.6 + 0.42 * n for n in row_counts])[:, 0]
-    for ax, (video, dur, gt_arr, gt_labels, det, available) in zip(axes, panels):
-        present = sorted(set(gt_labels) | set(det.label.tolist()), key=class_row.__getitem__)
-        for r, name in enumerate(present):
-            colour = colours[name]
-            mask = np.asarray([label == name for label in gt_labels], dtype=bool)
-            if mask.any():
-                spans = [(s, e - s) for s, e in gt_arr[mask]]
-                ax.broken_barh(spans, (r + 0.1, 0.38), facecolors=[colour], edgecolors="black", linewidth=0.6,
-                               label=f"gt:{name}")
-            dmask = det.label == name
-            if dmask.any():
-                alpha = _score_alpha(det.score[dmask], (s_lo, s_hi))
-                faces = [(*colour[:3], float(a)) for a in alpha]
-                spans = [(s, e - s) for s, e in zip(det.start[dmask], det.end[dmask])]
-                ax.broken_barh(spans, (r + 0.52, 0.38), facecolors=faces, edgecolors=[(0, 0, 0, 0.5)],
-                               linewidth=0.4, label=f"det:{name}")
-        ax.set_xlim(0.0, dur)
-        ax.set_ylim(0.0, max(1, len(present)))
-        ax.set_yticks(np.arange(len(present)) + 0.5, present if present else [])
-        ax.invert_yaxis()  # first class on top; within a row the GT bar (smaller y) is drawn above
-        shown = len(det)
-        if available == 0:
-            what = "no detections"
-        elif shown == available:
-            what = f"all {available} detection{'s' if available != 1 else ''}"
-        else:
-            what = f"top {shown} of {available} detections"
-        if min_score is not None and available:
-            what += f" (score >= {min_score:g})"
-        ax.set_title(f"{video}: {len(gt_arr)} GT, {what}", fontsize=9, loc="left")
-        ax.grid(axis="x", alpha=0.3)
-    axes[-1].set_xlabel("time (s)")
-    from matplotlib.patches import Patch
-
-    def swatch(alpha: float, label: str, edge: Any = (0, 0, 0, 0.5)) -> Patch:
-        return Patch(facecolor=(*_GUIDE_GREY[:3], alpha), edgecolor=edge, linewidth=0.6, label=label)
-
-    mid = 0.5 * (s_lo + s_hi)
-    handles = [swatch(1.0, "ground truth (upper bar, black outline)", "black")] + [
-        swatch(float(_score_alpha(np.array([v]), (s_lo, s_hi))[0]), f"detection (lower bar), score {v:.3g}")
-        for v in (s_hi, mid, s_lo)
-    ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8, frameon=False)
-    caption = (f"top {max_detections} detections per video by score; colour = class, "
-               f"opacity = score on a fixed {s_lo:g}..{s_hi:g} scale")
-    if clipped:
-        caption += f" ({clipped} score(s) outside it clipped)"
-    fig.suptitle(f"{title}\n{caption}" if title else caption, fontsize=10)
-    return _save(fig, path)
 
 # --------------------------------------------------------------------------------------------- #
 # mAP per duration bin
