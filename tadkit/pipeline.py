@@ -293,13 +293,23 @@ def plot_outputs(
     bins = {b.name: 100.0 * b.mAP[0] for b in report.durations.bins if b.num_gt}
     files["per_duration"] = out_dir / "per_duration_map.png"
     kept = [b for b in report.durations.bins if b.num_gt]
-    plot_duration_map(bins, files["per_duration"], title=f"mAP@0.5 per action duration ({report.primary})", unit="%",
-                      ranges={b.name: (b.low, b.high) for b in kept}, counts={b.name: b.num_gt for b in kept})
+    run = run_label(config, history_path, out_dir)
+    plot_duration_map({run: bins}, files["per_duration"], title=f"{run}: mAP@0.5 per action duration ({report.primary})",
+                      ylabel="mAP@0.5", unit="%", ranges={b.name: (b.low, b.high) for b in kept},
+                      counts={b.name: b.num_gt for b in kept})
     if history_path is not None and Path(history_path).exists():
         path = plot_history(Path(history_path), out_dir / "training_curves.png", config)
         if path is not None:
             files["training_curves"] = path
     return files
+
+
+def run_label(config: Config | None, history_path: Path | None, out_dir: Path) -> str:
+    """``method (run directory)`` for plot titles and legends: the method of ``config``, the run the
+    history belongs to (else the output directory)."""
+    run = Path(history_path).parent.name if history_path is not None else Path(out_dir).absolute().name
+    method = str(config.model.name) if config is not None and config.model.name else ""
+    return f"{method} ({run})" if method and method != run else (method or run)
 
 
 def plot_history(history_path: Path, path: Path, config: Config | None = None) -> Path | None:

@@ -233,3 +233,86 @@ def test_twenty_classes_get_twenty_clearly_different_colours():
     np.fill_diagonal(distance, np.inf)
     assert distance.min() >= 25.0  # CIELAB units: ~2.3 is just noticeable; tab20's light/dark pairs are ~14
     assert (np.hypot(lab[:, 1], lab[:, 2]) > 25).all()  # no grey
+
+
+# --------------------------------------------------------------------------------------------- #
+# 9. per-duration plots name their run; --compare-bins draws several runs side by side
+# --------------------------------------------------------------------------------------------- #
+
+
+def thumos_like(tmp_path: Path, shift_runs: dict[str, float]) -> tuple[Path, dict[str, Path]]:
+    """A small ActivityNet-format GT (durations in every bin) and one results.json per run directory,
+    each run's detections shifted by its own amount."""
+    rng = np.random.default_rng(0)
+    database, results = {}, {name: {} for name in shift_runs}
+    for v in range(16):
+        segments = []
+        for k, length in enumerate((1.0, 2.0, 3.0, 5.0, 9.0)):
+            start = 5.0 + 15.0 * k + rng.uniform(0, 3)
+            segments.append({"segment": [start, start + length], "label": ("Jump", "Throw")[(v + k) % 2]})
+        vid = f"video_test_{v:07d}"
+        database[vid] = {"subset": "test", "duration": 90.0, "annotations": segments}
+        for name, shift in shift_runs.items():
+            results[name][vid] = [{"segment": [a["segment"][0] + shift, a["segment"][1] + shift], "label": a["label"],
+                                   "score": float(rng.uniform(0.3, 1))} for a in segments]
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"version": "synthetic v1", "database": database}))
+    files = {}
+    for name, rows in results.items():
+        (tmp_path / name).mkdir()
+        files[name] = tmp_path / name / "results.json"
+        files[name].write_text(json.dumps({"results": rows}))
+    return gt, files
+
+
+def duration_figure(figures):
+    return next(fig for fig in figures if fig.axes[0].get_xlabel() == "ground-truth duration bin")
+
+
+def test_per_duration_plot_names_the_method_and_run(tmp_path, figures):
+    from tadkit.data.annotations import load_annotations
+    from tadkit.evaluation import load_predictions
+    from tadkit.pipeline import evaluate_report, plot_outputs
+
+    gt_path, files = thumos_like(tmp_path, {"run_acrnet": 0.2})
+    config = load_config(find_config("acrnet/synthetic"), ["data.subset_test=test", "model.kwargs.num_classes=2"])
+    gt = load_annotations(gt_path, subset="test")
+    detections = load_predictions(files["run_acrnet"])
+    report = evaluate_report(gt, detections, config)
+    history = write_history(tmp_path / "run_acrnet", "iteration", acrnet_records(evaluated=False))
+    plot_outputs(gt, detections, report, history, tmp_path / "out", num_videos=1, config=config)
+    ax = duration_figure(figures).axes[0]
+    assert ax.get_title().startswith("acrnet (run_acrnet): mAP@0.5 per action duration")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["acrnet (run_acrnet)"]
+    assert ax.get_ylabel() == "mAP@0.5 (%)"
+
+
+def test_compare_bins_draws_runs_side_by_side_and_never_merges_two(tmp_path, figures, capsys):
+    from tadkit.cli import main
+
+    gt, files = thumos_like(tmp_path, {"run_a": 0.0, "run_b": 0.6})
+    png = tmp_path / "fig1.png"
+    base = ["eval", "--gt", str(gt), "--subset", "test", "--pred", str(files["run_a"])]
+    assert main(base + ["--compare-bins", str(files["run_b"]), "--plot", str(png)]) == 0
+    ax = duration_figure(figures).axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["run_a/results", "run_b/results"]
+    assert ax.get_legend().get_title().get_text() == "run"
+    groups = [c for c in ax.containers if len(c)]  # one BarContainer per run
+    assert len(groups) == 2 and all(len(g) == 5 for g in groups)
+    x_a = [bar.get_x() for bar in groups[0]]
+    x_b = [bar.get_x() for bar in groups[1]]
+    assert all(b > a for a, b in zip(x_a, x_b))  # side by side within each bin
+    heights_a = [bar.get_height() for bar in groups[0]]
+    heights_b = [bar.get_height() for bar in groups[1]]
+    assert heights_a == pytest.approx([100.0] * 5)  # run_a is the GT itself
+    # a 0.6 s shift: tIoU 0.25 on 1 s actions (missed at 0.5), 0.875 on 9 s ones (found)
+    assert heights_b[0] == 0.0 and heights_b[-1] == pytest.approx(100.0)
+    assert "run_a/results vs run_b/results" in ax.get_title()
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks[0].startswith("ES\n") and ticks[0].endswith("GT")
+    capsys.readouterr()
+    # the same file twice (or two equal --labels) would collapse into one bar group: refused
+    assert main(base + ["--compare-bins", str(files["run_a"]), "--plot", str(png)]) == 2
+    assert "share the label" in capsys.readouterr().err
+    assert main(base + ["--compare-bins", str(files["run_b"]), "--labels", "x", "x", "--plot", str(png)]) == 2
+    assert "share the label 'x'" in capsys.readouterr().err

@@ -173,7 +173,9 @@ def _add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
                        "quintiles by rank, always the thumos14 protocol)")
     group.add_argument("--compare-bins", nargs="+", default=None, metavar="PRED",
                        help="more detection files to compare per duration bin with --pred (needs --plot)")
-    group.add_argument("--labels", nargs="+", default=None, help="legend labels for --pred and --compare-bins")
+    group.add_argument("--labels", nargs="+", default=None,
+                       help="legend labels for --pred and --compare-bins (default: file stems, run_dir/stem when "
+                       "stems repeat)")
     group.add_argument("--plot", default=None, help="--compare-bins / --duration-bins: write the Fig. 1 style PNG")
 
 
@@ -221,9 +223,12 @@ def _paper_protocols(args: argparse.Namespace, gt, pred, tiou):
         protocol = args.protocol or "thumos14"
         thresholds = tiou if tiou is not None else [0.5]
         files = [args.pred] + list(args.compare_bins or [])
-        labels = args.labels or files
+        labels = args.labels or run_labels(files)
         if len(labels) != len(files):
             raise TadkitError(f"--labels needs {len(files)} names (one per detection file)", field="labels")
+        if len(set(labels)) != len(labels):  # two files must not become one bar group
+            raise TadkitError(f"two detection files share the label {_first_duplicate(labels)!r}; give --labels "
+                              "with one distinct name per file", field="labels")
         breakdowns = {}
         for label, path in zip(labels, files):
             dets = pred if path == args.pred else load_predictions(path, format=args.pred_format,
@@ -248,6 +253,23 @@ def _paper_protocols(args: argparse.Namespace, gt, pred, tiou):
     if notes:  # stderr: --format json keeps exactly one JSON object on stdout
         print("\n".join(notes), file=sys.stderr)
     return gt, pred, None
+
+
+def run_labels(files: list[str]) -> list[str]:
+    """A short legend name per detection file: its stem, or ``run_dir/stem`` when stems repeat
+    (every run writes ``results.json``); duplicates left are the caller's to refuse."""
+    from pathlib import Path
+
+    paths = [Path(f) for f in files]
+    stems = [p.stem for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    return [f"{p.parent.name}/{p.stem}" if p.parent.name else p.stem for p in paths]
+
+
+def _first_duplicate(labels: list[str]) -> str:
+    seen: set[str] = set()
+    return next(label for label in labels if label in seen or seen.add(label))
 
 
 def _run_compare(args: argparse.Namespace, tiou) -> int:

@@ -130,7 +130,8 @@ def plot_duration_map(
 
     Keyword arguments (all optional): ``unit`` is appended to the axis label ("%" -> "mAP@0.5 (%)",
     and the axis then ends at 100 at most); ``ranges`` ``{bin: (low_s, high_s or None)}`` and
-    ``counts`` ``{bin: GT instances}`` are written under each bin name ("S / 1.5-2.5 s / 712 GT");
+    ``counts`` ``{bin: GT instances}`` are written under each bin name ("S / 1.5-2.5 s / 712 GT"; a
+    range of ``None`` writes none);
     a bin with 0 GT is marked "no GT" instead of showing a bar value.
     """
     path = _check_path(path)
@@ -167,7 +168,7 @@ def plot_duration_map(
                 raise TadkitError(f"bin {b!r}: GT count must be a non-negative integer, got {n!r}", field="counts")
             gt_counts[b] = int(n)
     for i, b in enumerate(bin_names):
-        if ranges is not None:
+        if ranges is not None and ranges[b] is not None:  # None: a bin without a range (no GT to span)
             pair = ranges[b]
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise TadkitError(f"bin {b!r}: range must be (low, high), got {pair!r}", field="ranges")
@@ -194,8 +195,8 @@ def plot_duration_map(
     ax.set_ylabel(f"{ylabel} ({unit.strip()})" if unit else ylabel)
     top = max(max(v) for v in table.values())
     ax.set_ylim(0, (min(top * 1.15, 105.0) if percent else top * 1.15) if top > 0 else (100.0 if percent else 1.0))
-    if len(methods) > 1:
-        ax.legend(fontsize=8)
+    if len(methods) > 1 or next(iter(methods)):  # a named run or several: say which bars are whose
+        ax.legend(fontsize=8, title="run" if len(methods) > 1 else None)
     ax.grid(axis="y", alpha=0.3)
     if title:
         ax.set_title(title)
