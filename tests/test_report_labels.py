@@ -45,15 +45,15 @@ def write_pred(path: Path, gt_path: Path, shift: float) -> Path:
 def test_video_list_names_the_file_its_version_and_subset_not_the_reader(tmp_path):
     gt = load_annotations(write_gt(tmp_path / "thumos_like.json"), subset="test")
     result = evaluate(gt, DetectionSet.empty(), "thumos14", subset="test")
-    assert result.video_list.startswith("thumos_like.json (THUMOS14-like v2) test: 24 videos, ids ")
+    assert result.video_list.startswith("thumos_like.json [THUMOS14-like v2] test: 24 videos, ids ")
     assert "activitynet" not in result.video_list
     first_line = result.format_table().splitlines()[0]
-    assert "videos: thumos_like.json (THUMOS14-like v2) test: 24 videos" in first_line
+    assert "videos: thumos_like.json [THUMOS14-like v2] test: 24 videos" in first_line
     unversioned = tmp_path / "plain.json"
     unversioned.write_text(json.dumps({k: v for k, v in json.loads((tmp_path / "thumos_like.json").read_text()).items()
                                        if k != "version"}))
     plain = evaluate(load_annotations(unversioned), DetectionSet.empty(), "thumos14", subset="test")
-    assert plain.video_list.startswith("plain.json (activitynet format) test: 24 videos")
+    assert plain.video_list.startswith("plain.json [activitynet format] test: 24 videos")
 
 
 @pytest.mark.shared
@@ -61,7 +61,7 @@ def test_video_list_on_real_thumos_json_names_its_version():
     path = shared_path("data", "thumos14", "actionformer", "thumos14.json")
     gt = load_annotations(path, subset="test")
     result = evaluate(gt, DetectionSet.empty(), "activitynet", subset="test")
-    assert result.video_list.startswith("thumos14.json (Thumos14-30fps) Test: 212 videos")
+    assert result.video_list.startswith("thumos14.json [Thumos14-30fps] Test: 212 videos")
 
 
 def _eval_parser() -> argparse.ArgumentParser:

@@ -66,7 +66,7 @@ class EvalProblem:
 
 def describe_video_list(gt: AnnotationSet, subset: str | None, video_ids: list[str]) -> str:
     """The videos scored, named by their annotation file, its version and the subset, e.g.
-    ``thumos14.json (Thumos14-30fps) test: 213 videos, ids 1a2b3c4d``.
+    ``thumos14.json [Thumos14-30fps] test: 213 videos, ids 1a2b3c4d``.
 
     The reader's format is named only when the file has no version: THUMOS data in ActivityNet-format
     JSON is not "activitynet". The short hash of the sorted ids tells apart lists of equal size
@@ -78,7 +78,7 @@ def describe_video_list(gt: AnnotationSet, subset: str | None, video_ids: list[s
         source = Path(gt.source)
         name = f"{source.name}/" if source.is_dir() else source.name
     edition = gt.version or (f"{gt.format} format" if gt.format else "no version")
-    return f"{name} ({edition}) {subset or 'all'}: {len(video_ids)} videos, ids {digest}"
+    return f"{name} [{edition}] {subset or 'all'}: {len(video_ids)} videos, ids {digest}"
 
 
 def _column_problem(name: str, values: np.ndarray, bad: np.ndarray, dets: DetectionSet, what: str) -> None:
