@@ -294,7 +294,8 @@ def plot_outputs(
     files["per_duration"] = out_dir / "per_duration_map.png"
     kept = [b for b in report.durations.bins if b.num_gt]
     run = run_label(config, history_path, out_dir)
-    plot_duration_map({run: bins}, files["per_duration"], title=f"{run}: mAP@0.5 per action duration ({report.primary})",
+    plot_duration_map({run: bins}, files["per_duration"],
+                      title=f"{run}: mAP@0.5 per action duration ({report.primary})",
                       ylabel="mAP@0.5", unit="%", ranges={b.name: (b.low, b.high) for b in kept},
                       counts={b.name: b.num_gt for b in kept})
     if history_path is not None and Path(history_path).exists():

@@ -138,8 +138,8 @@ def _print_and_write(args, dets, video_id: str, duration: float | None, classes:
     shown = min(args.top, len(dets))
     for i in range(shown):
         nested = f"in #{parent[i] + 1}" if parent[i] >= 0 else ""
-        print(f"{i + 1:>4} {dets.start[i]:>10.2f} {dets.end[i]:>10.2f}  {str(dets.label[i]):<28} {dets.score[i]:>7.4f}  "
-              f"{nested}".rstrip())
+        row = f"{i + 1:>4} {dets.start[i]:>10.2f} {dets.end[i]:>10.2f}  {str(dets.label[i]):<28} {dets.score[i]:>7.4f}"
+        print(f"{row}  {nested}".rstrip())
     nested_shown = int((parent[:shown] >= 0).sum())
     if nested_shown:
         print("note: " + NESTED_NOTE.format(count=nested_shown, why=why_nested))

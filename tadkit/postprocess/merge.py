@@ -252,7 +252,8 @@ def enclosing_detection(dets: DetectionSet) -> np.ndarray:
     for code in np.unique(video_code):  # one pairwise block per video (detections of one video: hundreds)
         idx = rows[video_code == code]
         s, e, score, label = dets.start[idx], dets.end[idx], dets.score[idx], label_code[idx]
-        better = (score[None, :] > score[:, None]) | ((score[None, :] == score[:, None]) & (idx[None, :] < idx[:, None]))
+        tie = (score[None, :] == score[:, None]) & (idx[None, :] < idx[:, None])
+        better = (score[None, :] > score[:, None]) | tie
         inside = (s[None, :] <= s[:, None]) & (e[:, None] <= e[None, :]) & (label[None, :] == label[:, None]) & better
         ranked = np.where(inside, score[None, :], -np.inf)  # the best container: highest score, then first row
         order = np.lexsort((np.broadcast_to(idx[None, :], ranked.shape), -ranked), axis=1)[:, 0]

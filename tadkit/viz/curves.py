@@ -231,7 +231,8 @@ def _draw_panel(ax: Any, panel: str, members: list[tuple[str, np.ndarray, bool]]
             if _is_loss(name):
                 positive.append(arr[finite & (arr > 0)])
     values = np.concatenate(positive) if positive else np.zeros(0)
-    if len(values) and values.max() / values.min() >= LOG_SCALE_RATIO and all(np.nanmin(arr) > 0 for _, arr, _ in members):
+    all_positive = all(np.nanmin(arr) > 0 for _, arr, _ in members)
+    if len(values) and values.max() / values.min() >= LOG_SCALE_RATIO and all_positive:
         ax.set_yscale("log")
     ax.set_xlim(xlim)
     ax.margins(y=0.12)

@@ -236,7 +236,7 @@ def _draw(panels: list, gt: dict, gt_drawn: dict, drawn: DetectionSet, tp: np.nd
                 if sel.any():
                     missed = kind == "gt-missed"
                     ax.broken_barh([(s, e - s) for s, e in spans[sel]], (r + 0.06, 0.3),
-                                   facecolors=[(*colour[:3], 0.3) if missed else colour],
+                                   facecolors=[(*colour[:3], 0.45) if missed else colour],
                                    hatch="////" if missed else None,
                                    edgecolors=[_MISSED_EDGE if missed else (0, 0, 0, 1)],
                                    linewidth=1.4 if missed else 0.6, label=f"{kind}:{name}")
@@ -276,7 +276,8 @@ def _draw(panels: list, gt: dict, gt_drawn: dict, drawn: DetectionSet, tp: np.nd
             Patch(facecolor=(*grey, 1.0), edgecolor="black", linewidth=0.6, label="ground truth, found (upper bar)"),
             Patch(facecolor=(*grey, 0.3), edgecolor=_MISSED_EDGE, hatch="////", linewidth=1.4,
                   label="ground truth, missed"),
-            Patch(facecolor=(*grey, 0.55), edgecolor="black", linewidth=_TP_EDGE_WIDTH, label="detection, true positive"),
+            Patch(facecolor=(*grey, 0.55), edgecolor="black", linewidth=_TP_EDGE_WIDTH,
+                  label="detection, true positive"),
             Patch(facecolor=(*grey, 0.55), edgecolor=grey, linewidth=_FP_EDGE_WIDTH, label="detection, false positive"),
         ]
     else:
