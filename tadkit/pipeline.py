@@ -15,6 +15,7 @@ the method's default) -> :class:`DetectionSet` -> official protocols.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -120,27 +121,53 @@ class Report:
     durations: Any  # DurationBreakdown (A2Net Table I bins) under the config's protocol
     primary: str  # the config's protocol
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the dataset kind's summary range (evaluation.detection.SUMMARY_TIOU) and each protocol's mAP
+    #: average over it; empty for reports built without one
+    summary_tiou: list[float] = field(default_factory=list)
+    summary_mAP: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "primary_protocol": self.primary,
             "protocols": {name: result.to_dict() for name, result in self.results.items()},
             "per_duration": self.durations.to_dict(),
             **self.extra,
         }
+        if self.summary_tiou:
+            out["summary"] = {"tiou": list(self.summary_tiou), "average_mAP": dict(self.summary_mAP)}
+        return out
+
+    def summary_text(self, protocol: str | None = None) -> str:
+        """``average mAP (tIoU 0.1:0.7) 12.3`` for ``protocol`` (default: the primary one)."""
+        from tadkit.evaluation.detection import tiou_range_text
+
+        protocol = protocol or self.primary
+        if not self.summary_tiou:
+            return f"average mAP {100 * self.results[protocol].average_mAP:.1f}"
+        return f"average mAP (tIoU {tiou_range_text(self.summary_tiou)}) {100 * self.summary_mAP[protocol]:.1f}"
 
     def format(self) -> str:
         lines = []
         for name in [self.primary] + [p for p in self.results if p != self.primary]:
             lines.append(self.results[name].format_table())
             lines.append("")
+        if self.summary_tiou:
+            from tadkit.evaluation.detection import tiou_range_text
+
+            values = ", ".join(f"{name} {100 * value:.2f}" for name, value in self.summary_mAP.items())
+            lines.append(f"summary: average mAP over tIoU {tiou_range_text(self.summary_tiou)} (every summary of this "
+                         f"dataset kind uses this range): {values}")
+            lines.append("")
         lines.append(self.durations.format_table())
         return "\n".join(lines)
 
 
 def evaluate_report(gt: AnnotationSet, dets: DetectionSet, config: Config) -> Report:
-    """Both protocols at the config's thresholds (each protocol's own default when none are set)."""
+    """Both protocols at the config's thresholds (each protocol's own default when none are set),
+    plus each protocol's average over the dataset kind's summary range (scored separately when the
+    config's thresholds do not include all of it)."""
     from tadkit.evaluation import duration_breakdown, evaluate
+    from tadkit.evaluation.detection import default_tiou, summary_tiou
 
     thresholds = config.test.tiou_thresholds
     blocked = config.test.blocked_videos
@@ -149,9 +176,18 @@ def evaluate_report(gt: AnnotationSet, dets: DetectionSet, config: Config) -> Re
         protocol: evaluate(gt, dets, protocol, thresholds, subset=subset, blocked=blocked)
         for protocol in [config.test.protocol] + [p for p in PROTOCOLS if p != config.test.protocol]
     }
+    summary = summary_tiou(thresholds or default_tiou(config.test.protocol))
+    summary_mAP = {}
+    for protocol, result in results.items():
+        at = {round(t, 6): m for t, m in zip(result.tiou, result.mAP)}
+        if all(round(t, 6) in at for t in summary):
+            summary_mAP[protocol] = float(np.mean([at[round(t, 6)] for t in summary]))
+        else:
+            summary_mAP[protocol] = evaluate(gt, dets, protocol, summary, subset=subset, blocked=blocked).average_mAP
     durations = duration_breakdown(gt, dets, protocol=config.test.protocol, tiou_thresholds=(0.5,), subset=subset,
                                    blocked=blocked)
-    return Report(results=results, durations=durations, primary=config.test.protocol)
+    return Report(results=results, durations=durations, primary=config.test.protocol, summary_tiou=summary,
+                  summary_mAP=summary_mAP)
 
 
 def make_evaluate_fn(config: Config, out_dir: Path) -> Callable[[nn.Module, int], dict[str, float]] | None:
@@ -227,41 +263,124 @@ def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool 
     return TestOutputs(gt=gt, dets=dets, report=report, files=files)
 
 
+#: timelines draw every detection scoring at least this fraction of the run's best score
+TIMELINE_SCORE_FLOOR = 0.1
+
+
 def plot_outputs(
     gt: AnnotationSet, dets: DetectionSet, report: Report, history_path: Path | None, out_dir: Path,
-    num_videos: int = 3,
+    num_videos: int = 3, config: Config | None = None,
 ) -> dict[str, Path]:
-    """PNG plots: GT-vs-detection timelines of a few videos, per-duration mAP bars, training curves."""
-    import json
-
-    from tadkit.viz import plot_duration_map, plot_timeline, plot_training_curves
+    """PNG plots: GT-vs-detection timelines of a few videos, per-duration mAP bars, training curves
+    (with ``config``: its learning-rate schedule as a curve)."""
+    from tadkit.viz import plot_duration_map, plot_timeline
 
     out_dir = Path(out_dir)
     files: dict[str, Path] = {}
-    # The videos with the most ground truth make the most telling timelines.
+    # The videos with the most ground truth make the most telling timelines. Every detection above a
+    # floor relative to the run's best score is drawn (a top-k makes found GT look missed), opacity on
+    # the run's own 0..best scale (CAS methods score far below 1), the same for its three timelines.
+    best = float(dets.score.max()) if len(dets) and dets.score.max() > 0 else 1.0
     busiest = sorted(gt.videos.values(), key=lambda v: -len(v.segments))[:num_videos]
     for video in busiest:
-        mask = dets.video == video.video_id
-        top = np.argsort(-dets.score[mask], kind="stable")[: max(3 * len(video.segments), 10)]
-        chosen = dets.select(np.flatnonzero(mask)[top])
-        duration = video.duration or float(max([s.end for s in video.segments] + list(chosen.end) + [1.0]))
+        duration = video.duration or float(max([s.end for s in video.segments]
+                                                + list(dets.end[dets.video == video.video_id]) + [1.0]))
         path = out_dir / f"timeline_{video.video_id}.png"
-        plot_timeline(video.segments, chosen, duration, gt.classes, path, title=f"{video.video_id}: GT vs detections",
-                      total_detections=int(mask.sum()))
+        plot_timeline({video.video_id: video.segments}, dets, duration, gt.classes, path,
+                      title=f"{video.video_id}: GT vs detections",
+                      min_score=TIMELINE_SCORE_FLOOR * best, score_range=(0.0, best), protocol=report.primary)
         files[f"timeline_{video.video_id}"] = path
     bins = {b.name: 100.0 * b.mAP[0] for b in report.durations.bins if b.num_gt}
     files["per_duration"] = out_dir / "per_duration_map.png"
     kept = [b for b in report.durations.bins if b.num_gt]
-    plot_duration_map(bins, files["per_duration"], title=f"mAP@0.5 per action duration ({report.primary})", unit="%",
-                      ranges={b.name: (b.low, b.high) for b in kept}, counts={b.name: b.num_gt for b in kept})
+    run = run_label(config, history_path, out_dir)
+    plot_duration_map({run: bins}, files["per_duration"],
+                      title=f"{run}: mAP@0.5 per action duration ({report.primary})",
+                      ylabel="mAP@0.5", unit="%", ranges={b.name: (b.low, b.high) for b in kept},
+                      counts={b.name: b.num_gt for b in kept})
     if history_path is not None and Path(history_path).exists():
-        history = json.loads(Path(history_path).read_text())
-        curves = history_to_curves(history)
-        if curves:
-            files["training_curves"] = out_dir / "training_curves.png"
-            records = history.get("epochs", []) if isinstance(history, dict) else list(history)
-            plot_training_curves(curves, files["training_curves"], lr=[float(r.get("lr", "nan")) for r in records])
+        path = plot_history(Path(history_path), out_dir / "training_curves.png", config)
+        if path is not None:
+            files["training_curves"] = path
     return files
+
+
+def run_label(config: Config | None, history_path: Path | None, out_dir: Path) -> str:
+    """``method (run directory)`` for plot titles and legends: the method of ``config``, the run the
+    history belongs to (else the output directory)."""
+    run = Path(history_path).parent.name if history_path is not None else Path(out_dir).absolute().name
+    method = str(config.model.name) if config is not None and config.model.name else ""
+    return f"{method} ({run})" if method and method != run else (method or run)
+
+
+def plot_history(history_path: Path, path: Path, config: Config | None = None) -> Path | None:
+    """``training_curves.png`` of a run's ``history.json``: x in the run's own unit (the ``step`` of
+    iteration-based runs, else the epoch), the config's LR schedule as a curve when ``config`` is
+    given or the run directory holds its ``config.yaml`` (else the logged per-record rates), titled
+    with the run directory's name. None when the
+    history holds no record."""
+    import json
+
+    from tadkit.viz import plot_training_curves
+
+    try:
+        history = json.loads(Path(history_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise TadkitError(f"unreadable training history: {error}", file=str(history_path), field="history") from None
+    curves = history_to_curves(history)
+    if not curves:
+        return None
+    run_config = Path(history_path).parent / "config.yaml"  # what the run trained with, when it is there
+    if run_config.is_file():
+        from tadkit.engine.config import load_config
+
+        try:
+            config = load_config(run_config)
+        except TadkitError:
+            pass  # an old or hand-edited run config: the caller's config (or the logged rates) instead
+    records = history.get("epochs", []) if isinstance(history, dict) else list(history)
+    unit = history.get("unit", "epoch") if isinstance(history, dict) else "epoch"
+    unit = unit if unit in ("epoch", "iteration") else "epoch"
+    key = "step" if unit == "iteration" else "epoch"
+    x = [float(r.get(key, r.get("global_step", i + 1))) for i, r in enumerate(records)]
+    lr_curve = schedule_curve(config, unit, records) if config is not None else None
+    model = history.get("model") if isinstance(history, dict) else None
+    length = f"{x[-1]:g} {unit}{'s' if x[-1] != 1 else ''}"
+    title = f"{Path(history_path).parent.name}: {model + ', ' if model else ''}{length}"
+    return plot_training_curves(curves, path, title, x=x, xlabel=unit, lr=[float(r.get("lr", "nan")) for r in records],
+                                lr_curve=lr_curve)
+
+
+#: most points drawn for a learning-rate schedule (a long per-iteration cosine is sampled evenly)
+MAX_LR_POINTS = 2000
+
+
+def schedule_curve(config: Config, unit: str, records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(x, lr) of the default parameter group's schedule (:func:`tadkit.engine.trainer.lr_at`) up to the
+    last record, in the plotted ``unit``: per iteration for an iteration schedule, a step per epoch for
+    an epoch schedule. None when the records do not say how many iterations an epoch has."""
+    from tadkit.engine.trainer import lr_at, schedule_length
+
+    if not records:
+        return None
+    last = records[-1]
+    steps, epochs = int(last.get("global_step") or 0), int(last.get("epoch") or 0)
+    if steps < 1 or epochs < 1:
+        return None
+    steps_per_epoch = max(1, round(steps / epochs)) if unit == "epoch" else max(1, math.ceil(steps / epochs))
+    total = schedule_length(config, steps_per_epoch)
+    per_iteration = config.train.scheduler_unit == "iteration"
+    done = steps if per_iteration else epochs  # scheduler steps the run has taken
+    positions = np.unique(np.linspace(0, max(done - 1, 0), min(done, MAX_LR_POINTS)).round().astype(np.int64))
+    values = np.array([lr_at(config.train.lr, config, int(p), total) for p in positions])
+    # scheduler step p is in force from p to p + 1 (in its own unit): draw it as a step
+    edges = np.ravel(np.column_stack([positions, positions + 1])).astype(np.float64)
+    lr = np.repeat(values, 2)
+    if per_iteration and unit == "epoch":
+        edges = edges / steps_per_epoch
+    elif not per_iteration and unit == "iteration":
+        edges = edges * steps_per_epoch
+    return edges, lr
 
 
 def history_to_curves(history: Any) -> dict[str, list[float]]:

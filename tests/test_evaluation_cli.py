@@ -128,4 +128,4 @@ def test_thumos_txt_with_evalkit_gt_matches_api(tmp_path, capsys):
     data = json.loads(out)
     api = evaluate(gt, dets, "thumos14", subset="test")
     assert data["mAP"] == api.mAP and data["per_class"] == api.per_class
-    assert data["video_list"].startswith("thumos-evalkit:test (213 videos")
+    assert data["video_list"].startswith("test/ [THUMOS14 evalkit] test: 213 videos")

@@ -11,7 +11,8 @@ from PIL import Image
 from conftest import shared_path
 from tadkit.data.records import DetectionSet, Segment, VideoAnnotation
 from tadkit.errors import TadkitError
-from tadkit.viz.plots import class_colors, plot_duration_map, plot_pr_curve, plot_timeline, plot_training_curves
+from tadkit.viz import plot_timeline, plot_training_curves
+from tadkit.viz.plots import class_colors, plot_duration_map, plot_pr_curve
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CLASSES = ["BaseballPitch", "CliffDiving", "Diving", "HighJump"]
@@ -51,13 +52,13 @@ def detections(rows) -> DetectionSet:
 def test_timeline_draws_gt_in_class_colours(tmp_path):
     gt = {"v1": [Segment(1.0, 4.0, "CliffDiving"), Segment(1.0, 4.0, "Diving")],
           "v2": [Segment(10.0, 30.0, "BaseballPitch")]}
-    dets = detections([("v1", 1.2, 4.5, "Diving", 0.9), ("v1", 6.0, 8.0, "CliffDiving", 0.2),
+    dets = detections([("v1", 1.2, 4.5, "Diving", 0.9), ("v1", 1.0, 3.9, "CliffDiving", 0.2),
                        ("v2", 11.0, 29.0, "BaseballPitch", 0.7), ("other", 0.0, 1.0, "HighJump", 1.0)])
     path = plot_timeline(gt, dets, {"v1": 10.0, "v2": 40.0}, CLASSES, tmp_path / "t.png", "two videos")
     pixels = load_png(path)
     assert pixels.shape[1] == 1200 and 300 <= pixels.shape[0] <= 800
     colours = class_colors(CLASSES)
-    for name in ("CliffDiving", "Diving", "BaseballPitch"):  # opaque GT bars keep the exact colour
+    for name in ("CliffDiving", "Diving", "BaseballPitch"):  # opaque (found) GT bars keep the exact colour
         assert has_colour(pixels, rgb255(colours[name])).sum() > 100, name
     assert has_colour(pixels, rgb255(colours["HighJump"])).sum() == 0  # only in another video
     assert no_temp_files(tmp_path)
@@ -167,11 +168,11 @@ def test_duration_map_rejects_bad_input(tmp_path, bins):
 def test_training_curves_one_panel_per_series(tmp_path):
     history = {"loss/total": [3.0, 2.0, 1.5, 1.2], "mAP@0.5": [float("nan"), 0.1, float("nan"), 0.3],
                "lr": [1e-4, 1e-4, 1e-5, 1e-5]}
-    three = load_png(plot_training_curves(history, tmp_path / "c3.png", "run"))
+    two = load_png(plot_training_curves(history, tmp_path / "c2.png", "run"))
     one = load_png(plot_training_curves({"loss": [1.0, 0.5]}, tmp_path / "c1.png"))
-    assert three.shape[1] == 3 * one.shape[1]  # 3 panels side by side, same panel width
+    assert two.shape[1] == 2 * one.shape[1]  # 2 panels side by side (the lr is a twin axis, not a panel)
     line = rgb255(class_colors(["x"])["x"])  # default line colour C0 == tab:blue == first class colour
-    assert has_colour(three, line).sum() > 3 * has_colour(one, line).sum() / 2
+    assert has_colour(two, line).sum() > 3 * has_colour(one, line).sum() / 2
     assert no_temp_files(tmp_path)
 
 
@@ -216,27 +217,26 @@ def _collection(ax, label):
     return next(c for c in ax.collections if c.get_label() == label)
 
 
-def test_timeline_legend_fixed_opacity_and_top_k_caption(tmp_path, figures):
+def test_timeline_fixed_opacity_and_every_detection_above_the_floor(tmp_path, figures):
     gt = [Segment(1.0, 4.0, "Diving")]
     many = [("v", 1.0 + 0.01 * i, 4.0, "Diving", 0.2 + 0.5 * i / 99) for i in range(100)]
     plot_timeline(gt, detections([("v", 1.0, 4.0, "Diving", 0.2), ("v", 5.0, 6.0, "HighJump", 0.9)]), 10.0, CLASSES,
                   tmp_path / "a.png")
-    plot_timeline(gt, detections(many), 10.0, CLASSES, tmp_path / "b.png")
+    plot_timeline(gt, detections(many), 10.0, CLASSES, tmp_path / "b.png", min_score=0.5)
     a, b = figures
-    texts = [t.get_text() for t in a.legends[0].get_texts()]
-    assert texts[0].startswith("ground truth") and all(t.startswith("detection") for t in texts[1:])
-    assert [t.split("score ")[1] for t in texts[1:]] == ["1", "0.5", "0"]
     # the same score gets the same opacity whatever else is in the figure: 0.15 + 0.8 * score
-    alpha_a = _collection(a.axes[0], "det:Diving").get_facecolors()[:, 3]
-    assert alpha_a == pytest.approx([0.15 + 0.8 * 0.2])
-    alpha_b = _collection(b.axes[0], "det:Diving").get_facecolors()[:, 3]
-    assert len(alpha_b) == 30 and alpha_b.max() == pytest.approx(0.15 + 0.8 * 0.7)
-    assert alpha_b.min() == pytest.approx(0.15 + 0.8 * (0.2 + 0.5 * 70 / 99))
+    assert _collection(a.axes[0], "det:Diving").get_facecolors()[:, 3] == pytest.approx([0.15 + 0.8 * 0.2])
     assert _collection(a.axes[0], "det:HighJump").get_facecolors()[0, 3] == pytest.approx(0.87)
-    assert _collection(a.axes[0], "gt:Diving").get_facecolors()[0, 3] == 1.0
-    assert a.axes[0].get_title(loc="left") == "v: 1 GT, all 2 detections"
-    assert b.axes[0].get_title(loc="left") == "v: 1 GT, top 30 of 100 detections"
-    assert "top 30 detections per video" in b._suptitle.get_text() and "fixed 0..1 scale" in b._suptitle.get_text()
+    assert _collection(a.axes[0], "gt:Diving").get_facecolors()[0, 3] == 1.0  # found: opaque
+    above = [row for row in many if row[4] >= 0.5]
+    alphas = np.concatenate([c.get_facecolors()[:, 3] for c in b.axes[0].collections
+                             if c.get_label().startswith("det:Diving")])
+    assert len(alphas) == len(above)  # every detection above the floor, no top-k
+    assert alphas.min() == pytest.approx(0.15 + 0.8 * min(r[4] for r in above))
+    assert a.axes[0].get_title(loc="left") == "v: 1 GT (1 found), all 2 detections (1 true positive)"
+    assert b.axes[0].get_title(loc="left") == f"v: 1 GT (1 found), {len(above)} of 100 detections (1 true positive)"
+    assert "every detection with score >= 0.5" in b._suptitle.get_text()
+    assert "fixed 0..1 scale" in b._suptitle.get_text()
 
 
 def test_timeline_total_detections_score_range_and_clipping(tmp_path, figures):
@@ -244,13 +244,14 @@ def test_timeline_total_detections_score_range_and_clipping(tmp_path, figures):
     plot_timeline([], dets, 10.0, CLASSES, tmp_path / "a.png", total_detections=250, max_detections=2)
     plot_timeline([], dets, 10.0, CLASSES, tmp_path / "b.png", score_range=(-1.0, 3.0))
     a, b = figures
-    assert a.axes[0].get_title(loc="left") == "v: 0 GT, top 2 of 250 detections"
+    assert a.axes[0].get_title(loc="left") == "v: 2 of 250 detections"
     assert "2 score(s) outside it clipped" in a._suptitle.get_text()
     assert sorted(_collection(a.axes[0], "det:Diving").get_facecolors()[:, 3]) == pytest.approx([0.15, 0.95])
     assert sorted(_collection(b.axes[0], "det:Diving").get_facecolors()[:, 3]) == pytest.approx([0.15, 0.95])
     assert "fixed -1..3 scale" in b._suptitle.get_text() and "clipped" not in b._suptitle.get_text()
     for kwargs, field in (({"score_range": (1.0, 1.0)}, "score_range"), ({"total_detections": 1}, "total_detections"),
-                          ({"total_detections": {"v": 1.5}}, "total_detections")):
+                          ({"total_detections": {"v": 1.5}}, "total_detections"),
+                          ({"max_detections": 0}, "max_detections"), ({"min_score": float("nan")}, "min_score")):
         with pytest.raises(TadkitError) as info:
             plot_timeline([], dets, 10.0, CLASSES, tmp_path / "c.png", **kwargs)
         assert info.value.field == field
@@ -297,22 +298,19 @@ def test_training_curves_validation_lr_decay_and_axes(tmp_path, figures):
     val_loss = [1.0 if e in evaluated else float("nan") for e in range(1, epochs + 1)]
     history = {"loss/total": loss, "val/total": val_loss, "val/mAP@0.5 (%)": val_map, "lr": lr}
     plot_training_curves(history, tmp_path / "c.png")
-    plot_training_curves({"loss/total": loss}, tmp_path / "d.png", decay_epochs=[30, 35])
-    fig, given = figures
+    (fig,) = figures
     visible = [ax for ax in fig.axes if ax.get_visible()]
-    assert [ax.get_title() for ax in visible] == ["loss/total", "val/mAP@0.5 (%)", "lr"]  # val/total joined loss
-    loss_ax, map_ax, lr_ax = visible
-    assert [t.get_text() for t in loss_ax.get_legend().get_texts()] == ["train", "validation"]
-    assert [t.get_text() for t in map_ax.get_legend().get_texts()] == ["evaluated at 4 epoch(s)"]
+    loss_ax, map_ax, twin = visible  # val/total joined loss/total; the lr is loss_ax's twin axis
+    assert [loss_ax.get_title(), map_ax.get_title()] == ["loss/total", "validation"]
+    assert [t.get_text() for t in loss_ax.get_legend().get_texts()] == ["train", "validation", "learning rate"]
+    assert [t.get_text() for t in map_ax.get_legend().get_texts()] == ["mAP@0.5"]
+    assert loss_ax.get_ylabel() == "loss" and map_ax.get_ylabel() == "mAP (%)" and twin.get_ylabel() == "learning rate"
     assert list(map_ax.lines[0].get_xdata()) == evaluated
-    for ax in visible:
-        assert ax.get_xlim() == pytest.approx((0.5, 40.5))
-        decay_lines = [line for line in ax.lines if line.get_linestyle() == ":"]
-        assert [line.get_xdata()[0] for line in decay_lines] == [30.5]
-        assert "lr x0.1" in [t.get_text() for t in ax.texts]
-    assert lr_ax.get_yscale() == "log"
-    marks = [line.get_xdata()[0] for line in given.axes[0].lines if line.get_linestyle() == ":"]
-    assert marks == [30.5, 35.5]
+    assert loss_ax.get_xlim() == map_ax.get_xlim() and loss_ax.get_xlim()[1] > 40
+    assert twin.get_yscale() == "log"  # a step decay by 10: equal steps on a log axis
+    assert not loss_ax.texts or all("lr x" not in t.get_text() for t in loss_ax.texts)  # no decay markers
+    (lr_line,) = twin.lines
+    assert set(np.round(lr_line.get_ydata(), 12)) == {1e-4, 1e-5}
 
 
 def test_training_curves_single_epoch_draws_no_axis(tmp_path, figures):
@@ -321,6 +319,6 @@ def test_training_curves_single_epoch_draws_no_axis(tmp_path, figures):
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert len(visible) == 2 and not any(ax.axison for ax in visible)
     assert not any(ax.lines for ax in visible)
-    assert visible[0].texts[0].get_text() == "epoch 1\ntrain: 17.03\nvalidation: 16"
+    assert visible[0].texts[0].get_text() == "epoch 1\ntrain: 17.03\nvalidation total: 16"
     assert visible[1].texts[0].get_text() == "epoch 1\n0.25"
     assert "single epoch" in fig._suptitle.get_text()

@@ -130,12 +130,13 @@ def run(args) -> int:
     print(outputs.report.format())
 
     print("\n[4/4] plots")
-    outputs.files.update(plot_outputs(outputs.gt, outputs.dets, outputs.report, run_dir / "history.json", out))
+    outputs.files.update(plot_outputs(outputs.gt, outputs.dets, outputs.report, run_dir / "history.json", out,
+                                             config=config))
     for name, path in outputs.files.items():
         print(f"  {name}: {path}")
     primary = outputs.report.results[config.test.protocol]
     at_05 = dict(zip([round(t, 2) for t in primary.tiou], primary.mAP)).get(0.5)
-    summary = f"average mAP {100 * primary.average_mAP:.1f}"
+    summary = outputs.report.summary_text()
     if at_05 is not None:
         summary = f"mAP@0.5 {100 * at_05:.1f}, " + summary
     name = f"{args.method}, end to end from frames" if args.frames else args.method

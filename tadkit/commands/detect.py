@@ -37,6 +37,9 @@ def register(subparsers) -> None:
     parser.add_argument("--plot", help="draw the detection timeline to this PNG")
     parser.add_argument("--top", type=int, default=20, help="rows printed (default 20; the JSON has all)")
     parser.add_argument("--min-score", type=float, default=0.0, help="drop detections below this score")
+    parser.add_argument("--drop-nested", action="store_true",
+                        help="drop segments lying inside a higher-scoring segment of the same class (kept by "
+                        "default: they are the alternative extents the official post-processing outputs)")
     video = parser.add_argument_group("video input (feature extraction)")
     video.add_argument("--fps", type=float, default=None, help="resample frames to this fps (default: native)")
     video.add_argument("--stack", type=int, default=16, help="frames per feature (default 16)")
@@ -107,18 +110,39 @@ def _video_features(args, source: Path, work: Path, progress: bool) -> tuple[Pat
     return features_path, meta.get("duration")
 
 
-def _print_and_write(args, dets, video_id: str, duration: float | None, classes: list[str], title: str) -> None:
+NESTED_NOTE = ("{count} segment(s) marked 'in #k' lie inside the higher-scoring segment #k of the same class. "
+               "{why} They are alternative extents of one action ranked by score (the official mAP protocols score "
+               "such lists as they are); --drop-nested drops them.")
+NESTED_WHY_CAS = ("The CAS recipe proposes one extent per activation threshold (cas.thresholds) and NMS keeps the "
+                  "extents that overlap a better one by less than its iou_threshold.")
+NESTED_WHY = "The model proposes several extents per action and NMS keeps those overlapping a better one little."
+
+
+def _print_and_write(args, dets, video_id: str, duration: float | None, classes: list[str], title: str,
+                     why_nested: str = NESTED_WHY) -> None:
     import numpy as np
 
     from tadkit.evaluation import write_activitynet_json
+    from tadkit.postprocess.merge import enclosing_detection
 
     if args.min_score > 0:
         dets = dets.select(dets.score >= args.min_score)
     dets = dets.select(np.argsort(-dets.score, kind="stable"))
+    parent = enclosing_detection(dets)
+    if args.drop_nested and (parent >= 0).any():
+        print(f"--drop-nested: {int((parent >= 0).sum())} segment(s) inside a better same-class one dropped")
+        dets = dets.select(parent < 0)
+        parent = np.full(len(dets), -1)
     print(f"{video_id}: {len(dets)} detections")
-    print(f"{'start (s)':>10} {'end (s)':>10}  {'label':<28} {'score':>7}")
-    for i in range(min(args.top, len(dets))):
-        print(f"{dets.start[i]:>10.2f} {dets.end[i]:>10.2f}  {str(dets.label[i]):<28} {dets.score[i]:>7.4f}")
+    print(f"{'#':>4} {'start (s)':>10} {'end (s)':>10}  {'label':<28} {'score':>7}  nested")
+    shown = min(args.top, len(dets))
+    for i in range(shown):
+        nested = f"in #{parent[i] + 1}" if parent[i] >= 0 else ""
+        row = f"{i + 1:>4} {dets.start[i]:>10.2f} {dets.end[i]:>10.2f}  {str(dets.label[i]):<28} {dets.score[i]:>7.4f}"
+        print(f"{row}  {nested}".rstrip())
+    nested_shown = int((parent[:shown] >= 0).sum())
+    if nested_shown:
+        print("note: " + NESTED_NOTE.format(count=nested_shown, why=why_nested))
     if args.out:
         write_activitynet_json(dets, args.out)
         print(f"results: {args.out}")
@@ -171,7 +195,9 @@ def run(args) -> int:
         store = single_video_store(features_path, work / "store", fps=args.feature_fps,
                                    stride_frames=args.feature_stride, clip_frames=None)
         dets = detect_feature_store(model, store, features_path.stem, config, classes, duration, progress=progress)
-    _print_and_write(args, dets, features_path.stem, duration, classes, f"{features_path.stem}: detections")
+    why = NESTED_WHY_CAS if method_of(config).output_kind == "cas" else NESTED_WHY
+    _print_and_write(args, dets, features_path.stem, duration, classes, f"{features_path.stem}: detections",
+                     why_nested=why)
     return 0
 
 
@@ -245,7 +271,7 @@ def run_zero_shot(args, source: Path) -> int:
               "lower it with --set 'cas.thresholds=[0.05, 0.1]'")
     present = list(dict.fromkeys(str(label) for label in result.detections.label)) or [labels[result.selected[0]]]
     _print_and_write(args, result.detections, video_id, duration, present,
-                     f"{video_id}: zero-shot Kinetics-400 detections")
+                     f"{video_id}: zero-shot Kinetics-400 detections", why_nested=NESTED_WHY_CAS)
     return 0
 
 

@@ -51,7 +51,8 @@ def register(subparsers) -> None:
                         help="predictions on videos without GT: false positives (official) or dropped")
     parser.add_argument("--per-class", action="store_true", help="table output: add AP per class")
     parser.add_argument("--analysis", action="store_true",
-                        help="add mAP per GT duration (A2Net Table I bins) and the DETAD false-positive breakdown")
+                        help="add mAP per GT-duration bin and the DETAD false-positive breakdown; the bins follow "
+                        "--duration-bins (default 'seconds': fixed second ranges ES..EL)")
     parser.add_argument("--proposals", action="store_true",
                         help="class-agnostic AR@AN and AUC (eval_proposal.py) instead of detection mAP; reads the "
                         "official proposal format (no label). Official parity on ActivityNet needs --blocked")
@@ -166,11 +167,15 @@ def _add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--video-list", choices=list(VIDEO_LISTS), default=None,
                        help="named THUMOS14 test list: drop the other videos (GT and predictions)")
     group.add_argument("--duration-bins", choices=list(DURATION_BIN_PRESETS), default=None,
-                       help="mAP per GT-duration bin: 'a2net-table1' = the A2Net authors' Table I analysis "
-                       "exactly, 'seconds' = fixed second ranges (also the rule --analysis uses by default)")
+                       help="rule of the per-GT-duration bins: 'seconds' (default, also for --analysis) = fixed "
+                       "ranges ES <1.5 s, S 1.5-2.5, M 2.5-4.2, L 4.2-6.9, EL >=6.9 (the second ranges A2Net Table "
+                       "I names); 'a2net-table1' = the A2Net authors' Table I analysis code exactly (equal-count "
+                       "quintiles by rank, always the thumos14 protocol)")
     group.add_argument("--compare-bins", nargs="+", default=None, metavar="PRED",
                        help="more detection files to compare per duration bin with --pred (needs --plot)")
-    group.add_argument("--labels", nargs="+", default=None, help="legend labels for --pred and --compare-bins")
+    group.add_argument("--labels", nargs="+", default=None,
+                       help="legend labels for --pred and --compare-bins (default: file stems, run_dir/stem when "
+                       "stems repeat)")
     group.add_argument("--plot", default=None, help="--compare-bins / --duration-bins: write the Fig. 1 style PNG")
 
 
@@ -218,9 +223,12 @@ def _paper_protocols(args: argparse.Namespace, gt, pred, tiou):
         protocol = args.protocol or "thumos14"
         thresholds = tiou if tiou is not None else [0.5]
         files = [args.pred] + list(args.compare_bins or [])
-        labels = args.labels or files
+        labels = args.labels or run_labels(files)
         if len(labels) != len(files):
             raise TadkitError(f"--labels needs {len(files)} names (one per detection file)", field="labels")
+        if len(set(labels)) != len(labels):  # two files must not become one bar group
+            raise TadkitError(f"two detection files share the label {_first_duplicate(labels)!r}; give --labels "
+                              "with one distinct name per file", field="labels")
         breakdowns = {}
         for label, path in zip(labels, files):
             dets = pred if path == args.pred else load_predictions(path, format=args.pred_format,
@@ -245,6 +253,23 @@ def _paper_protocols(args: argparse.Namespace, gt, pred, tiou):
     if notes:  # stderr: --format json keeps exactly one JSON object on stdout
         print("\n".join(notes), file=sys.stderr)
     return gt, pred, None
+
+
+def run_labels(files: list[str]) -> list[str]:
+    """A short legend name per detection file: its stem, or ``run_dir/stem`` when stems repeat
+    (every run writes ``results.json``); duplicates left are the caller's to refuse."""
+    from pathlib import Path
+
+    paths = [Path(f) for f in files]
+    stems = [p.stem for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    return [f"{p.parent.name}/{p.stem}" if p.parent.name else p.stem for p in paths]
+
+
+def _first_duplicate(labels: list[str]) -> str:
+    seen: set[str] = set()
+    return next(label for label in labels if label in seen or seen.add(label))
 
 
 def _run_compare(args: argparse.Namespace, tiou) -> int:
@@ -276,5 +301,6 @@ def _run_compare(args: argparse.Namespace, tiou) -> int:
     if args.format == "json":
         sys.stdout.write(json.dumps(payload) + "\n")
     else:
-        print(ra.format_table() + "\n\n" + rb.format_table() + "\n\n" + cmp.format_table())
+        print(f"A = {args.compare[0]}\n{ra.format_table()}\n\nB = {args.compare[1]}\n{rb.format_table()}\n\n"
+              f"{cmp.format_table()}")
     return 0

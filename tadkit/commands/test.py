@@ -46,7 +46,7 @@ def run(args) -> int:
     print(outputs.report.format())
     if not args.no_plots:
         history = Path(args.checkpoint).parent / "history.json"  # training curves when run beside a run dir
-        outputs.files.update(plot_outputs(outputs.gt, outputs.dets, outputs.report, history, out_dir))
+        outputs.files.update(plot_outputs(outputs.gt, outputs.dets, outputs.report, history, out_dir, config=config))
     for name, path in outputs.files.items():
         print(f"{name}: {path}")
     return 0

@@ -209,23 +209,28 @@ class CompareResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def format_p(self, p: float) -> str:
+        """A p-value as the resampling can resolve it: 0 of N replicates on one side reads ``<1/N``,
+        never ``0.0000`` (the test cannot tell p below 1/N)."""
+        return f"<1/{self.n_resamples}" if p < 1.0 / self.n_resamples else f"{p:.4f}"
+
     def format_table(self) -> str:
         pct = int(round(100 * self.confidence))
-        head = "tIoU        " + " ".join(f"{t:>7.2f}" for t in self.tiou) + "      avg"
-        rows = [
-            ("A mAP%", [100 * v for v in self.mAP_a], 100 * float(np.mean(self.mAP_a))),
-            ("B mAP%", [100 * v for v in self.mAP_b], 100 * float(np.mean(self.mAP_b))),
-            ("B-A", [100 * v for v in self.difference], 100 * self.average_difference),
-            (f"{pct}% low", [100 * c[0] for c in self.difference_ci], 100 * self.average_difference_ci[0]),
-            (f"{pct}% high", [100 * c[1] for c in self.difference_ci], 100 * self.average_difference_ci[1]),
-            ("p (2-sided)", self.p_value, self.average_p_value),
+        width = max(7, len(f"<1/{self.n_resamples}"))
+        head = "tIoU        " + " ".join(f"{t:>{width}.2f}" for t in self.tiou) + f"  {'avg':>{width}}"
+        numbers = [
+            ("A mAP%", [100 * v for v in self.mAP_a], 100 * float(np.mean(self.mAP_a)), "{:.2f}"),
+            ("B mAP%", [100 * v for v in self.mAP_b], 100 * float(np.mean(self.mAP_b)), "{:.2f}"),
+            ("B-A", [100 * v for v in self.difference], 100 * self.average_difference, "{:+.2f}"),
+            (f"{pct}% low", [100 * c[0] for c in self.difference_ci], 100 * self.average_difference_ci[0], "{:+.2f}"),
+            (f"{pct}% high", [100 * c[1] for c in self.difference_ci], 100 * self.average_difference_ci[1], "{:+.2f}"),
         ]
+        rows = [(name, [fmt.format(v) for v in vals], fmt.format(avg)) for name, vals, avg, fmt in numbers]
+        rows.append(("p (2-sided)", [self.format_p(v) for v in self.p_value], self.format_p(self.average_p_value)))
         lines = [f"paired bootstrap, {self.n_resamples} resamples of the videos (seed {self.seed}); "
                  f"A = {self.pred_a}, B = {self.pred_b}", head]
-        for name, vals, avg in rows:
-            fmt = "{:>7.4f}" if name.startswith("p ") else "{:>+7.2f}" if name.startswith(("B-A", pct and f"{pct}%")) \
-                else "{:>7.2f}"
-            lines.append(f"{name:<11} " + " ".join(fmt.format(v) for v in vals) + "  " + fmt.format(avg))
+        for name, cells, avg in rows:
+            lines.append(f"{name:<11} " + " ".join(f"{c:>{width}}" for c in cells) + f"  {avg:>{width}}")
         return "\n".join(lines)
 
 

@@ -98,6 +98,33 @@ def default_tiou(protocol: str) -> list[float]:
     return parse_tiou(DEFAULT_TIOU[check_protocol(protocol)])
 
 
+#: The tIoU range every tadkit summary line averages over, one per dataset kind: what the papers of
+#: that kind report as "average mAP" (THUMOS14: 0.1:0.7; ActivityNet: 0.5:0.95). A config may score
+#: more thresholds (ECM's official THUMOS14 run adds 0.8 and 0.9); its table shows them, its summary
+#: does not, so two methods' summaries always average the same thresholds.
+SUMMARY_TIOU = {"thumos": "0.1:0.7:0.1", "activitynet": "0.5:0.95:0.05"}
+
+
+def dataset_kind(thresholds: Sequence[float]) -> str:
+    """``activitynet`` when the thresholds start at 0.5 or above (ActivityNet's 0.5:0.95 family),
+    else ``thumos`` (THUMOS-style lists start at 0.1-0.3, whichever evaluator scores them)."""
+    return "activitynet" if min(parse_tiou(thresholds)) >= 0.5 - 1e-9 else "thumos"
+
+
+def summary_tiou(thresholds: Sequence[float]) -> list[float]:
+    """The summary range of the dataset kind ``thresholds`` belong to (:data:`SUMMARY_TIOU`)."""
+    return parse_tiou(SUMMARY_TIOU[dataset_kind(thresholds)])
+
+
+def tiou_range_text(thresholds: Sequence[float]) -> str:
+    """``0.1:0.7`` for an evenly spaced list (its step is implied by the printed columns), else a comma list."""
+    values = parse_tiou(thresholds)
+    steps = np.diff(values)
+    if len(values) > 2 and np.allclose(steps, steps[0]) and steps[0] > 0:
+        return f"{values[0]:g}:{values[-1]:g}"
+    return ",".join(f"{v:g}" for v in values)
+
+
 def check_protocol(protocol: str) -> str:
     if protocol not in PROTOCOLS:
         raise TadkitError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}", field="protocol")
@@ -170,9 +197,15 @@ def activitynet_order(p: EvalProblem) -> np.ndarray:
 
 def activitynet_tp(p: EvalProblem, thresholds: np.ndarray, order: np.ndarray) -> np.ndarray:
     """(T, P) bool: prediction ``order[k]`` is a TP at threshold t (official greedy matching)."""
+    return activitynet_matches(p, thresholds, order)[0] >= 0
+
+
+def activitynet_matches(p: EvalProblem, thresholds: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(T, P) GT index each prediction ``order[k]`` matched (-1: none) and (T, G) the ``order``
+    position of the prediction each GT was matched by (-1: missed), official greedy matching."""
     n_t, n_p, n_g = len(thresholds), len(order), len(p.gt_video)
     if n_p == 0 or n_g == 0:
-        return np.zeros((n_t, n_p), dtype=bool)
+        return np.full((n_t, n_p), -1, dtype=np.int64), np.full((n_t, n_g), -1, dtype=np.int64)
     pv, pc = p.pred_video[order], p.pred_class[order]
     nv = np.int64(p.num_videos)
     p_key = pc * nv + pv
@@ -189,10 +222,16 @@ def activitynet_tp(p: EvalProblem, thresholds: np.ndarray, order: np.ndarray) ->
     pi, gi, tiou, group = pi[s], gi[s], tiou[s], group[s]
     t_idx, k = np.nonzero(tiou[None, :] >= thresholds[:, None])
     n_groups = np.int64(len(p.classes)) * nv
-    agent_item, _ = greedy_first_free(
+    agent_item, item_agent = greedy_first_free(
         t_idx * n_groups + group[k], t_idx * n_p + pi[k], t_idx * n_g + gi[k], n_t * n_p, n_t * n_g
     )
-    return (agent_item >= 0).reshape(n_t, n_p)
+    return _local(agent_item, n_t, n_g), _local(item_agent, n_t, n_p)
+
+
+def _local(flat: np.ndarray, n_t: int, width: int) -> np.ndarray:
+    """Per-threshold matches of :func:`greedy_first_free` (ids ``t * width + i``) -> (T, N) of ``i`` or -1."""
+    out = flat.reshape(n_t, -1)
+    return np.where(out >= 0, out % max(width, 1), -1)
 
 
 def thumos_order(p: EvalProblem) -> tuple[np.ndarray, np.ndarray]:
@@ -209,9 +248,15 @@ def thumos_order(p: EvalProblem) -> tuple[np.ndarray, np.ndarray]:
 
 def thumos_tp(p: EvalProblem, thresholds: np.ndarray, per_video: np.ndarray) -> np.ndarray:
     """(T, P) bool over ``per_video`` order: GT-driven greedy matching, TP iff tIoU > threshold."""
+    return thumos_matches(p, thresholds, per_video)[0] >= 0
+
+
+def thumos_matches(p: EvalProblem, thresholds: np.ndarray, per_video: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(T, P) GT index each prediction ``per_video[k]`` matched (-1: none) and (T, G) the
+    ``per_video`` position of each GT's detection (-1: missed); TH14evalDet.m's matching."""
     n_t, n_p, n_g = len(thresholds), len(per_video), len(p.gt_video)
     if n_p == 0 or n_g == 0:
-        return np.zeros((n_t, n_p), dtype=bool)
+        return np.full((n_t, n_p), -1, dtype=np.int64), np.full((n_t, n_g), -1, dtype=np.int64)
     nv = np.int64(p.num_videos)
     d_key = p.pred_class[per_video] * nv + p.pred_video[per_video]
     g_key = p.gt_class * nv + p.gt_video
@@ -226,10 +271,10 @@ def thumos_tp(p: EvalProblem, thresholds: np.ndarray, per_video: np.ndarray) -> 
     gi, di, tiou, group = gi[s], di[s], tiou[s], group[s]
     t_idx, k = np.nonzero(tiou[None, :] > thresholds[:, None])
     n_groups = np.int64(len(p.classes)) * nv
-    _, item_agent = greedy_first_free(
+    agent_item, item_agent = greedy_first_free(
         t_idx * n_groups + group[k], t_idx * n_g + gi[k], t_idx * n_p + di[k], n_t * n_g, n_t * n_p
     )
-    return (item_agent >= 0).reshape(n_t, n_p)
+    return _local(item_agent, n_t, n_g), _local(agent_item, n_t, n_p)
 
 
 def thumos_intervals(p: EvalProblem) -> tuple[np.ndarray, np.ndarray]:
@@ -321,6 +366,22 @@ def score_problem(
         keep = tp | ~(ambiguous_overlap(p)[None, :] | ignore)
         ap = thumos_ap(tp[:, pooled], keep[:, pooled], p.pred_class[pooled], p.npos)
     return Scored(ap=ap, tp=tp, removed=~keep)
+
+
+def match_detections(p: EvalProblem, protocol: str, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The protocol's one-to-one matching at one tIoU threshold, for drawing or listing it:
+    ``(pred_gt, gt_pred)`` = the GT row each prediction (problem order) matched, -1 for a false
+    positive, and the prediction each GT row was matched by, -1 for a missed GT."""
+    check_protocol(protocol)
+    thr = np.asarray([threshold], dtype=np.float64)
+    n_p, n_g = len(p.pred_video), len(p.gt_video)
+    order = activitynet_order(p) if protocol == "activitynet" else thumos_order(p)[0]
+    match = activitynet_matches if protocol == "activitynet" else thumos_matches
+    by_order, gt_pos = match(p, thr, order)
+    pred_gt = np.full(n_p, -1, dtype=np.int64)
+    pred_gt[order] = by_order[0] if n_p else pred_gt[order]
+    gt_pred = np.where(gt_pos[0] >= 0, order[np.maximum(gt_pos[0], 0)], -1) if n_p and n_g else np.full(n_g, -1)
+    return pred_gt, gt_pred
 
 
 def result_from_ap(p: EvalProblem, protocol: str, thresholds: Sequence[float], ap: np.ndarray) -> EvalResult:

@@ -65,13 +65,20 @@ class EvalProblem:
 
 
 def describe_video_list(gt: AnnotationSet, subset: str | None, video_ids: list[str]) -> str:
-    """A name for the video list used, e.g. ``thumos-evalkit:test (213 videos, ids 1a2b3c4d)``.
+    """The videos scored, named by their annotation file, its version and the subset, e.g.
+    ``thumos14.json [Thumos14-30fps] test: 213 videos, ids 1a2b3c4d``.
 
-    The short hash of the sorted ids tells apart lists of equal size (OpenTAD 211 vs AFSD 210 ...).
+    The reader's format is named only when the file has no version: THUMOS data in ActivityNet-format
+    JSON is not "activitynet". The short hash of the sorted ids tells apart lists of equal size
+    (OpenTAD 211 vs AFSD 210 ...).
     """
     digest = hashlib.sha1("\n".join(sorted(video_ids)).encode("utf-8")).hexdigest()[:8]
-    source = gt.format or (Path(gt.source).name if gt.source else "annotations")
-    return f"{source}:{subset or 'all'} ({len(video_ids)} videos, ids {digest})"
+    name = "annotations"
+    if gt.source:
+        source = Path(gt.source)
+        name = f"{source.name}/" if source.is_dir() else source.name
+    edition = gt.version or (f"{gt.format} format" if gt.format else "no version")
+    return f"{name} [{edition}] {subset or 'all'}: {len(video_ids)} videos, ids {digest}"
 
 
 def _column_problem(name: str, values: np.ndarray, bad: np.ndarray, dets: DetectionSet, what: str) -> None:

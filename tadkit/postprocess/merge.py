@@ -5,6 +5,8 @@
 * :func:`duplicate_labels`: A2Net's THUMOS14 trick (every CliffDiving detection also as Diving).
 * :func:`top_k_per_video`, :func:`clip_to_durations`, :func:`drop_overlapping`: small vectorized
   set edits the methods' post-processing needs (A2Net top-200, ACRNet's Ambiguous filter).
+* :func:`enclosing_detection`: which detections lie inside a better same-class one (the nested
+  extents a multi-threshold CAS recipe proposes), so a listing can say so.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ __all__ = [
     "top_k_per_video",
     "clip_to_durations",
     "drop_overlapping",
+    "enclosing_detection",
     "THUMOS14_DUPLICATES",
 ]
 
@@ -230,3 +233,30 @@ def drop_overlapping(dets: DetectionSet, regions: Mapping[str, np.ndarray]) -> D
                                                                                  spans[None, :, 0])
         keep[rows[(inter > 0).any(axis=1)]] = False
     return dets.select(keep)
+
+
+def enclosing_detection(dets: DetectionSet) -> np.ndarray:
+    """For each row, the row of the best-scoring detection of the same video and label that scores
+    higher (ties: the earlier row) and contains it (``start <= s`` and ``e <= end``), else -1.
+
+    Multi-threshold CAS recipes (ECM, ACRNet, W-TALC, the zero-shot detector) propose one run per
+    threshold, so one action yields nested extents of decreasing score; NMS keeps those whose tIoU
+    with the better one is below its threshold. They are alternative hypotheses, not separate actions.
+    """
+    parent = np.full(len(dets), -1, dtype=np.int64)
+    if len(dets) < 2:
+        return parent
+    video_code, _ = first_appearance_codes(dets.video)
+    label_code, _ = first_appearance_codes(dets.label)
+    rows = np.arange(len(dets))
+    for code in np.unique(video_code):  # one pairwise block per video (detections of one video: hundreds)
+        idx = rows[video_code == code]
+        s, e, score, label = dets.start[idx], dets.end[idx], dets.score[idx], label_code[idx]
+        tie = (score[None, :] == score[:, None]) & (idx[None, :] < idx[:, None])
+        better = (score[None, :] > score[:, None]) | tie
+        inside = (s[None, :] <= s[:, None]) & (e[:, None] <= e[None, :]) & (label[None, :] == label[:, None]) & better
+        ranked = np.where(inside, score[None, :], -np.inf)  # the best container: highest score, then first row
+        order = np.lexsort((np.broadcast_to(idx[None, :], ranked.shape), -ranked), axis=1)[:, 0]
+        has = inside.any(axis=1)
+        parent[idx[has]] = idx[order[has]]
+    return parent

@@ -1,4 +1,5 @@
-"""PNG plots for reports: detection timelines, mAP per duration bin, training curves, PR curves.
+"""PNG plots for reports: mAP per duration bin, PR curves, and what every plot shares (class colours,
+atomic PNG writing, checks). Timelines: :mod:`tadkit.viz.timeline`; training curves: :mod:`tadkit.viz.curves`.
 
 Figures are drawn on matplotlib's Agg canvas directly (no pyplot state, no display needed, safe in
 worker processes) and written atomically. Every function validates its input and raises
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -16,31 +18,49 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
-from tadkit.data.records import DetectionSet, Segment, VideoAnnotation
 from tadkit.errors import TadkitError
 from tadkit.utils.io import atomic_open
 
-__all__ = ["plot_timeline", "plot_duration_map", "plot_training_curves", "plot_pr_curve", "class_colors"]
+__all__ = ["plot_duration_map", "plot_pr_curve", "class_colors"]
 
 _DPI = 100
-_MAX_TIMELINE_VIDEOS = 12
 
 
-def _palette() -> list[tuple[float, float, float, float]]:
-    """Distinct, non-grey colours: tab20's 9 dark then 9 light shades (its grey pair left out, so
-    grey never stands for a real class), then tab20b's 20 colours."""
+#: matplotlib's qualitative palettes: the pool the class colours are picked from
+_PALETTE_SOURCES = (("tab10", 10), ("tab20", 20), ("tab20b", 20), ("tab20c", 20), ("Set1", 9), ("Dark2", 8),
+                    ("Set2", 8), ("Accent", 8), ("Paired", 12))
+_PALETTE_SIZE = 38
+
+
+def _cielab(rgb: np.ndarray) -> np.ndarray:
+    """sRGB in [0, 1] (N, 3) -> CIELAB (D65), where Euclidean distance ~ perceived difference."""
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    xyz = linear @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
+    xyz = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
+    return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], axis=1)
+
+
+@lru_cache(maxsize=1)
+def _palette() -> tuple[tuple[float, float, float, float], ...]:
+    """38 colours, each as far (CIELAB) from all earlier ones as the pool allows: farthest-point order
+    from tab:blue over matplotlib's qualitative palettes, greys and washed-out shades left out (grey
+    never stands for a class). The first 20 differ by >= 25 CIELAB units: distinct for 20 classes."""
     from matplotlib import colormaps
 
-    tab20, tab20b = colormaps["tab20"], colormaps["tab20b"]
-    # tab20 comes in dark/light pairs: the dark shades first so neighbours differ clearly.
-    dark = [i for i in range(0, 20, 2) if i != _TAB20_GREY]
-    light = [i for i in range(1, 20, 2) if i != _TAB20_GREY + 1]
-    return [to_rgba(tab20(i)) for i in dark + light] + [to_rgba(tab20b(i)) for i in range(20)]
-
-
-_TAB20_GREY = 14  # tab20 indices 14/15 are the grey pair
+    every = np.array([colormaps[name](i)[:3] for name, n in _PALETTE_SOURCES for i in range(n)])
+    pool = every[np.sort(np.unique(np.round(every, 4), axis=0, return_index=True)[1])]  # palettes share colours
+    lab = _cielab(pool)
+    vivid = (np.hypot(lab[:, 1], lab[:, 2]) > 25) & (lab[:, 0] > 25) & (lab[:, 0] < 88)
+    pool, lab = pool[vivid], lab[vivid]
+    first = int(np.argmin(((pool - np.asarray(colormaps["tab10"](0)[:3])) ** 2).sum(axis=1)))
+    chosen, distance = [first], np.linalg.norm(lab - lab[first], axis=1)
+    while len(chosen) < _PALETTE_SIZE:
+        nxt = int(np.argmax(distance))
+        chosen.append(nxt)
+        distance = np.minimum(distance, np.linalg.norm(lab - lab[nxt], axis=1))
+    return tuple(to_rgba(tuple(pool[i])) for i in chosen)
 
 
 def class_colors(class_names: Sequence[str]) -> dict[str, tuple[float, float, float, float]]:
@@ -79,191 +99,6 @@ def _finite_number(value: Any, field: str, video: str | None = None) -> float:
 
 
 # --------------------------------------------------------------------------------------------- #
-# Timeline
-# --------------------------------------------------------------------------------------------- #
-
-
-def _gt_by_video(gt_segments: Any, detections: DetectionSet) -> dict[str, list[Segment]]:
-    if isinstance(gt_segments, VideoAnnotation):
-        return {gt_segments.video_id: list(gt_segments.segments)}
-    if isinstance(gt_segments, Mapping):
-        out = {}
-        for video, segs in gt_segments.items():
-            out[str(video)] = list(segs.segments) if isinstance(segs, VideoAnnotation) else list(segs)
-        return out
-    if isinstance(gt_segments, Sequence) and not isinstance(gt_segments, (str, bytes)):
-        videos = detections.videos()
-        if len(videos) > 1:
-            raise TadkitError(
-                f"a plain list of GT segments is for one video, but detections cover {len(videos)} videos; "
-                "pass {video_id: segments}", field="gt_segments")
-        return {videos[0] if videos else "video": list(gt_segments)}
-    raise TadkitError(f"expected segments or {{video_id: segments}}, got {type(gt_segments).__name__}",
-                      field="gt_segments")
-
-
-_GUIDE_GREY = (0.35, 0.35, 0.35, 1.0)  # legend swatches only: a style, never a class
-
-
-def _score_alpha(score: np.ndarray, score_range: tuple[float, float]) -> np.ndarray:
-    """Opacity of a detection bar on a fixed scale: ``score_range[0]`` -> 0.15, ``score_range[1]`` -> 0.95
-    (clipped), the same in every figure so two plots compare by eye."""
-    lo, hi = score_range
-    return 0.15 + 0.8 * np.clip((np.asarray(score, dtype=np.float64) - lo) / (hi - lo), 0.0, 1.0)
-
-
-def plot_timeline(
-    gt_segments: Sequence[Segment] | Mapping[str, Sequence[Segment] | VideoAnnotation] | VideoAnnotation,
-    detections: DetectionSet,
-    duration: float | Mapping[str, float],
-    class_names: Sequence[str],
-    path: str | os.PathLike,
-    title: str | None = None,
-    *,
-    max_detections: int = 30,
-    min_score: float | None = None,
-    score_range: tuple[float, float] = (0.0, 1.0),
-    total_detections: int | Mapping[str, int] | None = None,
-) -> Path:
-    """Ground truth vs detections for one or a few videos, one panel per video.
-
-    Each class present gets a row: ground truth is the solid upper bar, detections the lower bars
-    with opacity rising with score on a fixed scale (``score_range``, default 0..1, clipped; the same
-    in every figure). Only the ``max_detections`` best detections of each video (and those >=
-    ``min_score``) are drawn; each panel says "top k of N". A legend explains the bars.
-
-    Args:
-        gt_segments: segments of one video, ``{video_id: segments}`` or a :class:`VideoAnnotation`.
-        detections: a :class:`DetectionSet`; rows of other videos are ignored.
-        duration: seconds (one video) or ``{video_id: seconds}``; sets the x range.
-        class_names: fixes colours and row order; every label must be one of them.
-        path: output ``.png``.
-        score_range: scores mapped to the faintest and the most opaque bar.
-        total_detections: how many detections the video really had, when the caller passes only a
-            pre-selection (int for one video or ``{video_id: N}``); default: rows of ``detections``.
-    """
-    path = _check_path(path)
-    if not isinstance(detections, DetectionSet):
-        raise TadkitError(f"expected a DetectionSet, got {type(detections).__name__}", field="detections")
-    names = [str(c) for c in class_names]
-    if not names:
-        raise TadkitError("class_names is empty", field="class_names")
-    class_row = {name: i for i, name in enumerate(names)}
-    colours = class_colors(names)
-    gt = _gt_by_video(gt_segments, detections)
-    if not gt:
-        raise TadkitError("no video to plot", field="gt_segments")
-    if len(gt) > _MAX_TIMELINE_VIDEOS:
-        raise TadkitError(f"{len(gt)} videos; a timeline shows at most {_MAX_TIMELINE_VIDEOS}", field="gt_segments")
-    if isinstance(max_detections, bool) or not isinstance(max_detections, int) or max_detections < 1:
-        raise TadkitError(f"must be a positive integer, got {max_detections!r}", field="max_detections")
-    try:
-        s_lo, s_hi = (_finite_number(v, "score_range") for v in score_range)
-    except TypeError:
-        raise TadkitError(f"must be (low, high), got {score_range!r}", field="score_range") from None
-    if not s_hi > s_lo:
-        raise TadkitError(f"must be (low, high) with high > low, got {score_range!r}", field="score_range")
-
-    panels = []
-    for video, segs in gt.items():
-        dur = _finite_number(duration.get(video) if isinstance(duration, Mapping) else duration, "duration", video)
-        if dur <= 0:
-            raise TadkitError(f"duration must be > 0, got {dur}", video=video, field="duration")
-        gt_arr = np.zeros((len(segs), 2))
-        gt_labels = []
-        for i, seg in enumerate(segs):
-            if not isinstance(seg, Segment):
-                raise TadkitError(f"GT entry {i} is {type(seg).__name__}, not a Segment", video=video,
-                                  field="gt_segments")
-            start = _finite_number(seg.start, "gt_segments.start", video)
-            end = _finite_number(seg.end, "gt_segments.end", video)
-            if end < start:
-                raise TadkitError(f"GT segment {i} ends ({end}) before it starts ({start})", video=video,
-                                  field="gt_segments")
-            if seg.label not in class_row:
-                raise TadkitError(f"GT label {seg.label!r} is not in class_names", video=video, field="label")
-            gt_arr[i] = start, end
-            gt_labels.append(seg.label)
-        rows = np.flatnonzero(detections.video == video)
-        available = len(rows)
-        if total_detections is not None:
-            given = total_detections.get(video) if isinstance(total_detections, Mapping) else total_detections
-            if given is not None:
-                if isinstance(given, bool) or not isinstance(given, (int, np.integer)) or given < available:
-                    raise TadkitError(f"must be an integer >= the {available} detections passed, got {given!r}",
-                                      video=video, field="total_detections")
-                available = int(given)
-        if min_score is not None:
-            rows = rows[detections.score[rows] >= min_score]
-        rows = rows[np.lexsort((rows, -detections.score[rows]))][:max_detections]
-        det = detections.select(rows)
-        if not (np.isfinite(det.start).all() and np.isfinite(det.end).all() and np.isfinite(det.score).all()):
-            raise TadkitError("detections contain NaN or infinite values", video=video, field="detections")
-        unknown = sorted({str(label) for label in det.label} - set(class_row))
-        if unknown:
-            raise TadkitError(f"detection label(s) {unknown} not in class_names", video=video, field="label")
-        panels.append((video, dur, gt_arr, gt_labels, det, available))
-    if all(len(p[2]) == 0 and len(p[4]) == 0 for p in panels):
-        raise TadkitError("nothing to plot: no ground truth and no detections", field="detections")
-
-    all_scores = np.concatenate([p[4].score for p in panels])
-    clipped = int(((all_scores < s_lo) | (all_scores > s_hi)).sum())
-
-    row_counts = [max(1, len(set(p[3]) | set(p[4].label.tolist()))) for p in panels]
-    height = 1.5 + sum(0.6 + 0.42 * n for n in row_counts)
-    fig = _new_figure(12.0, height)
-    axes = fig.subplots(len(panels), 1, squeeze=False, height_ratios=[0.6 + 0.42 * n for n in row_counts])[:, 0]
-    for ax, (video, dur, gt_arr, gt_labels, det, available) in zip(axes, panels):
-        present = sorted(set(gt_labels) | set(det.label.tolist()), key=class_row.__getitem__)
-        for r, name in enumerate(present):
-            colour = colours[name]
-            mask = np.asarray([label == name for label in gt_labels], dtype=bool)
-            if mask.any():
-                spans = [(s, e - s) for s, e in gt_arr[mask]]
-                ax.broken_barh(spans, (r + 0.1, 0.38), facecolors=[colour], edgecolors="black", linewidth=0.6,
-                               label=f"gt:{name}")
-            dmask = det.label == name
-            if dmask.any():
-                alpha = _score_alpha(det.score[dmask], (s_lo, s_hi))
-                faces = [(*colour[:3], float(a)) for a in alpha]
-                spans = [(s, e - s) for s, e in zip(det.start[dmask], det.end[dmask])]
-                ax.broken_barh(spans, (r + 0.52, 0.38), facecolors=faces, edgecolors=[(0, 0, 0, 0.5)],
-                               linewidth=0.4, label=f"det:{name}")
-        ax.set_xlim(0.0, dur)
-        ax.set_ylim(0.0, max(1, len(present)))
-        ax.set_yticks(np.arange(len(present)) + 0.5, present if present else [])
-        ax.invert_yaxis()  # first class on top; within a row the GT bar (smaller y) is drawn above
-        shown = len(det)
-        if available == 0:
-            what = "no detections"
-        elif shown == available:
-            what = f"all {available} detection{'s' if available != 1 else ''}"
-        else:
-            what = f"top {shown} of {available} detections"
-        if min_score is not None and available:
-            what += f" (score >= {min_score:g})"
-        ax.set_title(f"{video}: {len(gt_arr)} GT, {what}", fontsize=9, loc="left")
-        ax.grid(axis="x", alpha=0.3)
-    axes[-1].set_xlabel("time (s)")
-    from matplotlib.patches import Patch
-
-    def swatch(alpha: float, label: str, edge: Any = (0, 0, 0, 0.5)) -> Patch:
-        return Patch(facecolor=(*_GUIDE_GREY[:3], alpha), edgecolor=edge, linewidth=0.6, label=label)
-
-    mid = 0.5 * (s_lo + s_hi)
-    handles = [swatch(1.0, "ground truth (upper bar, black outline)", "black")] + [
-        swatch(float(_score_alpha(np.array([v]), (s_lo, s_hi))[0]), f"detection (lower bar), score {v:.3g}")
-        for v in (s_hi, mid, s_lo)
-    ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8, frameon=False)
-    caption = (f"top {max_detections} detections per video by score; colour = class, "
-               f"opacity = score on a fixed {s_lo:g}..{s_hi:g} scale")
-    if clipped:
-        caption += f" ({clipped} score(s) outside it clipped)"
-    fig.suptitle(f"{title}\n{caption}" if title else caption, fontsize=10)
-    return _save(fig, path)
-
-# --------------------------------------------------------------------------------------------- #
 # mAP per duration bin
 # --------------------------------------------------------------------------------------------- #
 
@@ -295,7 +130,8 @@ def plot_duration_map(
 
     Keyword arguments (all optional): ``unit`` is appended to the axis label ("%" -> "mAP@0.5 (%)",
     and the axis then ends at 100 at most); ``ranges`` ``{bin: (low_s, high_s or None)}`` and
-    ``counts`` ``{bin: GT instances}`` are written under each bin name ("S / 1.5-2.5 s / 712 GT");
+    ``counts`` ``{bin: GT instances}`` are written under each bin name ("S / 1.5-2.5 s / 712 GT"; a
+    range of ``None`` writes none);
     a bin with 0 GT is marked "no GT" instead of showing a bar value.
     """
     path = _check_path(path)
@@ -332,7 +168,7 @@ def plot_duration_map(
                 raise TadkitError(f"bin {b!r}: GT count must be a non-negative integer, got {n!r}", field="counts")
             gt_counts[b] = int(n)
     for i, b in enumerate(bin_names):
-        if ranges is not None:
+        if ranges is not None and ranges[b] is not None:  # None: a bin without a range (no GT to span)
             pair = ranges[b]
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise TadkitError(f"bin {b!r}: range must be (low, high), got {pair!r}", field="ranges")
@@ -359,156 +195,11 @@ def plot_duration_map(
     ax.set_ylabel(f"{ylabel} ({unit.strip()})" if unit else ylabel)
     top = max(max(v) for v in table.values())
     ax.set_ylim(0, (min(top * 1.15, 105.0) if percent else top * 1.15) if top > 0 else (100.0 if percent else 1.0))
-    if len(methods) > 1:
-        ax.legend(fontsize=8)
+    if len(methods) > 1 or next(iter(methods)):  # a named run or several: say which bars are whose
+        ax.legend(fontsize=8, title="run" if len(methods) > 1 else None)
     ax.grid(axis="y", alpha=0.3)
     if title:
         ax.set_title(title)
-    return _save(fig, path)
-
-# --------------------------------------------------------------------------------------------- #
-# Training curves
-# --------------------------------------------------------------------------------------------- #
-
-
-_VAL_PREFIXES = ("val/", "val_", "validation/", "valid/")
-_TRAIN_PREFIXES = ("loss/", "train/", "train_", "")
-
-
-def _is_lr(name: str) -> bool:
-    lowered = name.lower()
-    return lowered in ("lr", "learning_rate") or lowered.endswith("/lr")
-
-
-def _lr_decays(lr: np.ndarray) -> list[tuple[int, float]]:
-    """(last epoch at the old rate, factor) for every drop of the learning rate; epochs are 1-based
-    and ``lr[i]`` is the rate used during epoch i + 1, so the drop is drawn at epoch + 0.5."""
-    prev, cur = lr[:-1], lr[1:]
-    drops = np.flatnonzero(np.isfinite(prev) & np.isfinite(cur) & (cur < prev * (1 - 1e-9)) & (prev > 0))
-    return [(int(i) + 1, float(cur[i] / prev[i])) for i in drops]
-
-
-def plot_training_curves(
-    history: Mapping[str, Sequence[float]],
-    path: str | os.PathLike,
-    title: str | None = None,
-    *,
-    xlabel: str = "epoch",
-    lr: Sequence[float] | None = None,
-    decay_epochs: Sequence[int] | None = None,
-) -> Path:
-    """One panel per series (losses, learning rate, mAP...), x = 1..len(series).
-
-    NaN entries are gaps (e.g. a metric evaluated every few epochs); each series needs at least
-    one finite value. Validation series (``val/...``, ``validation/...``) are drawn as points at the
-    evaluated epochs, over the whole epoch range; one whose name matches a training series
-    (``val/total`` and ``loss/total``) shares that panel, with a train/validation legend.
-
-    Learning-rate decays are marked on every panel (dashed line between the last epoch at the old
-    rate and the first at the new one, "lr x0.1"): found in ``lr`` (per-epoch rates) or in a series
-    named ``lr``/``learning_rate``/``*/lr``, or given as ``decay_epochs`` (the last epoch before each
-    decay, as in a config's ``lr_decay_epochs``). A run of a single epoch has no curve to draw:
-    its panels show the values as text instead of a one-point axis.
-    """
-    path = _check_path(path)
-    if not isinstance(history, Mapping) or not history:
-        raise TadkitError("history is empty", field="history")
-
-    def as_series(name: str, values: Any, field: str) -> np.ndarray:
-        try:
-            arr = np.asarray(values, dtype=np.float64).reshape(-1)
-        except (TypeError, ValueError):
-            raise TadkitError(f"series {name!r} is not a list of numbers", field=field) from None
-        if np.isinf(arr).any():
-            raise TadkitError(f"series {name!r} contains infinite values", field=field)
-        if not np.isfinite(arr).any():
-            raise TadkitError(f"series {name!r} has no finite value", field=field)
-        return arr
-
-    series = {str(name): as_series(str(name), values, f"history.{name}") for name, values in history.items()}
-    lr_arr = as_series("lr", lr, "lr") if lr is not None else next(
-        (arr for name, arr in series.items() if _is_lr(name)), None)
-    decays: list[tuple[float, str]] = []
-    if lr_arr is not None:
-        decays = [(epoch + 0.5, f"lr x{factor:.3g}") for epoch, factor in _lr_decays(lr_arr)]
-    if decay_epochs is not None:
-        known = {x for x, _ in decays}
-        for epoch in decay_epochs:
-            e = _finite_number(epoch, "decay_epochs")
-            if e + 0.5 not in known:
-                decays.append((e + 0.5, "lr decay"))
-    num_epochs = max(len(arr) for arr in series.values())
-
-    # validation series join the panel of the training series of the same name, when there is one
-    panels: dict[str, list[tuple[str, np.ndarray, bool]]] = {}
-    val_of: dict[str, str] = {}
-    for name in series:
-        lowered = name.lower()
-        prefix = next((p for p in _VAL_PREFIXES if lowered.startswith(p)), None)
-        if prefix is None:
-            continue
-        key = name[len(prefix):]
-        partner = next((p + key for p in _TRAIN_PREFIXES if p + key in series and p + key != name), None)
-        if partner is not None:
-            val_of[name] = partner
-    for name, arr in series.items():
-        is_val = any(name.lower().startswith(p) for p in _VAL_PREFIXES)
-        panels.setdefault(val_of.get(name, name), []).append((name, arr, is_val))
-
-    cols = min(3, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    panel_height = 1.6 if num_epochs == 1 else 3.0
-    fig = _new_figure(4.2 * cols, panel_height * rows + (0.4 if title else 0) + (0.3 if num_epochs == 1 else 0))
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax, (panel, members) in zip(axes, panels.items()):
-        ax.set_title(panel, fontsize=10)
-        if num_epochs == 1:  # one point is not a curve: say the values, draw no axis
-            ax.set_axis_off()
-            lines = []
-            for _, arr, is_val in members:
-                value = "not evaluated" if not np.isfinite(arr[0]) else f"{arr[0]:.4g}"
-                lines.append(f"{'validation' if is_val else 'train'}: {value}" if len(members) > 1 else value)
-            text = "\n".join(lines)
-            ax.text(0.5, 0.5, f"epoch 1\n{text}", ha="center", va="center", fontsize=12, transform=ax.transAxes)
-            continue
-        for k, (name, arr, is_val) in enumerate(members):
-            x = np.arange(1, len(arr) + 1)
-            finite = np.isfinite(arr)
-            if is_val:
-                label = "validation" if len(members) > 1 else f"evaluated at {int(finite.sum())} epoch(s)"
-                ax.plot(x[finite], arr[finite], marker="s", markersize=4, linewidth=1.0, linestyle="--",
-                        color=f"C{1 if len(members) > 1 else 0}", label=label)
-            else:
-                ax.plot(x[finite], arr[finite], marker="o" if finite.sum() <= 30 else None, markersize=3,
-                        linewidth=1.2, color=f"C{k}", label="train" if len(members) > 1 else None)
-            if _is_lr(name) or (is_val and len(members) > 1):
-                continue  # the best learning rate means nothing; one best marker per panel
-            lowered = name.lower()
-            kind, best = ("min", int(np.nanargmin(arr))) if "loss" in lowered else ("max", int(np.nanargmax(arr)))
-            right_half = x[best] > (1 + num_epochs) / 2
-            ax.annotate(f"{kind} {arr[best]:.4g}", (x[best], arr[best]), fontsize=7, textcoords="offset points",
-                        xytext=(-4 if right_half else 4, 4), ha="right" if right_half else "left")
-        for position, text in decays:
-            ax.axvline(position, color="black", linestyle=":", linewidth=0.9, alpha=0.7)
-            ax.annotate(text, (position, 1.0), xycoords=("data", "axes fraction"), fontsize=7, ha="center",
-                        va="bottom", xytext=(0, 1), textcoords="offset points")
-        if any(_is_lr(name) for name, *_ in members) and all(np.nanmin(arr) > 0 for _, arr, _ in members):
-            ax.set_yscale("log")  # decays are factors: equal steps on a log axis
-        ax.set_xlim(0.5, num_epochs + 0.5)
-        ax.margins(y=0.12)  # room for the min/max note inside the panel
-        ax.set_xlabel(xlabel)
-        ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if any(is_val for *_, is_val in members):
-            ax.legend(fontsize=7, loc="best")
-    for ax in axes[len(panels):]:
-        ax.set_visible(False)
-    heading = title
-    if num_epochs == 1:
-        note = "a single epoch: values, not curves"
-        heading = f"{title}\n{note}" if title else note
-    if heading:
-        fig.suptitle(heading)
     return _save(fig, path)
 
 # --------------------------------------------------------------------------------------------- #
