@@ -36,14 +36,18 @@ OFFICIAL_MIXED = {
 
 
 def official_layout(in_channels: int = 3, num_classes: int | None = 400, counters: bool = True,
-                    seed: int = 0) -> dict[str, torch.Tensor]:
+                    seed: int = 0, width: float = 1.0) -> dict[str, torch.Tensor]:
     """Random tensors under ``InceptionI3d(num_classes, in_channels=...).state_dict()``'s keys and shapes
-    (``num_classes=None``: built with ``final_endpoint='Mixed_5c'``, as AFSD's backbone, no logits)."""
+    (``num_classes=None``: built with ``final_endpoint='Mixed_5c'``, as AFSD's backbone, no logits).
+    ``width`` < 1 scales every channel count (rounded, >= 1) for CPU-sized tests; 1.0 is the official class."""
     g = torch.Generator().manual_seed(seed)
     state: dict[str, torch.Tensor] = {}
 
+    def w(count: int) -> int:
+        return max(1, int(round(count * width)))
+
     def unit(name: str, cin: int, cout: int, kernel: tuple[int, int, int]) -> None:
-        state[f"{name}.conv3d.weight"] = torch.randn((cout, cin, *kernel), generator=g) * 0.05
+        state[f"{name}.conv3d.weight"] = torch.randn((cout, cin, *kernel), generator=g) * (2.0 / (cin * np.prod(kernel))) ** 0.5
         state[f"{name}.bn.weight"] = 1 + 0.1 * torch.randn(cout, generator=g)
         state[f"{name}.bn.bias"] = 0.1 * torch.randn(cout, generator=g)
         state[f"{name}.bn.running_mean"] = 0.1 * torch.randn(cout, generator=g)
@@ -51,18 +55,24 @@ def official_layout(in_channels: int = 3, num_classes: int | None = 400, counter
         if counters:  # PyTorch >= 0.4.1 adds it; 2018 files (rgb_imagenet.pt) may lack it
             state[f"{name}.bn.num_batches_tracked"] = torch.tensor(7)
 
-    unit("Conv3d_1a_7x7", in_channels, 64, (7, 7, 7))
-    unit("Conv3d_2b_1x1", 64, 64, (1, 1, 1))
-    unit("Conv3d_2c_3x3", 64, 192, (3, 3, 3))
-    for name, (cin, (b0, b1a, b1b, b2a, b2b, b3b)) in OFFICIAL_MIXED.items():
+    unit("Conv3d_1a_7x7", in_channels, w(64), (7, 7, 7))
+    unit("Conv3d_2b_1x1", w(64), w(64), (1, 1, 1))
+    unit("Conv3d_2c_3x3", w(64), w(192), (3, 3, 3))
+    previous = w(192)
+    for name, (official_in, widths) in OFFICIAL_MIXED.items():
+        b0, b1a, b1b, b2a, b2b, b3b = (w(c) for c in widths)
+        cin = official_in if width == 1.0 else previous
+        assert width != 1.0 or cin == previous  # the official literal in_channels are the previous outputs
         unit(f"{name}.b0", cin, b0, (1, 1, 1))
         unit(f"{name}.b1a", cin, b1a, (1, 1, 1))
         unit(f"{name}.b1b", b1a, b1b, (3, 3, 3))
         unit(f"{name}.b2a", cin, b2a, (1, 1, 1))
         unit(f"{name}.b2b", b2a, b2b, (3, 3, 3))
         unit(f"{name}.b3b", cin, b3b, (1, 1, 1))
+        previous = b0 + b1b + b2b + b3b
     if num_classes is not None:
-        state["logits.conv3d.weight"] = torch.randn((num_classes, 384 + 384 + 128 + 128, 1, 1, 1), generator=g) * 0.05
+        assert width != 1.0 or previous == 384 + 384 + 128 + 128  # the official logits in_channels
+        state["logits.conv3d.weight"] = torch.randn((num_classes, previous, 1, 1, 1), generator=g) * 0.05
         state["logits.conv3d.bias"] = torch.randn(num_classes, generator=g)
     return state
 

@@ -50,8 +50,10 @@ def load_official_state_dict(path: str | Path) -> dict[str, Any]:
     return strip_ddp_prefix(obj)
 
 
-def convert_official(method: str, src: str | Path, dst: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Convert an official checkpoint of ``method``; returns the saved model config."""
+def convert_official(
+    method: str, src: str | Path, dst: str | Path, overrides: dict[str, Any] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """Convert an official checkpoint of ``method``; returns the saved model name and config."""
     import inspect
 
     from tadkit.engine.checkpoint import CHECKPOINT_FORMAT
@@ -73,12 +75,15 @@ def convert_official(method: str, src: str | Path, dst: str | Path, overrides: d
     except TypeError as error:
         raise TadkitError(f"{spec.name} importer: {error}", file=str(src), field="overrides") from None
     config = model.config_dict()
+    # an importer may build another registered method's model (afsd-official of an end-to-end checkpoint ->
+    # afsd_e2e) and attach what a run needs besides weights (e.g. "classes", a "config" for tadkit detect)
+    saved = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "model_name": getattr(model, "method_name", spec.name),
+             "model_config": config, **getattr(model, "checkpoint_extras", {})}
     try:
-        torch_save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "model_name": spec.name,
-                    "model_config": config}, dst)
+        torch_save(saved, dst)
     except OSError as error:
         raise TadkitError(f"cannot write the converted checkpoint: {error.strerror or error}", file=str(dst)) from error
-    return config
+    return saved["model_name"], config
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -92,12 +97,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = convert_official(args.method, args.input, args.output, _overrides(args))
+    name, config = convert_official(args.method, args.input, args.output, _overrides(args))
+
     def text(value: Any) -> str:
         return "/".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
     shown = ", ".join(f"{k.removesuffix('_dims')} {text(v)}" for k, v in config.items() if "weight" not in k)
-    print(f"converted {args.input} -> {args.output}: {args.method}, {shown}")
+    print(f"converted {args.input} -> {args.output}: {name}, {shown}")
     return 0
 
 
