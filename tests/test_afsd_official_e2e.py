@@ -186,7 +186,7 @@ def test_docs_commands_detect_thumos14_classes_on_a_synthetic_video(tmp_path, mo
     torch.save(official_bdnet(), tmp_path / "checkpoint_rgb.ckpt")
     capsys.readouterr()
     for command in commands:
-        assert main(tadkit_argv(command) + ["--no-progress"] * ("detect" in command)) == 0, command
+        assert main(tadkit_argv(command)) == 0, command
     printed = capsys.readouterr().out
     assert "afsd_e2e" in printed and "at 10 fps, 112x112 (rgb)" in printed
     detections = json.loads((tmp_path / "detections.json").read_text())["results"]["my_video"]

