@@ -10,7 +10,6 @@ head width W for every 512 (GroupNorm(32) kept), the I3D at a quarter of every c
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -75,7 +75,7 @@ def assert_relative(actual: torch.Tensor, expected: torch.Tensor, what: str) -> 
     assert error <= RELATIVE * scale, f"{what}: max error {error:.3g} > {RELATIVE:g} x {scale:.3g}"
 
 
-def logits_like(model: I3D, pooled: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+def logits_like(model: I3D, pooled: torch.Tensor) -> torch.Tensor:
     """``forward``'s logits: the 1x1x1 head per (time, space) position, spatial dims squeezed as the
     official ``squeeze(3).squeeze(3)`` does (a non-square input keeps its width axis)."""
     assert model.Logits is not None
@@ -102,7 +102,7 @@ def test_pytorch_i3d_end_points_match_official(fixture, mapped_model):
     with torch.no_grad():
         taps = mapped_model.taps(fixture["input"], ("Mixed_4f", "Mixed_5c"))
         pooled = mapped_model.pooled(fixture["input"])
-        logits = logits_like(mapped_model, pooled, fixture["out_logits"])
+        logits = logits_like(mapped_model, pooled)
     assert_relative(taps["Mixed_4f"], fixture["out_mixed_4f"], "Mixed_4f")
     assert_relative(taps["Mixed_5c"], fixture["out_mixed_5c"], "Mixed_5c")
     assert_relative(pooled, fixture["out_extract_features"], "extract_features")
@@ -143,6 +143,6 @@ def test_pytorch_i3d_file_through_extract_weights_and_convert(fixture, tmp_path,
         torch.testing.assert_close(value, saved["state_dict"][key], rtol=0, atol=0)
     with torch.no_grad():
         pooled = direct.pooled(fixture["input"].contiguous(memory_format=torch.channels_last_3d))
-        logits = logits_like(direct, pooled, fixture["out_logits"])
+        logits = logits_like(direct, pooled)
     assert_relative(pooled, fixture["out_extract_features"], "extract_features (fused batch norm)")
     assert_relative(logits, fixture["out_logits"], "forward logits (fused batch norm)")
