@@ -216,3 +216,9 @@ def test_docs_command_runs_as_written(tmp_path, monkeypatch, capsys):
     side = json.loads((tmp_path / "features_acrnet/video.json").read_text())
     assert side["fps"] == 25.0 and side["step"] == 16 and side["timestamps"] == [0.0, 0.64]
     assert np.load(tmp_path / "features_acrnet/video.npy").shape == (2, 1024)
+
+    # a second run into the same directory with another preset's time mapping is refused (not silently mixed)
+    again = DOC_COMMANDS[0].replace("acrnet_thumos14", "cmcs_thumos14")
+    assert main(tadkit_argv(again)) == 2
+    assert "already holds another time mapping (preset 'acrnet_thumos14'" in capsys.readouterr().err
+    assert json.loads((tmp_path / "features_acrnet/features.json").read_text())["preset"] == "acrnet_thumos14"

@@ -91,8 +91,9 @@ def run(args: argparse.Namespace) -> int:
 
     if preset is not None:  # the release's time mapping for the whole directory
         from tadkit.video.extract import feature_dim
+        from tadkit.video.presets import write_features_json
 
-        write_json(args.out / "features.json", preset.features_json(args.stream, feature_dim(args.stream)))
+        write_features_json(args.out, preset.features_json(args.stream, feature_dim(args.stream)), args.overwrite)
     done, skipped, failed = 0, 0, []
     for path in tqdm(videos, desc="extract", unit="video", disable=len(videos) < 2):
         video_id = video_id_of(path)

@@ -20,7 +20,9 @@ where each value comes from and what tadkit does instead. Sources are the releas
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -147,6 +149,24 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def write_features_json(out_dir: Path, spec: dict[str, Any], overwrite: bool) -> None:
+    """Write ``<out>/features.json``; one already there that says something else (another preset's time
+    mapping over the same sidecars) is an error unless ``overwrite`` (then the videos are redone too)."""
+    from tadkit.utils.io import write_json
+
+    path = Path(out_dir) / "features.json"
+    if path.is_file() and not overwrite:
+        try:
+            current = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            current = None
+        if current != spec:
+            name = current.get("preset") if isinstance(current, dict) else None
+            raise TadkitError(f"already holds another time mapping (preset {name!r}, this run {spec['preset']!r}); "
+                              "use another --out or --overwrite", file=str(path), field="preset")
+    write_json(path, spec)
+
+
 def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
@@ -173,4 +193,4 @@ def apply_to_args(args: argparse.Namespace, defaults: dict[str, Any]) -> Preset 
     return preset
 
 
-__all__ = ["CHUNK", "PRESETS", "Preset", "apply_to_args", "get_preset"]
+__all__ = ["CHUNK", "PRESETS", "Preset", "apply_to_args", "get_preset", "write_features_json"]
