@@ -195,3 +195,20 @@ def test_docs_commands_detect_thumos14_classes_on_a_synthetic_video(tmp_path, mo
     for d in detections:
         start, end = d["segment"]
         assert 0 <= start < end and np.isfinite(d["score"])
+
+
+def test_training_starts_from_pytorch_i3d_weights(tmp_path):
+    """The official recipe's start: rgb_imagenet.pt under an afsd_e2e model with backbone_layout pytorch_i3d;
+    a DeepMind-layout backbone asked to load it gets a clear error naming the setting."""
+    from tadkit.methods.afsd.e2e import build_afsd_e2e
+
+    weights = tmp_path / "rgb_imagenet.pt"
+    official = official_layout(3, 400, seed=6)
+    torch.save(official, weights)
+    model = build_afsd_e2e(num_classes=20, width=64, backbone_weights=str(weights), backbone_layout="pytorch_i3d")
+    model.init_pretrained()
+    assert torch.equal(model.backbone.Mixed_4f.Branch_1.Conv3d_0b_3x3.bn.weight, official["Mixed_4f.b1b.bn.weight"])
+    assert not model.backbone.Mixed_4f.Branch_1.Conv3d_0b_3x3.bn.weight.requires_grad  # frozen, as the official
+    wrong = build_afsd_e2e(num_classes=20, width=64, backbone_weights=str(weights))  # default layout: deepmind
+    with pytest.raises(TadkitError, match="backbone_layout: pytorch_i3d"):
+        wrong.init_pretrained()
