@@ -9,10 +9,22 @@ fixture of this layout; the GroupNorm group count, which the tensors cannot show
 Tolerances: float32 outputs agree to ``1e-5 * max(1, |official|)`` (the coarse distances are exp()
 values in frames, up to a few hundred); boundary regions, targets, boundary labels, detection
 count and classes exactly; detection times and scores to 1e-6.
+
+GroupNorm conditioning. The per-point outputs of a pyramid level pass through several GroupNorm(G) layers
+that normalise ``width / G * length`` values per group. When a group holds only a handful of values (a
+fixture with a coarsest level of length 1 and 3 channels per group normalises 3 values), ``(x - mean) / std``
+magnifies float32 rounding by up to ``max|x| / std`` of the group, and the official float32 outputs are
+ill-conditioned there (measured on such a fixture: tadkit float64 vs official float32 1.7e-4, tadkit float32
+vs float64 2.2e-5, every other level ~1e-6). So, per level: where every group normalises more than
+``WELL_CONDITIONED_VALUES`` (4) values, official and tadkit float32 agree to 1e-5 as above; at the other levels
+both the official float32 and tadkit's float32 outputs are compared with tadkit in float64, to
+``1e-5 * kappa``, where kappa is the level's largest ``max|x_g| / sqrt(var_g + eps)`` over its GroupNorm
+inputs and groups (measured in float64; ~3-5 for well-spread groups, 30 on the 3-value fixture).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -21,6 +33,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from conftest import shared_path
 from tadkit.methods.afsd.inference import detect_video, window_offsets
@@ -31,7 +44,8 @@ from tadkit.methods.afsd.targets import boundary_labels, clip_targets
 
 pytestmark = pytest.mark.shared
 
-RAW = ("loc", "conf", "prop_loc", "prop_conf", "center")
+RAW = ("loc", "conf", "prop_loc", "prop_conf", "center")  # per point of every level, levels concatenated
+WELL_CONDITIONED_VALUES = 4  # a group normalising more values than this keeps the plain 1e-5 tolerance
 FORWARD = RAW + ("priors", "start", "end", "start_loc_prop", "end_loc_prop", "start_conf_prop", "end_conf_prop")
 LOSSES = ("loc", "conf", "prop_loc", "prop_conf", "center", "start", "end")
 
@@ -66,7 +80,50 @@ def golden() -> dict[str, Any]:
         out = model.forward_taps(
             torch.from_numpy(arrays["input_mixed_4f"]), torch.from_numpy(arrays["input_mixed_5c"]), return_regions=True
         )
-    return {"a": arrays, "meta": meta, "model": model, "out": out}
+    return {"a": arrays, "meta": meta, "model": model, "out": out, "model64": copy.deepcopy(model).double()}
+
+
+def _float64_with_conditioning(model64: AFSD, mixed_4f: np.ndarray, mixed_5c: np.ndarray):
+    """tadkit's forward in float64, and per sequence length the largest ``max|x_g| / sqrt(var_g + eps)``
+    over the GroupNorm inputs and groups seen at that length (a level's length identifies its layers)."""
+    kappa: dict[int, float] = {}
+
+    def record(module: nn.GroupNorm, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
+        x = inputs[0]
+        groups = x.reshape(x.shape[0], module.num_groups, -1)
+        ratio = groups.abs().amax(-1) / (groups.var(-1, unbiased=False) + module.eps).sqrt()
+        kappa[x.shape[2]] = max(kappa.get(x.shape[2], 1.0), float(ratio.max()))
+
+    hooks = [m.register_forward_hook(record) for m in model64.modules() if isinstance(m, nn.GroupNorm)]
+    try:
+        with torch.no_grad():
+            out = model64.forward_taps(torch.from_numpy(mixed_4f).double(), torch.from_numpy(mixed_5c).double())
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return out, kappa
+
+
+def _compare_levels(golden: dict[str, Any], ours: dict[str, torch.Tensor], official: dict[str, np.ndarray],
+                    mixed_4f: np.ndarray, mixed_5c: np.ndarray, name: str) -> None:
+    """Per-point outputs level by level: 1e-5 where GroupNorm is well conditioned, else the float64 bound."""
+    cfg = golden["model"].config
+    lengths = [int(n) for n in golden["meta"]["level_lengths"]]
+    per_group = cfg.width // cfg.gn_groups
+    ill = [i for i, n in enumerate(lengths) if per_group * n <= WELL_CONDITIONED_VALUES]
+    out64, kappa = _float64_with_conditioning(golden["model64"], mixed_4f, mixed_5c) if ill else ({}, {})
+    edges = np.cumsum([0] + lengths)
+    for key in RAW:
+        for i in range(len(lengths)):
+            part = slice(int(edges[i]), int(edges[i + 1]))
+            label = f"{name}{key} level {i}"
+            if i not in ill:
+                _close(ours[key][:, part], official[key][:, part], 1e-5, label)
+                continue
+            tol = 1e-5 * max(1.0, kappa[lengths[i]])
+            reference = out64[key][:, part].numpy()
+            _close(reference, official[key][:, part], tol, f"{label} (official float32 vs tadkit float64)")
+            _close(ours[key][:, part], reference, tol, f"{label} (tadkit float32 vs float64)")
 
 
 def _close(ours: torch.Tensor | np.ndarray, official: np.ndarray, tol: float, name: str) -> None:
@@ -91,7 +148,20 @@ def test_afsd_official_sizes_read_from_file(golden: dict[str, Any]) -> None:
 def test_afsd_official_forward(golden: dict[str, Any]) -> None:
     a, out = golden["a"], golden["out"]
     for key in FORWARD:
-        _close(out[key], a[f"out_{key}"], 1e-5, key)
+        if key not in RAW:  # frame-level outputs (level 0 and the 256-frame branch) and the priors
+            _close(out[key], a[f"out_{key}"], 1e-5, key)
+    _compare_levels(golden, out, {k: a[f"out_{k}"] for k in RAW}, a["input_mixed_4f"], a["input_mixed_5c"], "")
+
+
+def test_afsd_official_conditioning_rule_is_used(golden: dict[str, Any]) -> None:
+    """The fallback bound is not a blanket loosening: it is used only for levels whose groups hold <= 4
+    values, and kappa there is measured, finite and >= 1."""
+    a, cfg = golden["a"], golden["model"].config
+    lengths = [int(n) for n in golden["meta"]["level_lengths"]]
+    _, kappa = _float64_with_conditioning(golden["model64"], a["input_mixed_4f"], a["input_mixed_5c"])
+    assert set(lengths) <= set(kappa) and all(np.isfinite(v) and v >= 1.0 for v in kappa.values())
+    values = [cfg.width // cfg.gn_groups * n for n in lengths]
+    assert values == sorted(values, reverse=True) and values[0] > WELL_CONDITIONED_VALUES
 
 
 def test_afsd_official_boundary_regions_exact(golden: dict[str, Any]) -> None:
@@ -162,11 +232,9 @@ def test_afsd_official_window_forward(golden: dict[str, Any]) -> None:
     assert offsets == window_offsets(int(a["test/sample_count"]), int(meta["clip_length"]), int(meta["test"]["clip_stride"]))
     with torch.no_grad():
         for j, stored in enumerate(outs):
-            ours = model.forward_taps(
-                torch.from_numpy(a[f"test/win{j}/input_mixed_4f"]), torch.from_numpy(a[f"test/win{j}/input_mixed_5c"])
-            )
-            for key in RAW:
-                _close(ours[key], stored[key].numpy(), 1e-5, f"win{j}/{key}")
+            x4, x5 = a[f"test/win{j}/input_mixed_4f"], a[f"test/win{j}/input_mixed_5c"]
+            ours = model.forward_taps(torch.from_numpy(x4), torch.from_numpy(x5))
+            _compare_levels(golden, ours, {k: v.numpy() for k, v in stored.items()}, x4, x5, f"win{j}/")
 
 
 def _detect(golden: dict[str, Any], keep_last: bool = False):

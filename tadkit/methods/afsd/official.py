@@ -5,7 +5,16 @@ The head (``coarse_pyramid_detection.*``) is loaded strictly into :class:`AFSD` 
 :class:`AFSDFeatures` (a head whose first pyramid conv is a Conv1d); widths, tap channels, spatial
 kernels, classes and levels are read off the tensors. Backbone keys (``backbone.*``) are accepted:
 loaded into ``backbone=`` when a module is given, otherwise kept on the model as
-``official_backbone_state`` (keys without the ``backbone.`` prefix) for the end-to-end path.
+``official_backbone_state`` (keys without the ``backbone.`` prefix).
+
+An END-TO-END checkpoint (``BDNet``: ``I3D_BackBone`` keeps pytorch-i3d's ``InceptionI3d`` as ``self._model``,
+so its keys are ``backbone._model.*``, built up to Mixed_5c) becomes an :class:`AFSDEndToEnd` (method
+``afsd_e2e``): every backbone key mapped into a ``pytorch_i3d``-layout I3D (:mod:`tadkit.video.pytorch_i3d`;
+input channels and width read off the tensors, every shape checked, nothing left over), the head loaded as
+above, and the test-time settings of the official THUMOS14 config (10 fps frames of 112 x 112, centre crop
+from the head's spatial kernels: 96 -> 6 / 3, clip stride clip_length / 2) and, for 20 classes, the THUMOS14
+class names in the official ``Class Index_Detection.txt`` order stored with the checkpoint
+(``checkpoint_extras``), so ``tadkit detect video.mp4 --checkpoint`` runs it.
 """
 
 from __future__ import annotations
@@ -21,6 +30,10 @@ from tadkit.models.base import official_tensors
 
 HEAD_PREFIX = "coarse_pyramid_detection."
 BACKBONE_PREFIX = "backbone."
+E2E_BACKBONE_PREFIX = "backbone._model."  # BDNet.backbone = I3D_BackBone; I3D_BackBone._model = InceptionI3d
+# configs/thumos14.yaml (testing) and the README's data preparation: 10 fps, 112 x 112 frames, stride 128 of 256
+OFFICIAL_FRAME_FPS = 10.0
+OFFICIAL_FRAME_SIZE = 112
 
 
 def from_official_state_dict(
@@ -63,13 +76,26 @@ def from_official_state_dict(
     while f"loc_heads.{num_levels}.scale" in head:
         num_levels += 1
     values["num_levels"] = num_levels
+    end_to_end = E2E_BACKBONE_PREFIX + "Conv3d_1a_7x7.conv3d.weight" in sd and backbone is None
+    backbone_overrides: dict[str, Any] = {}
+    if end_to_end:
+        from dataclasses import fields
+
+        from tadkit.methods.afsd.e2e import BackboneConfig
+
+        names = {f.name for f in fields(BackboneConfig)}
+        backbone_overrides = {k: v for k, v in overrides.items() if k in names}
+        overrides = {k: v for k, v in overrides.items() if k not in names}
     values.update(overrides)
     try:
         config = AFSDConfig.from_dict(values)
     except TadkitError as error:
         raise TadkitError(error.message, file=source, field=error.field) from None
     model: AFSD | AFSDFeatures
-    if config.input_kind == "i3d":
+    if end_to_end:
+        model = _end_to_end_model(config, sd, backbone_overrides, source)
+        backbone_sd = {}  # loaded into the model's I3D
+    elif config.input_kind == "i3d":
         model = AFSD(config, backbone=backbone)
     else:
         if backbone_sd:
@@ -102,4 +128,73 @@ def from_official_state_dict(
     return model
 
 
-__all__ = ["from_official_state_dict"]
+def _end_to_end_model(
+    config: AFSDConfig, sd: Mapping[str, torch.Tensor], overrides: dict[str, Any], source: str | None
+) -> Any:
+    """The head ``config`` on a pytorch-i3d backbone built from, and loaded with, the ``backbone._model.*`` keys.
+    ``overrides``: :class:`BackboneConfig` fields the user set (``crop_size``, ``freeze_bn``)."""
+    from tadkit.methods.afsd.e2e import TAPS, AFSDEndToEnd, BackboneConfig, build_backbone, tap_spatial_sizes
+    from tadkit.video.pytorch_i3d import convert_pytorch_i3d_state
+    from tadkit.video.weights import check_state_dict, config_from_state_dict
+
+    stray = sorted(k for k in sd if k.startswith(BACKBONE_PREFIX) and not k.startswith(E2E_BACKBONE_PREFIX))
+    if stray:
+        raise TadkitError(f"backbone key outside {E2E_BACKBONE_PREFIX}*", file=source, field=stray[0])
+    state = convert_pytorch_i3d_state({k: v for k, v in sd.items() if k.startswith(E2E_BACKBONE_PREFIX)}, source or "")
+    i3d = config_from_state_dict(state, source or "")
+    first = E2E_BACKBONE_PREFIX + "Conv3d_1a_7x7"
+    if i3d.layout != "pytorch_i3d":
+        raise TadkitError("backbone batch norm has no scale (bn.weight): not pytorch-i3d's InceptionI3d",
+                          file=source, field=f"{first}.bn.weight")
+    if i3d.num_classes:
+        raise TadkitError("the end-to-end backbone has a logits layer; AFSD's I3D_BackBone stops at Mixed_5c",
+                          file=source, field=E2E_BACKBONE_PREFIX + "logits.conv3d.weight")
+    derived = {"in_channels", "backbone_width", "backbone_weights", "backbone_layout"}
+    if derived & set(overrides):
+        field = sorted(derived & set(overrides))[0]
+        raise TadkitError("read off the checkpoint's backbone tensors; do not set it", file=source, field=field)
+    crop = int(overrides.get("crop_size", 16 * config.spatial_kernels[0]))
+    if tap_spatial_sizes(crop) != config.spatial_kernels:
+        raise TadkitError(f"the head's spatial kernels {config.spatial_kernels} fit no crop of 16 x "
+                          f"{config.spatial_kernels[0]}; pass --set crop_size=N", file=source,
+                          field=HEAD_PREFIX + "pyramids.0.0.conv3d.weight")
+    try:
+        backbone_config = BackboneConfig(**{**overrides, "in_channels": i3d.in_channels, "crop_size": crop,
+                                            "backbone_width": int(state["Conv3d_1a_7x7.conv.weight"].shape[0]) / 64,
+                                            "backbone_weights": None, "backbone_layout": "pytorch_i3d"})
+    except TadkitError as error:
+        raise TadkitError(error.message, file=source, field=error.field) from None
+    backbone = build_backbone(backbone_config)
+    check_state_dict(backbone, state, source or "")  # every tensor used, none left over, shapes equal
+    backbone.load_state_dict(state, strict=True)
+    taps = tuple(backbone.out_channels[tap] for tap in TAPS)
+    if taps != config.backbone_channels:
+        raise TadkitError(f"the head takes {config.backbone_channels} tap channels, the backbone gives {taps}",
+                          file=source, field=HEAD_PREFIX + "pyramids.0.0.conv3d.weight")
+    model = AFSDEndToEnd(config, backbone_config, backbone)
+    model.checkpoint_extras = official_test_settings(model, crop)
+    return model
+
+
+def official_test_settings(model: Any, crop: int) -> dict[str, Any]:
+    """What ``tadkit detect`` needs besides the weights: the official THUMOS14 test recipe as a run config,
+    and the class names when the head has THUMOS14's 20 classes (official ``Class Index_Detection.txt``
+    order, the order of :data:`THUMOS14_CLASS_IDS`)."""
+    from tadkit.data.formats._common import THUMOS14_CLASS_IDS
+
+    config = model.config
+    stream = "rgb" if model.backbone_config.in_channels == 3 else "flow"
+    extras: dict[str, Any] = {
+        "config": {
+            "model": {"name": "afsd_e2e", "kwargs": model.config_dict()},
+            "data": {"stream": stream, "frame_fps": OFFICIAL_FRAME_FPS, "frame_size": OFFICIAL_FRAME_SIZE,
+                     "window": config.clip_length, "stride_test": config.clip_length // 2, "crop_size": crop},
+            "test": {"nms": {"preset": "afsd"}},
+        }
+    }
+    if config.num_classes == len(THUMOS14_CLASS_IDS):
+        extras["classes"] = list(THUMOS14_CLASS_IDS)
+    return extras
+
+
+__all__ = ["from_official_state_dict", "official_test_settings"]
