@@ -297,7 +297,6 @@ def _readable_dir(directory: Path) -> bool:
 
 
 def _host() -> tuple[Any, str, str, str]:
-    import llvmlite
     import llvmlite.binding as llvm
 
     llvm.initialize_native_target()
