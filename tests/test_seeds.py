@@ -192,3 +192,28 @@ def test_describe_and_mismatched_reports():
     other["protocols"]["thumos14"]["tiou"] = [0.7]
     with pytest.raises(TadkitError, match="tiou"):
         summarize_seeds({0: base, 1: other})
+
+
+def test_methods_table_seed_aggregation_is_mean_and_sample_std():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "methods_table.py"
+    spec = importlib.util.spec_from_file_location("methods_table_under_test", path)
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    rng = np.random.default_rng(1)
+    rows = {}
+    for seed in (0, 1, 2):
+        m = rng.uniform(0, 50, 7).tolist()
+        rows[seed] = {"supervision": "full", "length": "2 ep", "tiou": table.TIOU, "detections": 10, "mAP": m,
+                      "average": float(np.mean(m)), "mAP_thumos14": [v / 2 for v in m],
+                      "average_thumos14": float(np.mean(m)) / 2, "seconds_per_epoch": 1.0 + seed,
+                      "seconds_per_100_steps": 2.0, "train_seconds": 3.0, "wall_seconds": 4.0,
+                      "per_duration": {"ES": (m[4], 5), "L": (m[0], 7)}}
+    agg = table.aggregate_seeds(rows)
+    mAP = np.array([rows[s]["mAP"] for s in (0, 1, 2)])
+    np.testing.assert_allclose(agg["mAP"], mAP.mean(0), atol=1e-12)
+    np.testing.assert_allclose(agg["mAP_std"], mAP.std(0, ddof=1), atol=1e-12)
+    assert agg["per_duration"]["ES"] == (pytest.approx(mAP[:, 4].mean()), 5)
+    assert agg["per_duration_std"]["L"] == pytest.approx(mAP[:, 0].std(ddof=1))
+    assert "seed 2:" in table.format_seed_table({"a2net": agg})
