@@ -51,20 +51,29 @@ def run(args) -> int:
         return run_seed_directory(args)
     if args.checkpoint is None:
         raise TadkitError("--checkpoint is required with a YAML config", field="--checkpoint")
-    outputs, _ = test_checkpoint(args.config, args.checkpoint, Path(args.out), args)
+    outputs, _, selection = test_checkpoint(args.config, args.checkpoint, Path(args.out), args)
     print(outputs.report.format())
+    if selection is not None:
+        from tadkit.evaluation.epoch_selection import format_epoch_selection
+
+        print("\n" + format_epoch_selection(selection))
     for name, path in outputs.files.items():
         print(f"{name}: {path}")
     return 0
 
 
 def test_checkpoint(config_path, checkpoint, out_dir: Path, args, fuse: list[str] | None = None):
-    """One checkpoint through the config's test pipeline into ``out_dir`` (+ plots unless --no-plots);
-    returns (TestOutputs, the config that ran)."""
+    """One checkpoint through the config's test pipeline into ``out_dir`` (+ plots unless --no-plots).
+
+    When the checkpoint sits in a run directory whose history.json has evaluations, the epoch
+    selection (last / best on validation / best on test) is written to ``epoch_selection.json``.
+    Returns (TestOutputs, the config that ran, the selection or None)."""
     from tadkit.engine.checkpoint import load_checkpoint_model
     from tadkit.engine.config import load_config
     from tadkit.engine.data import method_of
+    from tadkit.evaluation.epoch_selection import read_epoch_selection
     from tadkit.pipeline import plot_outputs, run_test
+    from tadkit.utils.io import write_json
 
     config = load_config(config_path, args.overrides)
     model, stored = load_checkpoint_model(checkpoint)
@@ -74,10 +83,14 @@ def test_checkpoint(config_path, checkpoint, out_dir: Path, args, fuse: list[str
     model = fused_model(model, stored, list(config.test.fuse) + list(args.fuse if fuse is None else fuse),
                         config.test.fuse_streams, key="clip" if method_of(config).data_kind == "frames" else "features")
     outputs = run_test(model, config, out_dir, progress=not args.no_progress)
+    history = Path(checkpoint).parent / "history.json"  # training curves / evaluations when beside a run dir
     if not args.no_plots:
-        history = Path(checkpoint).parent / "history.json"  # training curves when run beside a run dir
         outputs.files.update(plot_outputs(outputs.gt, outputs.dets, outputs.report, history, out_dir))
-    return outputs, config
+    selection = read_epoch_selection(history)
+    if selection is not None:
+        outputs.files["epoch_selection"] = out_dir / "epoch_selection.json"
+        write_json(outputs.files["epoch_selection"], selection)
+    return outputs, config, selection
 
 
 def run_seed_directory(args) -> int:
@@ -85,7 +98,7 @@ def run_seed_directory(args) -> int:
     from tadkit.engine.seeds import read_manifest, seed_dir
     from tadkit.errors import TadkitError
     from tadkit.evaluation.bootstrap import bootstrap_replicates
-    from tadkit.evaluation.seeds import format_summary, summarize_seeds
+    from tadkit.evaluation.seeds import format_summary, summarize_epoch_selection, summarize_seeds
     from tadkit.utils.io import write_json, write_text
 
     if args.fuse:
@@ -98,7 +111,7 @@ def run_seed_directory(args) -> int:
         raise TadkitError("with a seeds directory, --checkpoint is a file name inside each seed's run (e.g. best.pt)",
                           field="--checkpoint")
     seeds = read_manifest(directory)["seeds"]
-    reports, replicates = {}, {}
+    reports, replicates, selections = {}, {}, {}
     for seed in seeds:
         run_dir = seed_dir(directory, seed)
         for needed in ("config.yaml", name):
@@ -106,8 +119,8 @@ def run_seed_directory(args) -> int:
                 raise TadkitError(f"seed {seed} has no {needed} (unfinished? `tadkit train ... --seeds ... --resume`)",
                                   file=str(run_dir), field="seeds")
         print(f"seed {seed}: testing {run_dir / name}", flush=True)
-        outputs, config = test_checkpoint(run_dir / "config.yaml", run_dir / name, out / f"seed_{seed}", args,
-                                          fuse=[])
+        outputs, config, selections[seed] = test_checkpoint(run_dir / "config.yaml", run_dir / name,
+                                                            out / f"seed_{seed}", args, fuse=[])
         reports[seed] = outputs.report.to_dict()
         replicates[seed] = {
             protocol: bootstrap_replicates(outputs.gt, outputs.dets, protocol, args.bootstrap, 0,
@@ -116,6 +129,9 @@ def run_seed_directory(args) -> int:
         }
     summary = summarize_seeds(reports, replicates, bootstrap_seed=0, checkpoint=name)
     summary["seed_reports"] = {str(s): str(Path(f"seed_{s}") / "report.json") for s in seeds}
+    selection = summarize_epoch_selection(selections)
+    if selection is not None:
+        summary["epoch_selection"] = selection
     write_json(out / "summary.json", summary)
     text = format_summary(summary)
     write_text(out / "summary.txt", text + "\n")

@@ -126,6 +126,25 @@ def summarize_seeds(reports: Mapping[int, Mapping[str, Any]],
     return summary
 
 
+def summarize_epoch_selection(selections: Mapping[int, Mapping[str, Any] | None]) -> dict[str, Any] | None:
+    """Over seeds: the test score of each epoch choice (last / best on validation / best on test) and
+    the optimism (best on test - best on validation), each as :func:`describe` statistics."""
+    present = {s: sel for s, sel in selections.items() if sel}
+    if not present:
+        return None
+    metric = _same([sel["metric"] for sel in present.values()], "epoch_selection.metric")
+    out: dict[str, Any] = {"metric": metric, "per_seed": {str(s): sel for s, sel in present.items()}}
+    for key in ("last", "best_on_val", "best_on_test"):
+        values = [sel[key]["test"][metric] for sel in present.values() if key in sel]
+        if values:
+            out[key] = describe(values)
+    for key in ("optimism", "best_on_test_minus_last"):
+        values = [sel[key] for sel in present.values() if key in sel]
+        if values:
+            out[key] = describe(values)
+    return out
+
+
 def _pm(stats: Mapping[str, Any]) -> str:
     if stats["mean"] is None:
         return "-"
@@ -161,6 +180,16 @@ def format_summary(summary: Mapping[str, Any]) -> str:
                   f"{', '.join(format(t, 'g') for t in durations['tiou'])}), mean±std over seeds"]
     for bin_ in durations["bins"]:
         lines.append(f"{bin_['name']:<5} " + " ".join(f"{_pm(s):>12}" for s in bin_["mAP"]))
+    selection = summary.get("epoch_selection")
+    if selection:
+        lines += ["", f"epoch selection over seeds (test {selection['metric']} %, from each run's history.json), "
+                      "mean±std:"]
+        for key, label in (("last", "last evaluation"), ("best_on_val", "best on the held-out validation split"),
+                           ("best_on_test", "best on the TEST set (optimistic; the official codes' choice)"),
+                           ("optimism", "optimism: best on test - best on validation"),
+                           ("best_on_test_minus_last", "best on test - last")):
+            if key in selection:
+                lines.append(f"{label:<64} {_pm(selection[key]):>12}  (n={selection[key]['n']})")
     primary = summary["protocols"][summary["primary_protocol"]]
     lines += ["", f"AP % per class ({summary['primary_protocol']}, average over tIoUs), mean±std over seeds"]
     for name, entry in primary["per_class"].items():
@@ -168,4 +197,5 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["SUMMARY_FORMAT", "combined_interval", "describe", "format_summary", "summarize_seeds"]
+__all__ = ["SUMMARY_FORMAT", "combined_interval", "describe", "format_summary", "summarize_epoch_selection",
+           "summarize_seeds"]
