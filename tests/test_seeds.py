@@ -217,3 +217,24 @@ def test_methods_table_seed_aggregation_is_mean_and_sample_std():
     assert agg["per_duration"]["ES"] == (pytest.approx(mAP[:, 4].mean()), 5)
     assert agg["per_duration_std"]["L"] == pytest.approx(mAP[:, 0].std(ddof=1))
     assert "seed 2:" in table.format_seed_table({"a2net": agg})
+
+
+def test_parallel_seeds_run_as_separate_processes_and_resume_adds_a_seed(seeds_run, monkeypatch, capsys):
+    # One epoch each, two at once (separate `tadkit train` processes, logs in DIR/logs), on the CPU.
+    monkeypatch.chdir(seeds_run)
+    args = ["train", "tiny.yaml", "--out", "runs/par", "--no-progress", "--set", "train.epochs=1",
+            "--set", "train.lr_decay_epochs=[1]", "--parallel", "2", "--devices", "cpu"]
+    assert main(args + ["--seeds", "5,6"]) == 0
+    for seed in (5, 6):
+        run = seeds_run / "runs" / "par" / f"seed_{seed}"
+        assert json.loads((run / "history.json").read_text())["epochs"][-1]["epoch"] == 1
+        assert f"seed: {seed}\n" in (run / "config.yaml").read_text()
+        assert "device: cpu" in (run / "config.yaml").read_text()
+        assert (seeds_run / "runs" / "par" / "logs" / f"seed_{seed}.log").exists()
+    before = (seeds_run / "runs" / "par" / "seed_5" / "last.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(args + ["--seeds", "5,6,7", "--resume"]) == 0  # 5 and 6 are finished: only 7 trains
+    out = capsys.readouterr().out
+    assert "seeds [5, 6] already finished" in out and "seed 7: done" in out
+    assert (seeds_run / "runs" / "par" / "seed_5" / "last.pt").stat().st_mtime_ns == before
+    assert read_manifest(seeds_run / "runs" / "par")["seeds"] == [5, 6, 7]
