@@ -730,6 +730,32 @@ def test_cache_falls_back_to_a_private_temp_dir_and_refuses_shared_or_tampered_c
     fallback.chmod(0o700)
 
 
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba is not installed")
+def test_loading_the_kernel_leaves_numba_code_of_the_same_process_working(empty_cache):
+    # The loader binds symbols process-wide; numba's own runtime symbols (NRT_*, numba_*) must keep
+    # theirs, or numba code that frees an array after the load would call abort().
+    code = (
+        "import numpy as np, numba\n"
+        "from tadkit.postprocess import nms_native\n"
+        "@numba.njit\n"
+        "def total(n):\n"
+        "    return (np.ones(n) * 2).sum()\n"
+        "total(4)\n"
+        "kernel = nms_native.load_cached() or nms_native.build()\n"
+        "@numba.njit\n"
+        "def again(n):\n"
+        "    s = 0.0\n"
+        "    for i in range(50):\n"
+        "        s += np.ones(n).sum()\n"
+        "    return s\n"
+        "print(kernel.source, total(1000), again(10))\n"
+    )
+    for expected in ("compiled", "cache"):  # first run compiles, the second loads the cached object
+        out = _fresh_python(code, TADKIT_CACHE=str(empty_cache / "cache"))
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == [expected, "2000.0", "500.0"]
+
+
 def test_missing_numba_falls_back_to_numpy_with_the_same_results(empty_cache, monkeypatch):
     monkeypatch.setenv("TADKIT_NMS_JIT", "1")
     monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` raises ImportError

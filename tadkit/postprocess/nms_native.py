@@ -17,9 +17,10 @@ change of any of them compiles afresh; writes are atomic. With no usable directo
 compiled in memory for the process.
 
 The ``numba_*`` / ``NRT_*`` helpers referenced by the cfunc's error path (unreachable: the kernel
-raises nothing and touches no reference-counted memory) are bound to ``abort`` so that loading
-needs nothing from numba; every other external symbol is checked to resolve before the object is
-added, since LLVM aborts the process on an unresolved one.
+raises nothing and touches no reference-counted memory) are renamed in the IR to private names
+bound to ``abort``, so loading needs nothing from numba and never rebinds numba's own
+(process-wide) symbols in a process that also runs numba code; every other external symbol is
+checked to resolve before the object is added, since LLVM aborts the process on an unresolved one.
 """
 
 from __future__ import annotations
@@ -39,10 +40,11 @@ from typing import Any
 import numpy as np
 
 BLOCK = 32  # candidates per block of the tournament tree
-FORMAT = "tadkit-nms-native/1"
+FORMAT = "tadkit-nms-native/2"
 # External symbols the object may reference that must resolve in this process (libm / libc / CPython).
 _LIBRARY_SYMBOLS = ("exp", "memset", "memcpy", "memmove")
 _NUMBA_HELPER_PREFIXES = ("numba_", "NRT_")
+_UNREACHABLE_PREFIX = "tadkit_nms_unreachable_"  # + a numba helper's name, bound to abort()
 
 
 def greedy_core(  # pragma: no cover - runs compiled; tested through both NMS paths
@@ -330,10 +332,12 @@ def _load_object(obj: bytes, meta: dict[str, Any], source: str) -> NativeKernel 
     process = ctypes.CDLL(None)  # dlopen(NULL): this process and the libraries it loaded (libm, libc, CPython)
     abort = _address(process, "abort")
     for name in meta["external"]:
-        address = abort if name.startswith(_NUMBA_HELPER_PREFIXES) else _address(process, name)
+        if name.startswith(_NUMBA_HELPER_PREFIXES):
+            return None  # an object written before helpers were renamed: never bind numba's names
+        address = abort if name.startswith(_UNREACHABLE_PREFIX) else _address(process, name)
         if not address:
             return None  # LLVM would abort the process on an unresolved symbol
-        llvm.add_symbol(name, address)  # numba helpers: their error path is unreachable (module docstring)
+        llvm.add_symbol(name, address)  # renamed numba helpers: their error path is unreachable (module docstring)
     engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _target_machine(llvm, cpu, features))
     engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
     engine.finalize_object()
@@ -403,6 +407,9 @@ def compile_kernel() -> tuple[bytes, dict[str, Any]]:
     module = llvm.parse_assembly(entry.inspect_llvm())
     module.verify()
     declared = [*module.functions, *module.global_variables]
+    for value in declared:  # private names: binding them must not touch numba's own (process-wide) symbols
+        if value.is_declaration and value.name.startswith(_NUMBA_HELPER_PREFIXES):
+            value.name = _UNREACHABLE_PREFIX + value.name
     external = sorted({v.name for v in declared if v.is_declaration and not v.name.startswith("llvm.")}
                       | set(_LIBRARY_SYMBOLS))
     obj = _target_machine(llvm, cpu, features).emit_object(module)
