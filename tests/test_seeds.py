@@ -114,6 +114,11 @@ def test_rerun_without_resume_is_refused_and_resume_skips_finished_seeds(seeds_r
     assert main(["train", "tiny.yaml", "--seeds", "0,1", "--out", "runs/tiny", "--resume", "--no-progress"]) == 0
     assert "seeds [0, 1] already finished" in capsys.readouterr().out
     assert (seeds_run / "runs" / "tiny" / "seed_0" / "last.pt").stat().st_mtime_ns == before
+    # one directory, one configuration: other overrides are refused, not mixed into the seeds
+    assert main(["train", "tiny.yaml", "--seeds", "2", "--out", "runs/tiny", "--resume", "--no-progress",
+                 "--set", "train.lr=0.5"]) == 2
+    assert "one directory, one configuration" in capsys.readouterr().err
+    assert read_manifest(seeds_run / "runs" / "tiny")["seeds"] == [0, 1]
 
 
 def test_plan_continues_only_unfinished_seeds(tmp_path):

@@ -112,11 +112,16 @@ def write_manifest(out_dir: Path, args: argparse.Namespace, seeds: list[int]) ->
     from tadkit.utils.io import write_json
 
     path = out_dir / SEEDS_MANIFEST
+    config, overrides = str(Path(args.config).absolute()), list(args.overrides)
     known: list[int] = []
     if path.exists():
-        known = [s for s in read_manifest(out_dir)["seeds"] if s not in seeds]  # --resume may add seeds
-    write_json(path, {"format": SEEDS_FORMAT, "config": str(Path(args.config).absolute()),
-                      "overrides": list(args.overrides), "seeds": known + seeds})
+        manifest = read_manifest(out_dir)
+        if (manifest.get("config"), manifest.get("overrides")) != (config, overrides):
+            raise TadkitError(f"holds seeds of {manifest.get('config')} with --set {manifest.get('overrides')}; "
+                              f"this command has {config} with --set {overrides}: one directory, one configuration "
+                              "(choose another --out)", file=str(path), field="config")
+        known = [s for s in manifest["seeds"] if s not in seeds]  # --resume may add seeds
+    write_json(path, {"format": SEEDS_FORMAT, "config": config, "overrides": overrides, "seeds": known + seeds})
 
 
 def _child_command(args: argparse.Namespace, plan: SeedPlan) -> tuple[list[str], dict[str, str]]:
@@ -147,9 +152,8 @@ def run_seeds(args: argparse.Namespace, make_evaluate_fn: Callable[..., Any] | N
         raise TadkitError(f"must be >= 1, got {parallel}", field="--parallel")
     base = load_config(args.config, args.overrides)
     out_dir = resolve_out_dir(base, args.out, args.config)
-    out_dir.mkdir(parents=True, exist_ok=True)
     plans = plan_seeds(seeds, out_dir, base, args.resume, devices)
-    write_manifest(out_dir, args, seeds)
+    write_manifest(out_dir, args, seeds)  # creates out_dir
     skipped = sorted(set(seeds) - {p.seed for p in plans})
     if skipped:
         print(f"seeds {skipped} already finished in {out_dir}")
