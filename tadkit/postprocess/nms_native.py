@@ -372,7 +372,7 @@ def load_cached() -> NativeKernel | None:
             kernel = _load_object(obj, meta, "cache")
             if kernel is not None:
                 return kernel
-    except (OSError, ValueError, KeyError, TypeError, ImportError):
+    except Exception:  # unreadable cache, missing llvmlite, an LLVM refusal: compile afresh or use NumPy
         return None
     return None
 
