@@ -155,3 +155,16 @@ def test_seed_summary_averages_the_epoch_choices():
                                                "per_class": {}}},
                            "per_duration": {"protocol": "p", "tiou": [0.5], "bins": []}})
     assert "optimism: best on test - best on validation" in text
+
+
+def test_a_malformed_history_is_one_clear_error(tmp_path):
+    from tadkit.evaluation.epoch_selection import read_epoch_selection
+
+    assert read_epoch_selection(tmp_path / "missing.json") is None
+    path = tmp_path / "history.json"
+    for text in ("{", "[1, 2]", '{"epochs": [{"epoch": "x", "metrics": {"average_mAP": 0.1}}]}',
+                 '{"epochs": [{"epoch": 1, "metrics": {"average_mAP": "high"}}, {"epoch": 2, "metrics": {"average_mAP": 0.1}}]}'):
+        path.write_text(text)
+        with pytest.raises(TadkitError) as info:
+            read_epoch_selection(path)
+        assert info.value.file == str(path)

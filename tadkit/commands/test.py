@@ -51,7 +51,7 @@ def run(args) -> int:
         return run_seed_directory(args)
     if args.checkpoint is None:
         raise TadkitError("--checkpoint is required with a YAML config", field="--checkpoint")
-    outputs, _, selection = test_checkpoint(args.config, args.checkpoint, Path(args.out), args)
+    outputs, _, selection = evaluate_checkpoint(args.config, args.checkpoint, Path(args.out), args)
     print(outputs.report.format())
     if selection is not None:
         from tadkit.evaluation.epoch_selection import format_epoch_selection
@@ -62,7 +62,7 @@ def run(args) -> int:
     return 0
 
 
-def test_checkpoint(config_path, checkpoint, out_dir: Path, args, fuse: list[str] | None = None):
+def evaluate_checkpoint(config_path, checkpoint, out_dir: Path, args, fuse: list[str] | None = None):
     """One checkpoint through the config's test pipeline into ``out_dir`` (+ plots unless --no-plots).
 
     When the checkpoint sits in a run directory whose history.json has evaluations, the epoch
@@ -119,7 +119,7 @@ def run_seed_directory(args) -> int:
                 raise TadkitError(f"seed {seed} has no {needed} (unfinished? `tadkit train ... --seeds ... --resume`)",
                                   file=str(run_dir), field="seeds")
         print(f"seed {seed}: testing {run_dir / name}", flush=True)
-        outputs, config, selections[seed] = test_checkpoint(run_dir / "config.yaml", run_dir / name,
+        outputs, config, selections[seed] = evaluate_checkpoint(run_dir / "config.yaml", run_dir / name,
                                                             out / f"seed_{seed}", args, fuse=[])
         reports[seed] = outputs.report.to_dict()
         replicates[seed] = {

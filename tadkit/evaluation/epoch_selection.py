@@ -54,12 +54,24 @@ def epoch_selection(history: Mapping[str, Any], metric: str = METRIC) -> dict[st
 
 
 def read_epoch_selection(history_path: str | Path, metric: str = METRIC) -> dict[str, Any] | None:
-    """:func:`epoch_selection` of a ``history.json``; None when it is missing, unreadable or has no evaluation."""
-    try:
-        history = json.loads(Path(history_path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """:func:`epoch_selection` of a ``history.json``; None when there is none (or it has no evaluation).
+
+    A history that exists but is malformed is one TadkitError naming the file.
+    """
+    from tadkit.errors import TadkitError
+
+    path = Path(history_path)
+    if not path.is_file():
         return None
-    return epoch_selection(history, metric) if isinstance(history, dict) else None
+    try:
+        history = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(history, list):  # the older history.json: a bare list of records
+            history = {"epochs": history}
+        if not isinstance(history, dict) or not isinstance(history.get("epochs", []), list):
+            raise ValueError("expected an object with a list 'epochs'")
+        return epoch_selection(history, metric)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+        raise TadkitError(f"unreadable training history: {error}", file=str(path), field="epochs") from None
 
 
 def format_epoch_selection(selection: Mapping[str, Any]) -> str:
