@@ -12,6 +12,11 @@ A2Net and AFSD (feature variant, 12 epochs) see the segments; ECM and ACRNet see
 
     nice -n 10 python benchmarks/methods_table.py --out runs/methods_table [--videos 100]
         [--epochs 30] [--ecm-epochs 80] [--acrnet-iterations 300] [--methods a2net ecm acrnet acrnet_concat afsd]
+        [--seeds 0,1,2]
+
+``--seeds 0,1,2`` trains every method once per training seed (``train.seed``; runs in OUT/<method>/seed_<s>/)
+and reports mean ± std over the seeds (sample std, n - 1) for every mAP and duration column, plus a
+per-seed table; without it each method trains once with its config's seed (as before).
 
 Defaults are the configs' own settings (A2Net 30 epochs, ECM 80 epochs, ACRNet 300 iterations, AFSD 12
 epochs): ~15 min of training on 2 idle cores at --videos 100 (AFSD ~5.5 min of it, A2Net most of the
@@ -55,8 +60,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ecm-epochs", type=int, default=None, help="ECM epochs (default: its config)")
     parser.add_argument("--acrnet-iterations", type=int, default=None, help="ACRNet iterations (default: its config)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--seeds", default=None, metavar="S,S,...",
+                        help="training seeds: one run per seed, table = mean ± std over them")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
+
+
+def parse_seed_list(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    from tadkit.engine.seeds import parse_seeds
+
+    return parse_seeds(text)
 
 
 def ensure_data(out: Path, videos: int, dim: int, seed: int, progress: bool) -> Path:
@@ -85,7 +100,7 @@ def budget_overrides(name: str, args: argparse.Namespace) -> list[str]:
     return []
 
 
-def run_method(name: str, args: argparse.Namespace, data: Path, run_dir: Path) -> dict[str, Any]:
+def run_method(name: str, args: argparse.Namespace, data: Path, run_dir: Path, seed: int | None = None) -> dict[str, Any]:
     from tadkit.engine.checkpoint import load_checkpoint_model
     from tadkit.engine.config import load_config
     from tadkit.engine.trainer import train
@@ -104,6 +119,7 @@ def run_method(name: str, args: argparse.Namespace, data: Path, run_dir: Path) -
         "train.tensorboard=false",
         *extra,
         *budget_overrides(name, args),
+        *([f"train.seed={seed}"] if seed is not None else []),
     ])
     started = time.perf_counter()
     result = train(config, run_dir, resume=True, progress=not args.no_progress)
@@ -150,6 +166,54 @@ def load_subset_ids(config) -> list[str]:
     return list(annotations.subset(config.data.subset_train).videos)
 
 
+MEAN_FIELDS = ("mAP", "average", "mAP_thumos14", "average_thumos14", "seconds_per_epoch", "seconds_per_100_steps",
+               "train_seconds", "wall_seconds")
+
+
+def aggregate_seeds(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """One method's rows over seeds -> the same fields as means, plus ``<field>_std`` (n - 1) and the rows."""
+    import numpy as np
+
+    rows = [per_seed[s] for s in sorted(per_seed)]
+    out: dict[str, Any] = {"supervision": rows[0]["supervision"], "length": rows[0]["length"],
+                           "tiou": rows[0]["tiou"], "seeds": sorted(per_seed), "per_seed": per_seed,
+                           "detections": float(np.mean([r["detections"] for r in rows]))}
+    ddof = 1 if len(rows) > 1 else 0
+    for key in MEAN_FIELDS:
+        values = np.asarray([r[key] for r in rows], dtype=float)
+        out[key] = values.mean(axis=0).tolist()
+        out[f"{key}_std"] = values.std(axis=0, ddof=ddof).tolist()
+    bins = list(rows[0]["per_duration"])
+    out["per_duration"] = {b: (float(np.mean([r["per_duration"][b][0] for r in rows])), rows[0]["per_duration"][b][1])
+                           for b in bins}
+    out["per_duration_std"] = {b: float(np.std([r["per_duration"][b][0] for r in rows], ddof=ddof)) for b in bins}
+    return out
+
+
+def format_seed_table(results: dict[str, dict[str, Any]]) -> str:
+    """mean±std over seeds per cell (activitynet protocol), then the thumos14 protocol likewise."""
+    first = next(iter(results.values()))
+    bins = list(first["per_duration"])
+    head = (f"{'method':<17}{'train':>8}" + "".join(f"{t:>11.1f}" for t in TIOU) + f"{'avg':>11}  |"
+            + "".join(f"{b:>11}" for b in bins))
+    lines = [f"mean±std over seeds {first['seeds']}", head, "-" * len(head)]
+    cell = lambda m, s: f"{m:>5.1f}±{s:<4.1f}"  # noqa: E731
+    for name, r in results.items():
+        lines.append(f"{LABELS[name]:<17}{r['length']:>8}" + "".join(f"{cell(m, s):>11}" for m, s in zip(r["mAP"], r["mAP_std"]))
+                     + f"{cell(r['average'], r['average_std']):>11}  |"
+                     + "".join(f"{cell(r['per_duration'][b][0], r['per_duration_std'][b]):>11}" for b in bins))
+    lines.append("same detections under the thumos14 protocol:")
+    for name, r in results.items():
+        lines.append(f"{LABELS[name]:<17}{r['length']:>8}"
+                     + "".join(f"{cell(m, s):>11}" for m, s in zip(r["mAP_thumos14"], r["mAP_thumos14_std"]))
+                     + f"{cell(r['average_thumos14'], r['average_thumos14_std']):>11}")
+    lines.append("per seed (activitynet avg / thumos14 avg):")
+    for name, r in results.items():
+        lines.append(f"{LABELS[name]:<17}" + "  ".join(f"seed {s}: {row['average']:.1f} / {row['average_thumos14']:.1f}"
+                                                     for s, row in r["per_seed"].items()))
+    return "\n".join(lines)
+
+
 def format_table(results: dict[str, dict[str, Any]]) -> str:
     first = next(iter(results.values()))
     bins = list(first["per_duration"])
@@ -179,19 +243,24 @@ def main(argv: list[str] | None = None) -> int:
     data = ensure_data(out, args.videos, args.dim, args.seed, not args.no_progress)
     results: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
+    seeds = parse_seed_list(args.seeds)
+    table = format_table if seeds is None else format_seed_table
     for name in args.methods:
         budget = " ".join(budget_overrides(name, args)) or "config defaults"
         print(f"== {LABELS[name]} ({METHODS[name][0]} {' '.join(METHODS[name][1])}; {budget})", flush=True)
-        results[name] = run_method(name, args, data, out / name)
-        r = results[name]
-        print(f"   mAP@0.5 {r['mAP'][4]:.1f}  avg {r['average']:.1f}  ({r['length']}, {r['train_seconds']:.0f} s "
-              f"training, {r['wall_seconds']:.0f} s wall)", flush=True)
-        print(format_table(results), flush=True)
+        per_seed = {}
+        for seed in seeds or [None]:
+            run_dir = out / name if seed is None else out / name / f"seed_{seed}"
+            r = per_seed[seed] = run_method(name, args, data, run_dir, seed)
+            print(f"   {'' if seed is None else f'seed {seed}: '}mAP@0.5 {r['mAP'][4]:.1f}  avg {r['average']:.1f}  "
+                  f"({r['length']}, {r['train_seconds']:.0f} s training, {r['wall_seconds']:.0f} s wall)", flush=True)
+        results[name] = per_seed[None] if seeds is None else aggregate_seeds(per_seed)
+        print(table(results), flush=True)
 
     print(f"\nactivitynet protocol (eval_detection.py, the evaluator of the ECM and ACRNet papers), mAP % on {args.videos} synthetic test videos "
           f"(data seed {args.seed}, {args.dim}-d; trained on the {args.videos} validation videos); "
           f"ES..EL: mAP@0.5 per GT duration; s/ep, s/100it: training seconds; total {time.perf_counter() - started:.0f} s")
-    print(format_table(results))
+    print(table(results))
     print("published (real THUMOS14, I3D features), @0.5 / avg 0.1:0.7: A2Net 45.5 / 47.0 | ECM 29.1 / 37.4 | "
           "ACRNet 37.0 / 47.5 (ACRNet: its own protocol variant, test-set model selection) | "
           "AFSD 55.5 @0.5 / 52.0 avg 0.3:0.7 (RGB+flow, end to end)")

@@ -1,12 +1,20 @@
 """NMS speed: tadkit's grouped NMS vs plain references, run in the same process on the same data.
 
     python benchmarks/nms_speed.py [--seed 0] [--sizes 10000 100000] [--many-videos] [--first-call]
-                                   [--actionformer-ext DIR]
+                                   [--job] [--job-repeat 3] [--actionformer-ext DIR]
 
 Main table: ONE video, 20 classes, 10k and 100k candidates; hard NMS 0.2, Gaussian soft-NMS
 (sigma 0.5, no gate) and linear soft-NMS (gate 0.1), min score 0.001, no cap. "ours" is the
-numba-compiled sequential kernel (``TADKIT_NMS_JIT=1``; the default "auto" switches to it once a
-process has spent ~1 s in NMS), "NumPy kernels" the pure-NumPy path (``TADKIT_NMS_JIT=0``).
+compiled sequential kernel (``TADKIT_NMS_JIT=1``), "NumPy kernels" the pure-NumPy path
+(``TADKIT_NMS_JIT=0``).
+
+``--job``: the whole NMS phase of a test job, each contender in a fresh process: 200 videos x
+2,000 candidates, per-video Gaussian soft-NMS (sigma 0.5, no gate, min score 0.001) called once per
+video, timed from before the NMS code is imported (tadkit's module, or the C++ extension) to the
+last video, so start-up counts; torch and the data are loaded before the clock starts. Labels
+uniform over 20 classes, and 2 of 20 classes per video (THUMOS-like). Contenders: tadkit's default
+path (``auto``) with the kernel cache warm, the same with an empty cache (a machine's first run),
+the NumPy kernels, and ActionFormer's C++ op per class as its ``batched_nms`` calls it.
 Compared with "numpy loop": a per-class loop, one pick per iteration, vectorized decay (the
 official codes' style), whose output must equal both of ours exactly before anything is timed.
 ``--first-call`` also measures, in fresh interpreters, what the first NMS call of a process costs:
@@ -33,6 +41,7 @@ import contextlib
 import importlib
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -292,12 +301,12 @@ print(t1 - t0, t3 - t2, t4 - t3, "numba" in sys.modules)
 
 
 def first_call_table() -> None:
-    """First NMS call of a fresh process (10k, Gaussian): empty numba cache, then the cache it wrote."""
+    """First NMS call of a fresh process (10k, Gaussian): empty kernel cache, then the cache it wrote."""
     print("first call in a fresh process (10k Gaussian soft-NMS; import = torch + tadkit.postprocess.nms)")
     with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        env = dict(os.environ, TADKIT_CACHE=cache)
         env.pop("TADKIT_NMS_JIT", None)
-        for name, extra in (("JIT=1, empty numba cache (compiles)", {"TADKIT_NMS_JIT": "1"}),
+        for name, extra in (("JIT=1, empty kernel cache (compiles)", {"TADKIT_NMS_JIT": "1"}),
                             ("JIT=1, cached machine code", {"TADKIT_NMS_JIT": "1"}),
                             ("JIT=0 (NumPy kernels)", {"TADKIT_NMS_JIT": "0"}),
                             ("default (auto)", {})):
@@ -306,6 +315,80 @@ def first_call_table() -> None:
             t_import, t_first, t_second, loaded = out.stdout.split()
             print(f"  {name:<36} import {float(t_import):6.2f} s | first call {float(t_first) * 1e3:8.1f} ms"
                   f" | second call {float(t_second) * 1e3:6.1f} ms | numba loaded: {loaded}")
+
+
+# The whole-job child: argv = contender, classes per video ("all" or a number), seed, [extension dir].
+_JOB = """
+import sys, time
+import numpy as np, torch
+torch.set_num_threads(1)
+sys.path.insert(0, {bench_dir!r})
+from nms_speed import make_detections
+contender, per_video, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+videos, size = 200, 2000
+dets = make_detections(videos, size, 20, seed, None if per_video == "all" else int(per_video))
+labels = torch.from_numpy(np.unique(dets.label, return_inverse=True)[1].astype(np.int64))
+segs = torch.from_numpy(np.stack([dets.start, dets.end], 1))
+scores = torch.from_numpy(dets.score)
+if contender == "cpp":
+    segs, scores = segs.float(), scores.float()
+per_video = [(segs[i * size:(i + 1) * size].contiguous(), scores[i * size:(i + 1) * size].contiguous(),
+              labels[i * size:(i + 1) * size].contiguous()) for i in range(videos)]
+kept = 0
+started = time.perf_counter()
+if contender == "cpp":
+    sys.path.insert(0, sys.argv[4])
+    import nms_1d_cpu
+    for s, sc, lab in per_video:  # ActionFormer's batched_nms: the op once per class
+        for label in torch.unique(lab):
+            idx = torch.where(lab == label)[0]
+            cs, csc = s[idx].contiguous(), sc[idx].contiguous()
+            kept += len(nms_1d_cpu.softnms(cs, csc, cs.new_empty((cs.size(0), 3)), 0.0, 0.5, 0.001, 2))
+else:
+    from tadkit.postprocess.nms import soft_nms_indices
+    for s, sc, lab in per_video:
+        kept += len(soft_nms_indices(s, sc, lab, "gaussian", 0.5, 0.0, 0.001)[0])
+print(time.perf_counter() - started, kept, "numba" in sys.modules)
+"""
+
+
+def whole_job_table(seed: int, extension_dir: str | None, repeat: int) -> None:
+    """The NMS phase of a 200-video test job per contender, each run in a fresh process (start-up included)."""
+    bench_dir = os.path.dirname(os.path.abspath(__file__))
+    code = _JOB.format(bench_dir=bench_dir)
+    base_env = {k: v for k, v in os.environ.items() if k != "TADKIT_NMS_JIT"}
+    subprocess.run([sys.executable, "-m", "tadkit.postprocess.nms_native"], env=base_env, check=True,
+                   capture_output=True)  # warm the kernel cache (what any earlier big NMS call leaves behind)
+    print(f"whole job: 200 videos x 2,000 candidates, per-video Gaussian soft-NMS, fresh process each, "
+          f"start-up included; best of {repeat}, contenders interleaved")
+    with tempfile.TemporaryDirectory() as empty:
+        contenders = {"tadkit default (warm cache)": ("auto", {}),
+                      "tadkit default (empty cache)": ("auto", {"TADKIT_CACHE": empty}),
+                      "tadkit NumPy kernels": ("numpy", {"TADKIT_NMS_JIT": "0"})}
+        if extension_dir is not None:
+            contenders["ActionFormer C++ op"] = ("cpp", {})
+        for per_video in ("all", "2"):
+            best: dict[str, float] = {name: math.inf for name in contenders}
+            kept: dict[str, int] = {}
+            for _ in range(repeat):
+                for name, (contender, env) in contenders.items():
+                    if name.endswith("(empty cache)"):
+                        for leftover in os.listdir(empty):  # stays a first run every time
+                            shutil.rmtree(os.path.join(empty, leftover))
+                    argv = [sys.executable, "-c", code, contender, per_video, str(seed)]
+                    argv += [extension_dir] if contender == "cpp" else []
+                    out = subprocess.run(argv, env={**base_env, **env}, capture_output=True, text=True, check=True)
+                    seconds, count, _ = out.stdout.split()
+                    best[name] = min(best[name], float(seconds))
+                    kept[name] = int(count)
+            ours = {count for name, count in kept.items() if name.startswith("tadkit")}
+            assert len(ours) == 1, f"tadkit's paths kept different counts: {kept}"
+            label = "labels uniform over 20 classes" if per_video == "all" else "2 of 20 classes per video"
+            reference = best.get("ActionFormer C++ op")
+            print(f"  {label}:")
+            for name, seconds in best.items():
+                ratio = f" ({seconds / reference:4.2f}x C++)" if reference else ""
+                print(f"    {name:<30} {seconds:6.3f} s{ratio}, {kept[name]} kept")
 
 
 def timed(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
@@ -325,15 +408,20 @@ def report(name: str, ours: float, baselines: dict[str, float]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000],
+                        help="one-video table sizes (none: skip that table)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--many-videos", action="store_true", help="also the older 200-video / loop tables")
     parser.add_argument("--first-call", action="store_true", help="also time the first call of a fresh process")
+    parser.add_argument("--job", action="store_true", help="also the whole-job case (fresh processes)")
+    parser.add_argument("--job-repeat", type=int, default=3)
     parser.add_argument("--actionformer-ext", metavar="DIR", help="directory holding a built nms_1d_cpu module")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     one_video_table(args.sizes, args.seed, load_actionformer(args.actionformer_ext), args.repeat)
+    if args.job:
+        whole_job_table(args.seed, args.actionformer_ext, args.job_repeat)
     if args.first_call:
         first_call_table()
     if not args.many_videos:

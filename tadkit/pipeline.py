@@ -191,25 +191,37 @@ def evaluate_report(gt: AnnotationSet, dets: DetectionSet, config: Config) -> Re
 
 
 def make_evaluate_fn(config: Config, out_dir: Path) -> Callable[[nn.Module, int], dict[str, float]] | None:
-    """Per-epoch validation for the trainer: mAP of the config's protocol on the test subset.
+    """Per-epoch evaluation for the trainer: mAP of the config's protocol on the test subset
+    (``average_mAP``, ``mAP@t``) and, with ``data.val_fraction``, on the held-out validation split
+    (the same names prefixed ``val_``; ``train.best_metric: val_average_mAP`` selects on it).
 
-    The test windows are built once, on first use. Returns ``None`` when no evaluation is scheduled.
+    The datasets are built once, on first use. Returns ``None`` when no evaluation is scheduled.
     """
     if not (config.train.eval_every or config.train.eval_epochs or config.train.best_metric):
         return None
     state: dict[str, Any] = {}
 
-    def evaluate_fn(model: nn.Module, epoch: int) -> dict[str, float]:
-        from tadkit.engine.data import build_dataset
+    def scores(model: nn.Module, dataset: Any, run_config: Config, prefix: str) -> dict[str, float]:
         from tadkit.evaluation import evaluate
+
+        dets = detect_dataset(model, dataset, run_config, progress=False)
+        result = evaluate(dataset.annotations, dets, config.test.protocol, config.test.tiou_thresholds)
+        metrics = {f"{prefix}mAP@{t:g}": float(m) for t, m in zip(result.tiou, result.mAP)}
+        metrics[f"{prefix}average_mAP"] = float(result.average_mAP)
+        return metrics
+
+    def evaluate_fn(model: nn.Module, epoch: int) -> dict[str, float]:
+        from tadkit.engine.data import build_dataset, build_validation_dataset, validation_config
+        from tadkit.evaluation.epoch_selection import VAL_PREFIX
 
         if "dataset" not in state:
             state["dataset"] = build_dataset(config, training=False, progress=False)
-        dataset = state["dataset"]
-        dets = detect_dataset(model, dataset, config, progress=False)
-        result = evaluate(dataset.annotations, dets, config.test.protocol, config.test.tiou_thresholds)
-        metrics = {f"mAP@{t:g}": float(m) for t, m in zip(result.tiou, result.mAP)}
-        metrics["average_mAP"] = float(result.average_mAP)
+            if config.data.val_fraction is not None:
+                state["val"] = (build_validation_dataset(config), validation_config(config))
+        metrics = {}
+        if "val" in state:
+            metrics.update(scores(model, *state["val"], VAL_PREFIX))
+        metrics.update(scores(model, state["dataset"], config, ""))
         return metrics
 
     return evaluate_fn

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import math
+import os
+import stat
 import subprocess
 import sys
+import tempfile
+import types
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -459,7 +465,7 @@ def test_detection_set_with_nan_score_names_the_video():
 # Large groups (the block kernel) against a straightforward NumPy loop
 # --------------------------------------------------------------------------------------------- #
 
-nms_module = importlib.import_module("tadkit.postprocess.nms")  # the package re-exports a function `nms`
+nms_module = importlib.import_module("tadkit.postprocess.nms")
 
 
 def numpy_loop_nms(segs, scores, labels, method, thr, sigma=0.5, min_score=None, max_keep=None, thr_high=None,
@@ -593,48 +599,165 @@ def test_block_kernel_on_small_inputs_matches_loop(data, method, thr, min_score,
 # --------------------------------------------------------------------------------------------- #
 
 
-def test_numba_is_imported_lazily_and_only_when_it_pays():
-    # `import tadkit` and a small NMS call must not load numba (its start-up costs ~0.5-1 s).
-    # Fresh interpreter, default mode ("auto").
+def _fresh_python(code: str, **env_changes: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "TADKIT_NMS_JIT"}
+    env.update(env_changes)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_compiled_kernel_is_loaded_lazily_and_only_when_it_pays(tmp_path):
+    # `import tadkit` and a small NMS call load nothing compiled (default mode "auto").
     code = (
         "import sys, numpy as np, tadkit, importlib\n"
         "m = importlib.import_module('tadkit.postprocess.nms')\n"
-        "assert 'numba' not in sys.modules, 'import pulled in numba'\n"
+        "assert 'numba' not in sys.modules and 'llvmlite' not in sys.modules, 'import pulled in a compiler'\n"
         "segs = np.array([[0.0, 2.0], [0.5, 2.5], [5.0, 6.0]])\n"
         "print(m.batched_nms_numpy(segs, np.array([0.9, 0.8, 0.7]), None, 0.5).tolist())\n"
-        "print('numba' in sys.modules)\n"
+        "print('numba' in sys.modules, 'llvmlite' in sys.modules)\n"
     )
-    env = {k: v for k, v in __import__("os").environ.items() if k != "TADKIT_NMS_JIT"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    out = _fresh_python(code, TADKIT_CACHE=str(tmp_path))
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["[0,", "2]", "False"]
+    assert out.stdout.split() == ["[0,", "2]", "False", "False"]
 
 
-def test_jit_mode_switch_selects_the_kernel(monkeypatch):
+def test_import_gives_the_module_not_a_function():
+    # The package used to re-export a function `nms`, so `import tadkit.postprocess.nms as m` gave it.
+    import tadkit.postprocess
+    import tadkit.postprocess.nms as imported
+
+    assert isinstance(imported, types.ModuleType) and imported is nms_module
+    assert isinstance(tadkit.postprocess.nms, types.ModuleType)
+    params = list(inspect.signature(imported.soft_nms_indices).parameters)
+    assert params[:8] == ["segments", "scores", "labels", "method", "sigma", "iou_threshold", "min_score",
+                          "max_per_class"]
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch, nms_path):
+    """A private, empty kernel cache (TADKIT_CACHE and the temp-dir fallback both under tmp_path).
+
+    The tests using it set the mode themselves, so they run once (in the NumPy pass)."""
+    if nms_path != "numpy":
+        pytest.skip("selects the kernel itself: runs once, in the other pass")
+    monkeypatch.setenv("TADKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(nms_module, "_jit_state", {})
+    return tmp_path
+
+
+def test_auto_mode_decides_from_the_work_of_the_call(empty_cache, monkeypatch):
     monkeypatch.setenv("TADKIT_NMS_JIT", "0")
     assert nms_module._jit_kernel(10**9) is None
     monkeypatch.setenv("TADKIT_NMS_JIT", "auto")
-    monkeypatch.setattr(nms_module, "_jit_state", {})
-    # auto: stays in NumPy (numba not loaded) while that is cheaper than loading numba ...
-    assert nms_module._jit_kernel(nms_module._JIT_MIN_CANDIDATES - 1) is None
-    assert "kernel" not in nms_module._jit_state
-    segs, scores, labels = clustered(np.random.default_rng(4), 300, 2, False)
-    batched_nms_numpy(segs, scores, labels, 0.3)
-    assert 0 < nms_module._jit_state["numpy_seconds"] < nms_module._JIT_PAYBACK_SECONDS
-    assert "kernel" not in nms_module._jit_state
+    # Small calls never look for compiled code; with no cached copy, mid-size calls stay in NumPy
+    # (compiling costs seconds) and the cache is looked up once per process.
+    assert nms_module._jit_kernel(nms_module._WARM_MIN_CANDIDATES - 1) is None
+    assert nms_module._jit_state == {}
+    assert nms_module._jit_kernel(nms_module._COLD_MIN_CANDIDATES - 1) is None
+    assert nms_module._jit_state == {"cold": True}
     if not HAVE_NUMBA:
         return
-    # ... and loads it once the NumPy kernels have cost the process the payback time, or for a huge call.
-    monkeypatch.setattr(nms_module, "_jit_state", {"numpy_seconds": nms_module._JIT_PAYBACK_SECONDS})
-    assert nms_module._jit_kernel(10) is not None
+    # A call big enough to pay for compiling builds it, caches it, and from then on it serves every size.
+    kernel = nms_module._jit_kernel(nms_module._COLD_MIN_CANDIDATES)
+    assert kernel is not None and kernel.source == "compiled"
+    assert nms_module._jit_kernel(1) is kernel
+    assert list((empty_cache / "cache" / "nms").glob("*.o"))
+    # A new process (state reset) with the warm cache loads it for a mid-size call.
     monkeypatch.setattr(nms_module, "_jit_state", {})
-    assert nms_module._jit_kernel(nms_module._JIT_MIN_CANDIDATES) is not None
-    assert nms_module._jit_kernel(1) is not None  # once loaded, it serves every size
+    assert nms_module._jit_kernel(nms_module._WARM_MIN_CANDIDATES - 1) is None
+    warm = nms_module._jit_kernel(nms_module._WARM_MIN_CANDIDATES)
+    assert warm is not None and warm.source == "cache"
 
 
-def test_missing_numba_falls_back_to_numpy_with_the_same_results(monkeypatch):
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba is not installed")
+def test_warm_cache_runs_the_compiled_kernel_without_numba_and_equals_numpy(empty_cache):
+    # Build the cache in one process; a fresh process then runs a 2,000-candidate call (the per-video
+    # size of a test job) on the cached machine code without importing numba, equal to the NumPy path.
+    build = _fresh_python("from tadkit.postprocess import nms_native; nms_native.build()",
+                          TADKIT_CACHE=str(empty_cache / "cache"))
+    assert build.returncode == 0, build.stderr
+    code = (
+        "import sys, numpy as np\n"
+        "from tadkit.postprocess.nms import soft_nms_numpy, _jit_state\n"
+        "rng = np.random.default_rng(0)\n"
+        "c = rng.uniform(0, 100, 2000); w = rng.uniform(1, 8, 2000)\n"
+        "segs = np.stack([c - w, c + w], 1); sc = rng.random(2000); lab = rng.integers(0, 20, 2000)\n"
+        "keep, value = soft_nms_numpy(segs, sc, lab, 'gaussian', 0.5, 0.0, 0.001)\n"
+        "print(_jit_state['kernel'].source, 'numba' in sys.modules)\n"
+        "np.save(sys.argv[1], np.stack([keep.astype(float), value]))\n"
+    )
+    result = empty_cache / "compiled.npy"
+    env = {k: v for k, v in os.environ.items() if k != "TADKIT_NMS_JIT"}
+    env["TADKIT_CACHE"] = str(empty_cache / "cache")
+    out = subprocess.run([sys.executable, "-c", code, str(result)], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["cache", "False"]
+    rng = np.random.default_rng(0)
+    c, w = rng.uniform(0, 100, 2000), rng.uniform(1, 8, 2000)
+    segs, sc, lab = np.stack([c - w, c + w], 1), rng.random(2000), rng.integers(0, 20, 2000)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TADKIT_NMS_JIT", "0")
+        keep, value = soft_nms_numpy(segs, sc, lab, "gaussian", 0.5, 0.0, 0.001)
+    compiled = np.load(result)
+    np.testing.assert_array_equal(compiled[0].astype(np.int64), keep)
+    np.testing.assert_allclose(compiled[1], value, rtol=0, atol=1e-12)
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba is not installed")
+def test_cache_falls_back_to_a_private_temp_dir_and_refuses_shared_or_tampered_code(empty_cache, monkeypatch):
+    from tadkit.postprocess import nms_native
+
+    blocker = empty_cache / "not_a_dir"
+    blocker.write_text("x")
+    monkeypatch.setenv("TADKIT_CACHE", str(blocker / "cache"))  # cannot be created: a file is in the way
+    kernel = nms_native.build()
+    fallback = Path(tempfile.gettempdir()) / f"tadkit-{os.getuid()}" / "nms"
+    stored = sorted(fallback.glob("*.o"))
+    assert len(stored) == 1 and stat.S_IMODE(fallback.stat().st_mode) == 0o700
+    assert nms_native.load_cached() is not None and kernel.source == "compiled"
+    # Machine code that does not match its recorded digest is never run ...
+    code = bytearray(stored[0].read_bytes())
+    code[len(code) // 2] ^= 0xFF
+    stored[0].write_bytes(bytes(code))
+    assert nms_native.load_cached() is None
+    # ... nor anything in a directory that others can write to.
+    nms_native.build()
+    assert nms_native.load_cached() is not None
+    fallback.chmod(0o777)
+    assert nms_native.load_cached() is None
+    fallback.chmod(0o700)
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba is not installed")
+def test_loading_the_kernel_leaves_numba_code_of_the_same_process_working(empty_cache):
+    # The loader binds symbols process-wide; numba's own runtime symbols (NRT_*, numba_*) must keep
+    # theirs, or numba code that frees an array after the load would call abort().
+    code = (
+        "import numpy as np, numba\n"
+        "from tadkit.postprocess import nms_native\n"
+        "@numba.njit\n"
+        "def total(n):\n"
+        "    return (np.ones(n) * 2).sum()\n"
+        "total(4)\n"
+        "kernel = nms_native.load_cached() or nms_native.build()\n"
+        "@numba.njit\n"
+        "def again(n):\n"
+        "    s = 0.0\n"
+        "    for i in range(50):\n"
+        "        s += np.ones(n).sum()\n"
+        "    return s\n"
+        "print(kernel.source, total(1000), again(10))\n"
+    )
+    for expected in ("compiled", "cache"):  # first run compiles, the second loads the cached object
+        out = _fresh_python(code, TADKIT_CACHE=str(empty_cache / "cache"))
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == [expected, "2000.0", "500.0"]
+
+
+def test_missing_numba_falls_back_to_numpy_with_the_same_results(empty_cache, monkeypatch):
     monkeypatch.setenv("TADKIT_NMS_JIT", "1")
-    monkeypatch.setattr(nms_module, "_jit_state", {})
     monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` raises ImportError
     segs, scores, labels = clustered(np.random.default_rng(5), 400, 2, True)
     got = soft_nms_numpy(segs, scores, labels, "gaussian", 0.5, 0.0, 0.001)
@@ -642,27 +765,9 @@ def test_missing_numba_falls_back_to_numpy_with_the_same_results(monkeypatch):
     assert_same(got, numpy_loop_nms(segs, scores, labels, "gaussian", 0.0, 0.5, 0.001))
 
 
-def test_uncachable_location_compiles_without_cache(monkeypatch):
-    # numba raises RuntimeError("cannot cache function ...: no locator available") at decoration
-    # when neither the package dir nor a user cache dir is writable.
-    numba = pytest.importorskip("numba", reason="numba is not installed")
-    calls = []
-
-    def fake_njit(**options):
-        calls.append(options)
-        if options.get("cache"):
-            raise RuntimeError("cannot cache function '_greedy_sequential': no locator available")
-        return lambda function: ("uncached", function)
-
-    monkeypatch.setattr(numba, "njit", fake_njit)
-    kernel = nms_module._load_jit()
-    assert kernel == ("uncached", nms_module._greedy_sequential)
-    assert [bool(c.get("cache")) for c in calls] == [True, False]
-
-
 def test_failing_compiled_kernel_warns_and_falls_back(monkeypatch):
     def broken(*args):
-        raise OSError(28, "No space left on device")  # e.g. the cache write failed
+        raise OSError(28, "No space left on device")
 
     monkeypatch.setenv("TADKIT_NMS_JIT", "1")
     monkeypatch.setattr(nms_module, "_jit_state", {"kernel": broken})

@@ -1,4 +1,5 @@
-"""`tadkit train CONFIG [--set k=v ...] [--out DIR] [--resume]` (DDP under `torchrun -m tadkit.cli train`)."""
+"""`tadkit train CONFIG [--set k=v ...] [--out DIR] [--resume] [--seeds 0,1,2 [--parallel N] [--devices ...]]`
+(DDP under `torchrun -m tadkit.cli train`)."""
 
 from __future__ import annotations
 
@@ -20,4 +21,12 @@ def run(args) -> int:
     from tadkit.engine.run import run_train
     from tadkit.pipeline import make_evaluate_fn
 
+    if args.seeds is not None:
+        from tadkit.engine.seeds import run_seeds
+
+        return run_seeds(args, make_evaluate_fn=make_evaluate_fn)
+    if args.parallel != 1 or args.devices:
+        from tadkit.errors import TadkitError
+
+        raise TadkitError("--parallel and --devices need --seeds", field="--seeds")
     return run_train(args, make_evaluate_fn=make_evaluate_fn)

@@ -79,6 +79,7 @@ POSITIVE: Check = (lambda v: v > 0, "must be > 0")
 NON_NEGATIVE: Check = (lambda v: v >= 0, "must be >= 0")
 UNIT_INTERVAL: Check = (lambda v: 0 <= v <= 1, "must be in [0, 1]")
 OPEN_UNIT_LEFT: Check = (lambda v: 0 < v <= 1, "must be in (0, 1]")
+OPEN_UNIT: Check = (lambda v: 0 < v < 1, "must be in (0, 1)")
 ALL_POSITIVE: Check = (lambda v: all(x > 0 for x in v), "every entry must be > 0")
 INCREASING_POSITIVE: Check = (
     lambda v: all(x > 0 for x in v) and all(a < b for a, b in zip(v, v[1:])),
@@ -99,6 +100,8 @@ class DataConfig:
     fps_table: str | None = _opt(None, choices=FPS_TABLES, doc="per-video fps table, e.g. a2net_thumos")
     subset_train: str | list[str] = _opt("validation", doc="subset(s) to train on (THUMOS14: validation)")
     subset_test: str | list[str] = _opt("test", doc="subset(s) to evaluate on")
+    val_fraction: float | None = _opt(None, check=OPEN_UNIT, doc="hold out this fraction of the training videos (seeded by val_seed, never a test video) as a validation split; evaluations then score it too (val_* metrics)")
+    val_seed: int = _opt(0, check=NON_NEGATIVE, doc="seed of the val_fraction split (fixed across training seeds)")
     mode: str = _opt("sliding", choices=DATA_MODES)
     window: int = _opt(128, check=POSITIVE, doc="sliding window length in features")
     stride_train: int | None = _opt(None, check=POSITIVE, doc="null = window // 4 (A2Net)")

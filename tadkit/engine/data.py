@@ -223,10 +223,57 @@ class _Transformed:
         return getattr(self.dataset, name)
 
 
+VAL_SUBSET = "tadkit_heldout_val"  # subset name given to the videos data.val_fraction holds out
+
+
+def validation_split(annotations, config: Config):
+    """``data.val_fraction``: the annotations with a seeded share of the training videos moved to
+    subset :data:`VAL_SUBSET` (by video). Candidates are the training-subset videos that are not in
+    the test subset(s), in id order; ``round(fraction x count)`` of them (at least 1, at most all
+    but one) are drawn with ``numpy.random.default_rng(data.val_seed)``, so every training seed of
+    one config holds out the same videos. Without ``val_fraction`` the annotations are returned as is.
+    """
+    import dataclasses
+
+    import numpy as np
+
+    data = config.data
+    if data.val_fraction is None:
+        return annotations
+    test_ids = set(annotations.subset(data.subset_test).videos)
+    candidates = sorted(v for v in annotations.subset(data.subset_train).videos if v not in test_ids)
+    if len(candidates) < 2:
+        raise TadkitError(f"needs at least 2 training videos outside the test subset, found {len(candidates)}",
+                          file=config.source, field="data.val_fraction")
+    count = min(max(1, int(round(data.val_fraction * len(candidates)))), len(candidates) - 1)
+    rng = np.random.default_rng(data.val_seed)
+    held_out = {candidates[i] for i in rng.choice(len(candidates), size=count, replace=False)}
+    videos = {vid: dataclasses.replace(v, subset=VAL_SUBSET) if vid in held_out else v
+              for vid, v in annotations.videos.items()}
+    return annotations.with_videos(videos)
+
+
+def validation_config(config: Config) -> Config:
+    """A copy of ``config`` whose test subset is the held-out validation split (for evaluation)."""
+    copy = Config.from_dict(config.to_dict())
+    copy.data.subset_test = VAL_SUBSET
+    copy.source = config.source
+    return copy
+
+
+def build_validation_dataset(config: Config, progress: bool = False):
+    """The test-style dataset (windows / videos / clips, no augmentation) of the held-out split."""
+    annotations, store = _load(config)
+    return build_dataset(validation_config(config), training=False, progress=progress,
+                         annotations=validation_split(annotations, config), store=store)
+
+
 def build_train_data(config: Config) -> TrainData:
-    """``build_datasets_fn`` of :func:`tadkit.engine.train`: the method's training set and collate."""
+    """``build_datasets_fn`` of :func:`tadkit.engine.train`: the method's training set and collate
+    (without the ``data.val_fraction`` videos)."""
     spec = method_of(config)
     annotations, store = _load(config)
+    annotations = validation_split(annotations, config)
     dataset = build_dataset(config, training=True, annotations=annotations, store=store)
     train_cfg = config.train
     if train_cfg.eval_every or train_cfg.eval_epochs or train_cfg.best_metric:  # evaluation reads the test
@@ -244,9 +291,11 @@ def build_train_data(config: Config) -> TrainData:
 
 
 __all__ = [
+    "VAL_SUBSET",
     "TrainData",
     "build_dataset",
     "build_train_data",
+    "build_validation_dataset",
     "build_frame_dataset",
     "build_video_dataset",
     "build_window_dataset",
@@ -255,4 +304,6 @@ __all__ = [
     "fps_table",
     "method_of",
     "scan_feature_values",
+    "validation_config",
+    "validation_split",
 ]

@@ -35,6 +35,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--out", default=None, help="run directory (default: config out_dir, else runs/<config name>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--seeds", default=None, metavar="S,S,...",
+                        help="train one run per seed into OUT/seed_<s>/ (train.seed = s); `tadkit test OUT` tests them "
+                        "all and summarizes mean/std over seeds; with --resume, finished seeds are skipped")
+    parser.add_argument("--parallel", type=int, default=1, metavar="N",
+                        help="with --seeds: run N seeds at once as separate processes (default 1: one after another)")
+    parser.add_argument("--devices", default=None, metavar="D,D,...",
+                        help="with --seeds: devices handed out to the seeds in turn: 'cpu' or CUDA indices (0,1,...), "
+                        "each exported to its process alone as CUDA_VISIBLE_DEVICES")
     return parser
 
 

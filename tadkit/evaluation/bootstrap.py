@@ -241,6 +241,30 @@ def _check_args(n_resamples: int, confidence: float) -> None:
         raise TadkitError(f"confidence must lie in (0, 1), got {confidence!r}", field="confidence")
 
 
+def bootstrap_replicates(
+    gt: AnnotationSet,
+    pred: DetectionSet,
+    protocol: str,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    tiou_thresholds: str | Sequence[float] | None = None,
+    subset: str | Iterable[str] | None = None,
+    blocked: str | os.PathLike | Iterable[str] | None = None,
+    strict: bool = False,
+    unknown_videos: str = "fp",
+) -> tuple[EvalResult, np.ndarray]:
+    """The plain result and the (n_resamples, T) mAP of the replicates (video draws fixed by ``seed``:
+    two prediction sets on the same GT get the same draws)."""
+    check_protocol(protocol)
+    _check_args(n_resamples, 0.5)
+    thresholds = default_tiou(protocol) if tiou_thresholds is None else parse_tiou(tiou_thresholds)
+    problem = prepare(gt, pred, subset=subset, blocked=blocked, strict=strict, unknown_videos=unknown_videos)
+    tables = RankedTables.build(problem, protocol, thresholds)
+    ones = np.ones((1, problem.num_gt_videos))
+    result = result_from_ap(problem, protocol, thresholds, tables.ap(ones)[0][0])
+    return result, tables.replicate_maps(draw_counts(problem.num_gt_videos, n_resamples, seed))
+
+
 def bootstrap(
     gt: AnnotationSet,
     pred: DetectionSet,
@@ -255,14 +279,9 @@ def bootstrap(
     unknown_videos: str = "fp",
 ) -> tuple[EvalResult, BootstrapResult]:
     """The plain :func:`~tadkit.evaluation.evaluate` result and percentile intervals of its mAPs."""
-    check_protocol(protocol)
     _check_args(n_resamples, confidence)
-    thresholds = default_tiou(protocol) if tiou_thresholds is None else parse_tiou(tiou_thresholds)
-    problem = prepare(gt, pred, subset=subset, blocked=blocked, strict=strict, unknown_videos=unknown_videos)
-    tables = RankedTables.build(problem, protocol, thresholds)
-    ones = np.ones((1, problem.num_gt_videos))
-    result = result_from_ap(problem, protocol, thresholds, tables.ap(ones)[0][0])
-    maps = tables.replicate_maps(draw_counts(problem.num_gt_videos, n_resamples, seed))
+    result, maps = bootstrap_replicates(gt, pred, protocol, n_resamples, seed, tiou_thresholds, subset, blocked,
+                                        strict, unknown_videos)
     avg = maps.mean(axis=1)
     bias = np.nanmean(maps, axis=0) - np.asarray(result.mAP)
     avg_bias = float(np.nanmean(avg) - result.average_mAP)

@@ -6,17 +6,18 @@ video for class-agnostic NMS. Suppression never crosses groups.
 How it runs. Greedy NMS is sequential inside a group but independent across groups. Three exact
 kernels give the same kept sets and scores as a one-pick-at-a-time loop:
 
-* :func:`_greedy_sequential`, compiled with numba (a dependency with pip wheels; imported lazily,
-  machine code cached on disk): that loop per group, touching only the candidates that overlap
-  each pick (binary searches over start order) and finding the next pick in a tournament tree over
-  blocks. ``TADKIT_NMS_JIT`` (see below) decides when it runs; it is the fastest by 3-7x.
+* :func:`tadkit.postprocess.nms_native.greedy_core`, compiled with numba once per machine and
+  reloaded from a disk cache without numba (imported lazily): that loop per group, touching only
+  the candidates that overlap each pick (binary searches over start order) and finding the next
+  pick in a tournament tree over blocks. ``TADKIT_NMS_JIT`` (see below) decides when it runs; it is
+  the fastest by 3-7x.
 * NumPy *rounds* (groups below ``_BLOCK_MIN_GROUP``): each round takes the current best candidate
   of **every** group at once and suppresses (or decays) the rest of each group against its own
   best in one vectorized step; Python iterations = the most picks in one group.
 * NumPy :func:`_block_nms` (larger groups): touches only the candidates overlapping each pick,
   one pick per overlap component per round.
 
-The NumPy kernels are the reference and the fallback (numba missing or failing). None uses the
+The NumPy kernels are the reference and the fallback (numba / llvmlite missing or failing). None uses the
 box-offset trick (shifting each group to its own coordinate range), which perturbs IoUs by
 floating-point rounding and could flip a comparison that sits exactly on the threshold. On CPU
 small-tensor torch ops (advanced indexing, ``exp``) measured 5-100x slower than NumPy here, so the
@@ -41,7 +42,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 import warnings
 from dataclasses import asdict, dataclass, fields, replace
 from functools import partial
@@ -600,224 +600,67 @@ def _block_nms(
 
 
 # --------------------------------------------------------------------------------------------- #
-# Compiled sequential kernel (numba JIT, optional): the plain greedy loop, one group at a time
+# Compiled sequential kernel (tadkit.postprocess.nms_native): the plain greedy loop, one group at a time
 # --------------------------------------------------------------------------------------------- #
 
-# ``TADKIT_NMS_JIT``: "1" / "on" always runs the numba-compiled sequential kernel, "0" / "off"
-# always the NumPy kernels above; "auto" (default) loads numba only when it pays. Loading costs a
-# process ~0.5-1 s (numba's import and start-up, even with the machine code cached; compiling it
-# the first time ever takes a few seconds more), more than one NMS call on 100k candidates takes in
-# NumPy. So "auto" stays in NumPy until this process has spent ``_JIT_PAYBACK_SECONDS`` in the NumPy
-# kernels (then loading numba can at most double the total), or loads it at once for a call of
-# ``_JIT_MIN_CANDIDATES`` candidates or more. Once loaded, it serves every call.
-_JIT_PAYBACK_SECONDS = 1.0
-_JIT_MIN_CANDIDATES = 250_000
-_jit_state: dict[str, Any] = {}  # "kernel": the compiled dispatcher or None; "numpy_seconds": time in NumPy
-
-
-def _count_numpy_time(started: float) -> None:
-    _jit_state["numpy_seconds"] = _jit_state.get("numpy_seconds", 0.0) + (time.perf_counter() - started)
-
-
-def _greedy_sequential(  # pragma: no cover - runs compiled (numba); tested through both paths
-    start: np.ndarray, end: np.ndarray, score: np.ndarray, groups: np.ndarray, num_groups: int,
-    by_start: np.ndarray, method: int, sigma: float, thr: float, has_high: bool, thr_high: float,
-    min_score: float, cap: int, keep_last: bool, off: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The greedy loop (hard: ``method=0``; linear soft: 1; Gaussian soft: 2) for every group.
-
-    ``groups`` are dense ids in ``[0, num_groups)``, ``by_start`` = ``argsort(start)``; candidates
-    scoring below ``min_score`` are left out. A counting sort by group (stable, so each group stays
-    in start order) lays the candidates out group after group. A pick can only change candidates
-    with a positive intersection (IoU 0 never passes a gate >= 0, and a negative BSN gate multiplies
-    by exactly 1); they lie between two binary searches (on the starts, and on the running maximum
-    of the ends), widened by ``2 * off`` so rounding cannot cut one off. The best pending candidate
-    (score desc, input index asc) comes from a tournament tree over blocks of 32 candidates; after
-    a pick only the blocks of its window are refreshed. IoU and decay use the floating-point
-    expressions of :func:`tadkit.ops.tiou` and the NumPy kernels, in the same order.
-    Returns (input indices, scores at emission) in emission order.
-    """
-    bounds = np.zeros(num_groups + 1, dtype=np.int64)
-    for i in range(score.size):
-        if score[i] >= min_score:
-            bounds[groups[i] + 1] += 1
-    for g in range(num_groups):
-        bounds[g + 1] += bounds[g]
-    n = bounds[num_groups]
-    fill = bounds[:-1].copy()
-    rows = np.empty(n, dtype=np.int64)  # input index of each laid-out candidate
-    s = np.empty(n, dtype=np.float64)
-    e = np.empty(n, dtype=np.float64)
-    cur = np.empty(n, dtype=np.float64)
-    for i in by_start:
-        if score[i] >= min_score:
-            j = fill[groups[i]]
-            fill[groups[i]] += 1
-            rows[j], s[j], e[j], cur[j] = i, start[i], end[i], score[i]
-    out_rows = np.empty(n, dtype=np.int64)
-    out_value = np.empty(n, dtype=np.float64)
-    if n == 0:
-        return out_rows, out_value
-    reach = np.empty(n, dtype=np.float64)
-    dead = -np.inf
-    big = n  # larger than every input index
-    B = 32
-    widest = 0
-    for g in range(bounds.size - 1):
-        widest = max(widest, bounds[g + 1] - bounds[g])
-    max_blocks = (widest + B - 1) // B
-    P = 1
-    while P < max_blocks:
-        P *= 2
-    bmax = np.empty(max_blocks, dtype=np.float64)
-    bidx = np.empty(max_blocks, dtype=np.int64)
-    bpos = np.empty(max_blocks, dtype=np.int64)
-    tree = np.empty(2 * P, dtype=np.int64)
-    k = 0
-    for g in range(bounds.size - 1):
-        lo, hi = bounds[g], bounds[g + 1]
-        m = hi - lo
-        if m == 0:
-            continue
-        r = -np.inf
-        for j in range(lo, hi):
-            if e[j] > r:
-                r = e[j]
-            reach[j] = r
-        nb = (m + B - 1) // B
-        p2 = 1
-        while p2 < nb:
-            p2 *= 2
-        for b in range(p2):
-            if b < nb:
-                best, best_row, best_pos = dead, big, -1
-                for j in range(lo + b * B, min(lo + (b + 1) * B, hi)):
-                    c = cur[j]
-                    if c > best or (c == best and c != dead and rows[j] < best_row):
-                        best, best_row, best_pos = c, rows[j], j
-                bmax[b], bidx[b], bpos[b] = best, best_row, best_pos
-                tree[p2 + b] = b
-            else:
-                tree[p2 + b] = -1
-        for node in range(p2 - 1, 0, -1):
-            x, y = tree[2 * node], tree[2 * node + 1]
-            if y >= 0 and (x < 0 or bmax[y] > bmax[x] or (bmax[y] == bmax[x] and bidx[y] < bidx[x])):
-                x = y
-            tree[node] = x
-        pending = m
-        emitted = 0
-        while True:
-            top = tree[1]
-            if top < 0 or bmax[top] == dead:
-                break
-            if not keep_last and pending == 1:  # AFSD: the last pending candidate is never emitted
-                break
-            p = bpos[top]
-            out_rows[k] = rows[p]
-            out_value[k] = cur[p]
-            k += 1
-            cur[p] = dead
-            pending -= 1
-            emitted += 1
-            if cap >= 0 and emitted >= cap:
-                break
-            sp, ep = s[p], e[p]
-            len_p = ep - sp + off
-            gate = thr + (thr_high - thr) * (ep - sp) if has_high else thr
-            # window: reach[j] >= sp - 2 off (first such j) .. s[j] <= ep + 2 off (last such j)
-            a, z = lo, hi
-            while a < z:
-                mid = (a + z) // 2
-                if reach[mid] >= sp - 2.0 * off:
-                    z = mid
-                else:
-                    a = mid + 1
-            first = a
-            a, z = first, hi
-            while a < z:
-                mid = (a + z) // 2
-                if s[mid] <= ep + 2.0 * off:
-                    a = mid + 1
-                else:
-                    z = mid
-            last = a  # exclusive
-            for j in range(first, last):
-                c = cur[j]
-                if c == dead:
-                    continue
-                inter = min(e[j], ep) - max(s[j], sp) + off
-                if inter <= 0.0:
-                    continue  # IoU 0: never suppressed, factor exactly 1
-                union = (e[j] - s[j] + off) + len_p - inter
-                if union <= 0.0:
-                    continue
-                iou = inter / union
-                if method == 0:
-                    if iou > thr:
-                        cur[j] = dead
-                        pending -= 1
-                elif iou > gate:
-                    if method == 1:
-                        c = c * (1.0 - iou)
-                    else:
-                        c = c * np.exp(-(iou * iou) / sigma)
-                    if c < min_score:
-                        cur[j] = dead
-                        pending -= 1
-                    else:
-                        cur[j] = c
-            b0 = (min(first, p) - lo) // B
-            b1 = (max(last - 1, p) - lo) // B
-            for b in range(b0, b1 + 1):
-                best, best_row, best_pos = dead, big, -1
-                for j in range(lo + b * B, min(lo + (b + 1) * B, hi)):
-                    c = cur[j]
-                    if c > best or (c == best and c != dead and rows[j] < best_row):
-                        best, best_row, best_pos = c, rows[j], j
-                bmax[b], bidx[b], bpos[b] = best, best_row, best_pos
-            n0, n1 = (p2 + b0) // 2, (p2 + b1) // 2
-            while n1 >= 1:
-                for node in range(n0, n1 + 1):
-                    x, y = tree[2 * node], tree[2 * node + 1]
-                    if y >= 0 and (x < 0 or bmax[y] > bmax[x] or (bmax[y] == bmax[x] and bidx[y] < bidx[x])):
-                        x = y
-                    tree[node] = x
-                if n1 == 1:
-                    break
-                n0, n1 = n0 // 2, n1 // 2
-    return out_rows[:k], out_value[:k]
+# ``TADKIT_NMS_JIT``: "1" / "on" always runs the compiled kernel (compiling it first if this machine
+# has no cached copy), "0" / "off" always the NumPy kernels above; "auto" (default) decides from the
+# work a call brings, never from time spent. Loading the cached machine code costs a process ~0.1 s
+# (about what the NumPy kernels spend on 10-20 calls of 2,000 candidates; the compiled kernel is
+# 3-7x faster), so with a warm cache "auto" loads it for the first call of
+# ``_WARM_MIN_CANDIDATES`` candidates or more. Compiling (no cached copy yet: first use on a machine,
+# or a new numba / CPU) costs several seconds, so "auto" does that only for a call of
+# ``_COLD_MIN_CANDIDATES`` or more; ``python -m tadkit.postprocess.nms_native`` builds the cache ahead.
+# Once loaded, the kernel serves every call of the process.
+_WARM_MIN_CANDIDATES = 1_000
+_COLD_MIN_CANDIDATES = 250_000
+_jit_state: dict[str, Any] = {}  # "kernel": the loaded kernel or None (failed); "cold": no cached copy here
 
 
 def _jit_kernel(n: int) -> Any:
-    """The compiled kernel when it should run for ``n`` candidates, else None (use the NumPy kernels).
+    """The compiled kernel when it should run for a call of ``n`` candidates, else None (NumPy kernels).
 
-    numba is imported here, on the first NMS call that wants it (never at ``import tadkit``; see
-    ``TADKIT_NMS_JIT`` above for when "auto" wants it). The
-    machine code is cached on disk (``cache=True``: next to this file, else numba's user cache
-    dir, or ``$NUMBA_CACHE_DIR``); when no cache location is writable it compiles in memory.
-    If numba is missing or fails, the NumPy kernels run (same results).
+    Nothing compiled is imported before a call wants it (never at ``import tadkit``). If numba or
+    llvmlite is missing or fails, the NumPy kernels run (same results).
     """
     mode = os.environ.get("TADKIT_NMS_JIT", "auto").strip().lower()
     if mode in ("0", "off", "false", "no", "numpy"):
         return None
-    if "kernel" not in _jit_state:
-        forced = mode in ("1", "on", "true", "yes", "numba")
-        paid = _jit_state.get("numpy_seconds", 0.0) >= _JIT_PAYBACK_SECONDS
-        if not (forced or paid or n >= _JIT_MIN_CANDIDATES):
-            return None
-        _jit_state["kernel"] = _load_jit()
+    if "kernel" in _jit_state:
+        return _jit_state["kernel"]
+    forced = mode in ("1", "on", "true", "yes", "numba")
+    if not forced and n < _WARM_MIN_CANDIDATES:
+        return None
+    if not _jit_state.get("cold"):
+        kernel = _load_cached_kernel()
+        if kernel is not None:
+            _jit_state["kernel"] = kernel
+            return kernel
+        _jit_state["cold"] = True  # look once per process
+    if not (forced or n >= _COLD_MIN_CANDIDATES):
+        return None
+    _jit_state["kernel"] = _build_kernel()
     return _jit_state["kernel"]
 
 
-def _load_jit() -> Any:
+def _load_cached_kernel() -> Any:
+    from tadkit.postprocess import nms_native
+
+    return nms_native.load_cached() if nms_native.may_be_cached() else None
+
+
+def _build_kernel() -> Any:
+    """Compile (numba), cache and load the kernel; None (NumPy kernels, one RuntimeWarning) on failure."""
     try:
-        import numba
-    except Exception:  # not installed, or broken against this NumPy: the NumPy kernels are exact too
+        from tadkit.postprocess import nms_native
+
+        return nms_native.build()
+    except ImportError:  # numba / llvmlite not installed, or broken against this NumPy
         return None
-    try:
-        return numba.njit(cache=True, nogil=True)(_greedy_sequential)
-    except RuntimeError:  # "cannot cache function ...: no locator available": read-only install and home
-        return numba.njit(nogil=True)(_greedy_sequential)
+    except Exception as error:
+        warnings.warn(f"tadkit NMS: compiled kernel unavailable ({type(error).__name__}: {error}); "
+                      "using the NumPy kernels", RuntimeWarning, stacklevel=4)
+        return None
 
 
 def _run_jit(kernel: Any, start: np.ndarray, end: np.ndarray, scores: np.ndarray, groups: np.ndarray,
@@ -827,10 +670,10 @@ def _run_jit(kernel: Any, start: np.ndarray, end: np.ndarray, scores: np.ndarray
     """Run the compiled loop; (input indices, emission scores) in emission order.
 
     ``groups`` are dense ids in ``[0, num_groups)``. Returns None (the caller falls back to the NumPy
-    kernels) when compiling or writing the cache fails.
+    kernels, after one RuntimeWarning) when the kernel fails.
     """
     f64, i64 = partial(np.ascontiguousarray, dtype=np.float64), partial(np.ascontiguousarray, dtype=np.int64)
-    args = (  # fixed dtypes and layouts: one compiled signature
+    args = (  # fixed dtypes and layouts: the kernel reads raw buffers
         f64(start), f64(end), f64(scores), i64(groups), int(num_groups), i64(np.argsort(start)),
         {"hard": 0, "linear": 1, "gaussian": 2}[method], float(sigma), float(iou_threshold),
         iou_threshold_high is not None, float(iou_threshold_high or 0.0),
@@ -839,9 +682,9 @@ def _run_jit(kernel: Any, start: np.ndarray, end: np.ndarray, scores: np.ndarray
     )
     try:
         return kernel(*args)
-    except Exception as error:  # compile or cache-write failure: keep working on the NumPy path
+    except Exception as error:
         _jit_state["kernel"] = None
-        warnings.warn(f"tadkit NMS: numba kernel unavailable ({type(error).__name__}: {error}); "
+        warnings.warn(f"tadkit NMS: compiled kernel unavailable ({type(error).__name__}: {error}); "
                       "using the NumPy kernels", RuntimeWarning, stacklevel=3)
         return None
 
@@ -873,7 +716,6 @@ def _hard_nms_kernel(
                           max_per_group, True, length_offset)
         if result is not None:
             return _sort_by_score(result[0], scores)
-    started = time.perf_counter()
     big, small = _split_by_group_size(groups, np.arange(n), num_groups)
     parts = []
     if big.size:
@@ -884,7 +726,6 @@ def _hard_nms_kernel(
         parts.append(small[_hard_nms_rounds(start[small], end[small], scores[small], groups[small], iou_threshold,
                                             max_per_group, length_offset)])
     keep = np.concatenate(parts) if len(parts) > 1 else parts[0]
-    _count_numpy_time(started)
     return _sort_by_score(keep, scores)
 
 
@@ -915,7 +756,6 @@ def _soft_nms_kernel(
         keep, value = result
         order = np.lexsort((keep, -value))
         return keep[order], value[order]
-    started = time.perf_counter()
     big, small = _split_by_group_size(groups, rows, num_groups)
     keep_parts, value_parts = [], []
     if big.size:
@@ -929,7 +769,6 @@ def _soft_nms_kernel(
         keep_parts.append(small[kept])
         value_parts.append(value)
     keep, value = np.concatenate(keep_parts), np.concatenate(value_parts)
-    _count_numpy_time(started)
     order = np.lexsort((keep, -value))
     return keep[order], value[order]
 
