@@ -246,3 +246,26 @@ def test_options_presets():
     assert ACRNetLocalizeOptions().thresholds.size == 18
     with pytest.raises(TadkitError, match="test.cas.rate"):
         ACRNetLocalizeOptions(rate=0)
+
+
+def test_config_null_avg_pool_matches_a_checkpoint_storing_the_resolved_value():
+    """`tadkit test` notes config-vs-checkpoint differences of model.kwargs; `avg_pool: null`
+    (automatic) resolves to what the checkpoint stores, so it is no difference; `false` is."""
+    from types import SimpleNamespace
+
+    from tadkit.commands.test import model_section_notes
+
+    model = build_acrnet(in_dim=16, num_classes=5, aas_hidden=6)  # 5 classes -> avg_pool resolves to True
+    assert model.config_dict()["avg_pool"] is True
+    stored = SimpleNamespace(model=SimpleNamespace(name="acrnet"))
+
+    def notes(**kwargs):
+        config = SimpleNamespace(model=SimpleNamespace(name="acrnet", kwargs={"num_classes": 5, **kwargs}))
+        return model_section_notes(config, stored, model)
+
+    assert notes(avg_pool=None) == []
+    assert notes(avg_pool=True) == []
+    (note,) = notes(avg_pool=False)
+    assert "model.kwargs avg_pool" in note
+    (note,) = notes(avg_pool=None, num_classes=20)  # resolves to False with 20 classes: a real difference
+    assert "avg_pool" in note and "num_classes" in note
