@@ -37,33 +37,73 @@ def video_durations(annotations: AnnotationSet) -> dict[str, float] | None:
     return {vid: float(d) for vid, d in durations.items()}
 
 
-def detections_from_predictions(predictions: list, annotations: AnnotationSet, config: Config) -> DetectionSet:
-    """Per-sample decoder outputs -> post-processed detections in seconds (the config's recipe)."""
+def detections_from_predictions(predictions: list, annotations: AnnotationSet, config: Config,
+                                trace: list[tuple[str, int]] | None = None) -> DetectionSet:
+    """Per-sample decoder outputs -> post-processed detections in seconds (the config's recipe).
+
+    ``trace``, when given, receives ``(step, detections left)`` after every step, so that an empty
+    result can say which step removed the last candidates (:func:`explain_no_detections`)."""
     from tadkit.engine.data import method_of
     from tadkit.postprocess.merge import THUMOS14_DUPLICATES, duplicate_labels, windows_to_detections
     from tadkit.postprocess.nms import nms_detection_set
 
+    trace = [] if trace is None else trace
     spec = method_of(config)
     clip = video_durations(annotations)
     if spec.output_kind == "cas":
         dets = _localize_all(spec, predictions, annotations, config, clip)
+        trace.append(("test.cas (the method's CAS -> segments)", len(dets)))
     else:
         dets = windows_to_detections(
             [p.detections for p in predictions], [p.meta for p in predictions], annotations.classes, clip_to_video=clip,
         )
+        trace.append(("decoding (windows -> seconds)", len(dets)))
         if config.test.drop_reversed:  # can never match GT: pure false positives (A2Net deviation 1 in docs)
             dets = dets.select(dets.end >= dets.start)
+            trace.append(("test.drop_reversed (end < start)", len(dets)))
     if config.test.duplicate_cliffdiving:
         dets = duplicate_labels(dets, THUMOS14_DUPLICATES)
     if config.test.drop_ambiguous:
         dets = drop_ambiguous(dets, annotations)
+        trace.append(("test.drop_ambiguous", len(dets)))
     nms = config.test.nms_config(file=config.source, default=spec.defaults.get("test.nms"))
-    dets = dets if nms is None else nms_detection_set(dets, nms)
+    if nms is not None:
+        dets = nms_detection_set(dets, nms)
+        trace.append(("test.nms", len(dets)))
     if config.test.video_classifier:  # class-agnostic proposals (after their NMS, as AFSD) x top-k video classes
         from tadkit.postprocess.video_classifier import fuse_video_labels, load_video_scores
 
         dets = fuse_video_labels(dets, load_video_scores(config.test.video_classifier), config.test.video_classifier_topk)
+        trace.append(("test.video_classifier", len(dets)))
     return dets
+
+
+def explain_no_detections(trace: list[tuple[str, int]], predictions: list, config: Config) -> str:
+    """Which step left no detection, and the numbers behind it (for ``cas`` methods: the best
+    video-level class score against the localizer's ``class_threshold``)."""
+    from tadkit.engine.data import method_of
+
+    emptied = next((i for i, (_, count) in enumerate(trace) if count == 0), None)
+    if emptied is None:
+        return ""
+    step = trace[emptied][0]
+    before = trace[emptied - 1][1] if emptied else None
+    text = (f"no detections: {step} removed all {before} candidates" if before
+            else f"no detections: {step} produced none for the {len(predictions)} test samples")
+    spec = method_of(config)
+    if spec.output_kind == "cas" and emptied == 0 and predictions:
+        scores = [np.max(np.asarray(getattr(p.detections, "video_scores", [np.nan]), dtype=np.float64))
+                  for p in predictions]
+        text += f"; the highest video-level class score is {np.nanmax(scores):.4g}"
+        options_type = getattr(spec.localizer(), "options_type", None)  # the localizer's option dataclass
+        threshold = getattr(options_type.from_mapping(dict(config.test.cas)), "class_threshold", None) \
+            if options_type is not None else None
+        if threshold is not None:
+            text += (f" and test.cas.class_threshold is {threshold:g} (a class is localized only when its video score "
+                     "reaches it; lower it with --set test.cas.class_threshold=...)")
+    elif step.startswith("test.drop_reversed"):
+        text += " (every predicted segment ends before it starts: the model has not learned the boundaries)"
+    return text
 
 
 def _localize_all(spec: Any, predictions: list, annotations: AnnotationSet, config: Config,
@@ -99,14 +139,20 @@ def drop_ambiguous(dets: DetectionSet, annotations: AnnotationSet) -> DetectionS
     return drop_overlapping(dets, ambiguous) if ambiguous else dets
 
 
-def detect_dataset(model: nn.Module, dataset: Any, config: Config, *, progress: bool = True) -> DetectionSet:
-    """Detections (seconds) of every video of ``dataset`` after the config's post-processing."""
+def detect_dataset(model: nn.Module, dataset: Any, config: Config, *, progress: bool = True,
+                   on_empty: Callable[[str], None] | None = None) -> DetectionSet:
+    """Detections (seconds) of every video of ``dataset`` after the config's post-processing;
+    ``on_empty`` hears :func:`explain_no_detections` when none are left."""
     from tadkit.engine.data import collate_fn_for, method_of
     from tadkit.engine.inference import predict
 
     collate = collate_fn_for(method_of(config).data_kind)
     predictions = predict(model, dataset, collate, batch_size=config.test.batch_size, progress=progress, desc="detect")
-    return detections_from_predictions(predictions, dataset.annotations, config)
+    trace: list[tuple[str, int]] = []
+    dets = detections_from_predictions(predictions, dataset.annotations, config, trace)
+    if len(dets) == 0 and on_empty is not None:
+        on_empty(explain_no_detections(trace, predictions, config))
+    return dets
 
 
 detect_windows = detect_dataset  # issue-3 name
@@ -120,6 +166,7 @@ class Report:
     durations: Any  # DurationBreakdown (A2Net Table I bins) under the config's protocol
     primary: str  # the config's protocol
     extra: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the reader must not miss (printed under the tables)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -127,6 +174,7 @@ class Report:
             "protocols": {name: result.to_dict() for name, result in self.results.items()},
             "per_duration": self.durations.to_dict(),
             **self.extra,
+            "notes": list(self.notes),
         }
 
     def format(self) -> str:
@@ -135,6 +183,7 @@ class Report:
             lines.append(self.results[name].format_table())
             lines.append("")
         lines.append(self.durations.format_table())
+        lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
 
 
@@ -207,7 +256,8 @@ def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool 
 
     predictions = predict(model, dataset, collate_fn_for(method_of(config).data_kind), batch_size=config.test.batch_size,
                           progress=progress, desc="detect")
-    dets = detections_from_predictions(predictions, dataset.annotations, config)
+    trace: list[tuple[str, int]] = []
+    dets = detections_from_predictions(predictions, dataset.annotations, config, trace)
     gt = dataset.annotations
     files = {"results": out_dir / "results.json", "report": out_dir / "report.json", "table": out_dir / "report.txt"}
     if method_of(config).output_kind == "cas":  # video-level labels for proposal models (test.video_classifier)
@@ -222,6 +272,9 @@ def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool 
     report = evaluate_report(gt, dets, config)
     report.extra["num_test_videos"] = len(gt.videos)
     report.extra["num_detections"] = len(dets)
+    report.extra["postprocess_steps"] = [{"step": step, "detections": count} for step, count in trace]
+    if len(dets) == 0:
+        report.notes.append(explain_no_detections(trace, predictions, config))
     write_json(files["report"], report.to_dict())
     write_text(files["table"], report.format() + "\n")
     return TestOutputs(gt=gt, dets=dets, report=report, files=files)
@@ -374,7 +427,8 @@ def _detect_one_video(model: nn.Module, store: Any, video: Any, config: Config, 
     annotations = AnnotationSet(videos={video.video_id: video}, classes=list(classes), source="detect")
     config = Config.from_dict({**config.to_dict(), "data": {**config.to_dict()["data"], "subset_test": DETECT_SUBSET}})
     dataset = build_dataset(config, training=False, progress=False, annotations=annotations, store=store)
-    return detect_dataset(model, dataset, config, progress=progress)
+    return detect_dataset(model, dataset, config, progress=progress,
+                          on_empty=lambda why: print(f"{video.video_id}: {why}"))
 
 
 def model_input_dim(model: nn.Module) -> int | None:

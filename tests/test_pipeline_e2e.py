@@ -169,3 +169,15 @@ def test_detect_on_a_real_video(tmp_path: Path, shared, monkeypatch, capsys):
     assert all(0.0 <= r["segment"][0] <= r["segment"][1] <= duration + 1e-6 for r in rows)
     # 128-feature windows cover the whole 22-feature video: some detection reaches past its middle.
     assert max(r["segment"][1] for r in rows) > duration / 2
+
+
+def test_empty_result_names_the_step_that_removed_the_last_candidates():
+    from tadkit.engine.config import Config
+    from tadkit.pipeline import explain_no_detections
+
+    config = Config.from_dict({"model": {"name": "a2net"}})
+    trace = [("decoding (windows -> seconds)", 1200), ("test.drop_reversed (end < start)", 0), ("test.nms", 0)]
+    text = explain_no_detections(trace, [object()] * 4, config)
+    assert text.startswith("no detections: test.drop_reversed (end < start) removed all 1200 candidates")
+    assert "not learned the boundaries" in text
+    assert explain_no_detections([("decoding (windows -> seconds)", 3), ("test.nms", 2)], [], config) == ""
