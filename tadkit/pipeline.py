@@ -210,6 +210,7 @@ def make_evaluate_fn(config: Config, out_dir: Path) -> Callable[[nn.Module, int]
     """
     if not (config.train.eval_every or config.train.eval_epochs or config.train.best_metric):
         return None
+    check_test_files(config)  # now, not at the first evaluation epochs into the run
     state: dict[str, Any] = {}
 
     def evaluate_fn(model: nn.Module, epoch: int) -> dict[str, float]:
@@ -226,6 +227,27 @@ def make_evaluate_fn(config: Config, out_dir: Path) -> Callable[[nn.Module, int]
         return metrics
 
     return evaluate_fn
+
+
+def check_test_files(config: Config) -> None:
+    """Read every file the config's ``test`` section names (video classifier, blocked-video list)
+    so that a missing or broken one is one clear error when a run starts."""
+    from tadkit.evaluation.ids import load_blocked
+
+    if config.test.video_classifier:
+        from tadkit.postprocess.video_classifier import load_video_scores
+
+        _require_file(config.test.video_classifier, "test.video_classifier", config.source)
+        load_video_scores(config.test.video_classifier)
+    if config.test.blocked_videos:
+        _require_file(config.test.blocked_videos, "test.blocked_videos", config.source)
+        load_blocked(config.test.blocked_videos)
+
+
+def _require_file(path: str, key: str, config_file: str | None) -> None:
+    if not Path(path).is_file():
+        what = "is a directory, not a file" if Path(path).is_dir() else "does not exist"
+        raise TadkitError(f"{key} names {path}, which {what}", file=config_file, field=key)
 
 
 @dataclass
@@ -245,6 +267,7 @@ def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool 
     from tadkit.utils.io import write_json, write_text
 
     out_dir = Path(out_dir)
+    check_test_files(config)
     dataset = build_dataset(config, training=False, progress=progress)
     if len(dataset) == 0:
         raise TadkitError(
@@ -272,6 +295,10 @@ def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool 
     report = evaluate_report(gt, dets, config)
     report.extra["num_test_videos"] = len(gt.videos)
     report.extra["num_detections"] = len(dets)
+    if config.test.video_classifier:
+        report.extra["video_classifier"] = str(config.test.video_classifier)
+        report.notes.append(f"class labels from the video classifier {config.test.video_classifier} "
+                            f"(top {config.test.video_classifier_topk} per video)")
     report.extra["postprocess_steps"] = [{"step": step, "detections": count} for step, count in trace]
     if len(dets) == 0:
         report.notes.append(explain_no_detections(trace, predictions, config))

@@ -31,9 +31,10 @@ def run(args) -> int:
     from tadkit.engine.checkpoint import load_checkpoint_model
     from tadkit.engine.config import load_config
     from tadkit.engine.data import method_of
-    from tadkit.pipeline import plot_outputs, run_test
+    from tadkit.pipeline import check_test_files, plot_outputs, run_test
 
     config = load_config(args.config, args.overrides)
+    check_test_files(config)
     model, stored = load_checkpoint_model(args.checkpoint)
     for note in model_section_notes(config, stored, model):
         print(f"tadkit test: note: {note}", file=sys.stderr)
