@@ -15,6 +15,7 @@ the method's default) -> :class:`DetectionSet` -> official protocols.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -37,21 +38,31 @@ def video_durations(annotations: AnnotationSet) -> dict[str, float] | None:
     return {vid: float(d) for vid, d in durations.items()}
 
 
+@dataclass
+class PostprocessLog:
+    """What post-processing did: ``steps`` = (step, detections left after it); ``notes`` = what a
+    reader of the report must not miss (e.g. times clipped at the video end)."""
+
+    steps: list[tuple[str, int]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
 def detections_from_predictions(predictions: list, annotations: AnnotationSet, config: Config,
-                                trace: list[tuple[str, int]] | None = None) -> DetectionSet:
+                                log: PostprocessLog | None = None) -> DetectionSet:
     """Per-sample decoder outputs -> post-processed detections in seconds (the config's recipe).
 
-    ``trace``, when given, receives ``(step, detections left)`` after every step, so that an empty
+    ``log``, when given, receives ``(step, detections left)`` after every step, so that an empty
     result can say which step removed the last candidates (:func:`explain_no_detections`)."""
     from tadkit.engine.data import method_of
     from tadkit.postprocess.merge import THUMOS14_DUPLICATES, duplicate_labels, windows_to_detections
     from tadkit.postprocess.nms import nms_detection_set
 
-    trace = [] if trace is None else trace
+    log = PostprocessLog() if log is None else log
+    trace = log.steps
     spec = method_of(config)
     clip = video_durations(annotations)
     if spec.output_kind == "cas":
-        dets = _localize_all(spec, predictions, annotations, config, clip)
+        dets = _localize_all(spec, predictions, annotations, config, clip, log)
         trace.append(("test.cas (the method's CAS -> segments)", len(dets)))
     else:
         dets = windows_to_detections(
@@ -107,27 +118,43 @@ def explain_no_detections(trace: list[tuple[str, int]], predictions: list, confi
 
 
 def _localize_all(spec: Any, predictions: list, annotations: AnnotationSet, config: Config,
-                  clip: dict[str, float] | None) -> DetectionSet:
+                  clip: dict[str, float] | None, log: PostprocessLog) -> DetectionSet:
     """``cas`` methods: each sample's class activation -> segments in seconds via the method's localize."""
     localize = spec.localizer()
     options = dict(config.test.cas)
     videos, starts, ends, scores, labels = [], [], [], [], []
+    checked = beyond = 0
     for pred in predictions:
         segments, score, label = localize(pred.detections, dict(pred.meta), options)
         segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
         if clip is not None and pred.video_id in clip:
+            checked += len(segments)
+            beyond += int(np.count_nonzero(segments[:, 0] > clip[pred.video_id]))
             segments = np.clip(segments, 0.0, clip[pred.video_id])
         videos.append(np.full(len(segments), pred.video_id, dtype=object))
         starts.append(segments[:, 0])
         ends.append(segments[:, 1])
         scores.append(np.asarray(score, dtype=np.float64).reshape(-1))
         labels.append(np.asarray(label, dtype=np.int64).reshape(-1))
+    log.notes.extend(clipped_time_warning(beyond, checked))
     if not videos:
         return DetectionSet.empty()
     label_idx = np.concatenate(labels)
     names = np.asarray(annotations.classes, dtype=object)
     return DetectionSet(np.concatenate(videos), np.concatenate(starts), np.concatenate(ends),
                         names[label_idx], np.concatenate(scores))
+
+
+def clipped_time_warning(beyond: int, checked: int) -> list[str]:
+    """The evaluator's frames-vs-seconds warning for segments that started past their video's end
+    before being clipped to it (clipping hides them from the evaluator's own check)."""
+    from tadkit.evaluation.problem import BEYOND_DURATION_WARN_SHARE
+
+    if not checked or beyond <= BEYOND_DURATION_WARN_SHARE * checked:
+        return []
+    return [f"{beyond} of {checked} segments ({100 * beyond / checked:.0f}%) started after the end of their video and "
+            "were clipped to it: the CAS -> seconds mapping (test.cas fps / rate vs the features' fps and "
+            "stride_frames) or the times' unit is probably wrong"]
 
 
 def drop_ambiguous(dets: DetectionSet, annotations: AnnotationSet) -> DetectionSet:
@@ -148,10 +175,12 @@ def detect_dataset(model: nn.Module, dataset: Any, config: Config, *, progress: 
 
     collate = collate_fn_for(method_of(config).data_kind)
     predictions = predict(model, dataset, collate, batch_size=config.test.batch_size, progress=progress, desc="detect")
-    trace: list[tuple[str, int]] = []
-    dets = detections_from_predictions(predictions, dataset.annotations, config, trace)
+    log = PostprocessLog()
+    dets = detections_from_predictions(predictions, dataset.annotations, config, log)
+    for note in log.notes:
+        print(f"tadkit: warning: {note}", file=sys.stderr)
     if len(dets) == 0 and on_empty is not None:
-        on_empty(explain_no_detections(trace, predictions, config))
+        on_empty(explain_no_detections(log.steps, predictions, config))
     return dets
 
 
@@ -279,8 +308,9 @@ def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool 
 
     predictions = predict(model, dataset, collate_fn_for(method_of(config).data_kind), batch_size=config.test.batch_size,
                           progress=progress, desc="detect")
-    trace: list[tuple[str, int]] = []
-    dets = detections_from_predictions(predictions, dataset.annotations, config, trace)
+    log = PostprocessLog()
+    dets = detections_from_predictions(predictions, dataset.annotations, config, log)
+    trace = log.steps
     gt = dataset.annotations
     files = {"results": out_dir / "results.json", "report": out_dir / "report.json", "table": out_dir / "report.txt"}
     if method_of(config).output_kind == "cas":  # video-level labels for proposal models (test.video_classifier)
@@ -300,6 +330,9 @@ def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool 
         report.notes.append(f"class labels from the video classifier {config.test.video_classifier} "
                             f"(top {config.test.video_classifier_topk} per video)")
     report.extra["postprocess_steps"] = [{"step": step, "detections": count} for step, count in trace]
+    report.notes.extend(log.notes)
+    for note in log.notes:
+        print(f"tadkit test: warning: {note}", file=sys.stderr)
     if len(dets) == 0:
         report.notes.append(explain_no_detections(trace, predictions, config))
     write_json(files["report"], report.to_dict())
