@@ -16,6 +16,7 @@ the method's default) -> :class:`DetectionSet` -> official protocols.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -38,57 +39,123 @@ def video_durations(annotations: AnnotationSet) -> dict[str, float] | None:
     return {vid: float(d) for vid, d in durations.items()}
 
 
-def detections_from_predictions(predictions: list, annotations: AnnotationSet, config: Config) -> DetectionSet:
-    """Per-sample decoder outputs -> post-processed detections in seconds (the config's recipe)."""
+@dataclass
+class PostprocessLog:
+    """What post-processing did: ``steps`` = (step, detections left after it); ``notes`` = what a
+    reader of the report must not miss (e.g. times clipped at the video end)."""
+
+    steps: list[tuple[str, int]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def detections_from_predictions(predictions: list, annotations: AnnotationSet, config: Config,
+                                log: PostprocessLog | None = None) -> DetectionSet:
+    """Per-sample decoder outputs -> post-processed detections in seconds (the config's recipe).
+
+    ``log``, when given, receives ``(step, detections left)`` after every step, so that an empty
+    result can say which step removed the last candidates (:func:`explain_no_detections`)."""
     from tadkit.engine.data import method_of
     from tadkit.postprocess.merge import THUMOS14_DUPLICATES, duplicate_labels, windows_to_detections
     from tadkit.postprocess.nms import nms_detection_set
 
+    log = PostprocessLog() if log is None else log
+    trace = log.steps
     spec = method_of(config)
     clip = video_durations(annotations)
     if spec.output_kind == "cas":
-        dets = _localize_all(spec, predictions, annotations, config, clip)
+        dets = _localize_all(spec, predictions, annotations, config, clip, log)
+        trace.append(("test.cas (the method's CAS -> segments)", len(dets)))
     else:
         dets = windows_to_detections(
             [p.detections for p in predictions], [p.meta for p in predictions], annotations.classes, clip_to_video=clip,
         )
+        trace.append(("decoding (windows -> seconds)", len(dets)))
         if config.test.drop_reversed:  # can never match GT: pure false positives (A2Net deviation 1 in docs)
             dets = dets.select(dets.end >= dets.start)
+            trace.append(("test.drop_reversed (end < start)", len(dets)))
     if config.test.duplicate_cliffdiving:
         dets = duplicate_labels(dets, THUMOS14_DUPLICATES)
     if config.test.drop_ambiguous:
         dets = drop_ambiguous(dets, annotations)
+        trace.append(("test.drop_ambiguous", len(dets)))
     nms = config.test.nms_config(file=config.source, default=spec.defaults.get("test.nms"))
-    dets = dets if nms is None else nms_detection_set(dets, nms)
+    if nms is not None:
+        dets = nms_detection_set(dets, nms)
+        trace.append(("test.nms", len(dets)))
     if config.test.video_classifier:  # class-agnostic proposals (after their NMS, as AFSD) x top-k video classes
         from tadkit.postprocess.video_classifier import fuse_video_labels, load_video_scores
 
         dets = fuse_video_labels(dets, load_video_scores(config.test.video_classifier), config.test.video_classifier_topk)
+        trace.append(("test.video_classifier", len(dets)))
     return dets
 
 
+def explain_no_detections(trace: list[tuple[str, int]], predictions: list, config: Config) -> str:
+    """Which step left no detection, and the numbers behind it (for ``cas`` methods: the best
+    video-level class score against the localizer's ``class_threshold``)."""
+    from tadkit.engine.data import method_of
+
+    emptied = next((i for i, (_, count) in enumerate(trace) if count == 0), None)
+    if emptied is None:
+        return ""
+    step = trace[emptied][0]
+    before = trace[emptied - 1][1] if emptied else None
+    text = (f"no detections: {step} removed all {before} candidates" if before
+            else f"no detections: {step} produced none for the {len(predictions)} test samples")
+    spec = method_of(config)
+    if spec.output_kind == "cas" and emptied == 0 and predictions:
+        scores = [np.max(np.asarray(getattr(p.detections, "video_scores", [np.nan]), dtype=np.float64))
+                  for p in predictions]
+        text += f"; the highest video-level class score is {np.nanmax(scores):.4g}"
+        options_type = getattr(spec.localizer(), "options_type", None)  # the localizer's option dataclass
+        threshold = getattr(options_type.from_mapping(dict(config.test.cas)), "class_threshold", None) \
+            if options_type is not None else None
+        if threshold is not None:
+            text += (f" and test.cas.class_threshold is {threshold:g} (a class is localized only when its video score "
+                     "reaches it; lower it with --set test.cas.class_threshold=...)")
+    elif step.startswith("test.drop_reversed"):
+        text += " (every predicted segment ends before it starts: the model has not learned the boundaries)"
+    return text
+
+
 def _localize_all(spec: Any, predictions: list, annotations: AnnotationSet, config: Config,
-                  clip: dict[str, float] | None) -> DetectionSet:
+                  clip: dict[str, float] | None, log: PostprocessLog) -> DetectionSet:
     """``cas`` methods: each sample's class activation -> segments in seconds via the method's localize."""
     localize = spec.localizer()
     options = dict(config.test.cas)
     videos, starts, ends, scores, labels = [], [], [], [], []
+    checked = beyond = 0
     for pred in predictions:
         segments, score, label = localize(pred.detections, dict(pred.meta), options)
         segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
         if clip is not None and pred.video_id in clip:
+            checked += len(segments)
+            beyond += int(np.count_nonzero(segments[:, 0] > clip[pred.video_id]))
             segments = np.clip(segments, 0.0, clip[pred.video_id])
         videos.append(np.full(len(segments), pred.video_id, dtype=object))
         starts.append(segments[:, 0])
         ends.append(segments[:, 1])
         scores.append(np.asarray(score, dtype=np.float64).reshape(-1))
         labels.append(np.asarray(label, dtype=np.int64).reshape(-1))
+    log.notes.extend(clipped_time_warning(beyond, checked))
     if not videos:
         return DetectionSet.empty()
     label_idx = np.concatenate(labels)
     names = np.asarray(annotations.classes, dtype=object)
     return DetectionSet(np.concatenate(videos), np.concatenate(starts), np.concatenate(ends),
                         names[label_idx], np.concatenate(scores))
+
+
+def clipped_time_warning(beyond: int, checked: int) -> list[str]:
+    """The evaluator's frames-vs-seconds warning for segments that started past their video's end
+    before being clipped to it (clipping hides them from the evaluator's own check)."""
+    from tadkit.evaluation.problem import BEYOND_DURATION_WARN_SHARE
+
+    if not checked or beyond <= BEYOND_DURATION_WARN_SHARE * checked:
+        return []
+    return [f"{beyond} of {checked} segments ({100 * beyond / checked:.0f}%) started after the end of their video and "
+            "were clipped to it: the CAS -> seconds mapping (test.cas fps / rate vs the features' fps and "
+            "stride_frames) or the times' unit is probably wrong"]
 
 
 def drop_ambiguous(dets: DetectionSet, annotations: AnnotationSet) -> DetectionSet:
@@ -100,14 +167,22 @@ def drop_ambiguous(dets: DetectionSet, annotations: AnnotationSet) -> DetectionS
     return drop_overlapping(dets, ambiguous) if ambiguous else dets
 
 
-def detect_dataset(model: nn.Module, dataset: Any, config: Config, *, progress: bool = True) -> DetectionSet:
-    """Detections (seconds) of every video of ``dataset`` after the config's post-processing."""
+def detect_dataset(model: nn.Module, dataset: Any, config: Config, *, progress: bool = True,
+                   on_empty: Callable[[str], None] | None = None) -> DetectionSet:
+    """Detections (seconds) of every video of ``dataset`` after the config's post-processing;
+    ``on_empty`` hears :func:`explain_no_detections` when none are left."""
     from tadkit.engine.data import collate_fn_for, method_of
     from tadkit.engine.inference import predict
 
     collate = collate_fn_for(method_of(config).data_kind)
     predictions = predict(model, dataset, collate, batch_size=config.test.batch_size, progress=progress, desc="detect")
-    return detections_from_predictions(predictions, dataset.annotations, config)
+    log = PostprocessLog()
+    dets = detections_from_predictions(predictions, dataset.annotations, config, log)
+    for note in log.notes:
+        print(f"tadkit: warning: {note}", file=sys.stderr)
+    if len(dets) == 0 and on_empty is not None:
+        on_empty(explain_no_detections(log.steps, predictions, config))
+    return dets
 
 
 detect_windows = detect_dataset  # issue-3 name
@@ -125,6 +200,7 @@ class Report:
     #: average over it; empty for reports built without one
     summary_tiou: list[float] = field(default_factory=list)
     summary_mAP: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the reader must not miss (printed under the tables)
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -132,6 +208,7 @@ class Report:
             "protocols": {name: result.to_dict() for name, result in self.results.items()},
             "per_duration": self.durations.to_dict(),
             **self.extra,
+            "notes": list(self.notes),
         }
         if self.summary_tiou:
             out["summary"] = {"tiou": list(self.summary_tiou), "average_mAP": dict(self.summary_mAP)}
@@ -159,6 +236,7 @@ class Report:
                          f"dataset kind uses this range): {values}")
             lines.append("")
         lines.append(self.durations.format_table())
+        lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
 
 
@@ -199,6 +277,7 @@ def make_evaluate_fn(config: Config, out_dir: Path) -> Callable[[nn.Module, int]
     """
     if not (config.train.eval_every or config.train.eval_epochs or config.train.best_metric):
         return None
+    check_test_files(config)  # now, not at the first evaluation epochs into the run
     state: dict[str, Any] = {}
 
     def scores(model: nn.Module, dataset: Any, run_config: Config, prefix: str) -> dict[str, float]:
@@ -227,6 +306,27 @@ def make_evaluate_fn(config: Config, out_dir: Path) -> Callable[[nn.Module, int]
     return evaluate_fn
 
 
+def check_test_files(config: Config) -> None:
+    """Read every file the config's ``test`` section names (video classifier, blocked-video list)
+    so that a missing or broken one is one clear error when a run starts."""
+    from tadkit.evaluation.ids import load_blocked
+
+    if config.test.video_classifier:
+        from tadkit.postprocess.video_classifier import load_video_scores
+
+        _require_file(config.test.video_classifier, "test.video_classifier", config.source)
+        load_video_scores(config.test.video_classifier)
+    if config.test.blocked_videos:
+        _require_file(config.test.blocked_videos, "test.blocked_videos", config.source)
+        load_blocked(config.test.blocked_videos)
+
+
+def _require_file(path: str, key: str, config_file: str | None) -> None:
+    if not Path(path).is_file():
+        what = "is a directory, not a file" if Path(path).is_dir() else "does not exist"
+        raise TadkitError(f"{key} names {path}, which {what}", file=config_file, field=key)
+
+
 @dataclass
 class TestOutputs:
     __test__ = False  # not a pytest class
@@ -244,6 +344,7 @@ def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool 
     from tadkit.utils.io import write_json, write_text
 
     out_dir = Path(out_dir)
+    check_test_files(config)
     dataset = build_dataset(config, training=False, progress=progress)
     if len(dataset) == 0:
         raise TadkitError(
@@ -255,7 +356,9 @@ def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool 
 
     predictions = predict(model, dataset, collate_fn_for(method_of(config).data_kind), batch_size=config.test.batch_size,
                           progress=progress, desc="detect")
-    dets = detections_from_predictions(predictions, dataset.annotations, config)
+    log = PostprocessLog()
+    dets = detections_from_predictions(predictions, dataset.annotations, config, log)
+    trace = log.steps
     gt = dataset.annotations
     files = {"results": out_dir / "results.json", "report": out_dir / "report.json", "table": out_dir / "report.txt"}
     if method_of(config).output_kind == "cas":  # video-level labels for proposal models (test.video_classifier)
@@ -270,6 +373,16 @@ def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool 
     report = evaluate_report(gt, dets, config)
     report.extra["num_test_videos"] = len(gt.videos)
     report.extra["num_detections"] = len(dets)
+    if config.test.video_classifier:
+        report.extra["video_classifier"] = str(config.test.video_classifier)
+        report.notes.append(f"class labels from the video classifier {config.test.video_classifier} "
+                            f"(top {config.test.video_classifier_topk} per video)")
+    report.extra["postprocess_steps"] = [{"step": step, "detections": count} for step, count in trace]
+    report.notes.extend(log.notes)
+    for note in log.notes:
+        print(f"tadkit test: warning: {note}", file=sys.stderr)
+    if len(dets) == 0:
+        report.notes.append(explain_no_detections(trace, predictions, config))
     write_json(files["report"], report.to_dict())
     write_text(files["table"], report.format() + "\n")
     return TestOutputs(gt=gt, dets=dets, report=report, files=files)
@@ -505,7 +618,8 @@ def _detect_one_video(model: nn.Module, store: Any, video: Any, config: Config, 
     annotations = AnnotationSet(videos={video.video_id: video}, classes=list(classes), source="detect")
     config = Config.from_dict({**config.to_dict(), "data": {**config.to_dict()["data"], "subset_test": DETECT_SUBSET}})
     dataset = build_dataset(config, training=False, progress=False, annotations=annotations, store=store)
-    return detect_dataset(model, dataset, config, progress=progress)
+    return detect_dataset(model, dataset, config, progress=progress,
+                          on_empty=lambda why: print(f"{video.video_id}: {why}"))
 
 
 def model_input_dim(model: nn.Module) -> int | None:

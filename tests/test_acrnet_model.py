@@ -218,7 +218,7 @@ def test_localize_offsets_fps_and_order():
     seg2, score2, label2 = localize(act, meta, {"frame_offsets": False})
     np.testing.assert_allclose(seg2[:, 0], seg[:, 0] - 1 / 25)  # start: s / fps instead of (s + 1) / fps
     np.testing.assert_allclose(seg2[:, 1], seg[:, 1] - 1 / 25)  # end: (e + 1) / fps instead of (e + 2) / fps
-    seg3, _, _ = localize(act, meta, {"fps": None})  # the video's own fps
+    seg3, _, _ = localize(act, {**meta, "feature_fps": 30.0, "stride_frames": 16.0}, {})  # the features' own fps
     np.testing.assert_allclose(seg3 * 30, seg * 25)
     seg4, score4, _ = localize(act, meta, {"preset": "anet"})  # alpha 0.8: milder decay
     assert sorted(map(tuple, seg4)) == sorted(map(tuple, seg))  # same proposals, other decay
@@ -246,3 +246,50 @@ def test_options_presets():
     assert ACRNetLocalizeOptions().thresholds.size == 18
     with pytest.raises(TadkitError, match="test.cas.rate"):
         ACRNetLocalizeOptions(rate=0)
+
+
+def test_config_null_avg_pool_matches_a_checkpoint_storing_the_resolved_value():
+    """`tadkit test` notes config-vs-checkpoint differences of model.kwargs; `avg_pool: null`
+    (automatic) resolves to what the checkpoint stores, so it is no difference; `false` is."""
+    from types import SimpleNamespace
+
+    from tadkit.commands.test import model_section_notes
+
+    model = build_acrnet(in_dim=16, num_classes=5, aas_hidden=6)  # 5 classes -> avg_pool resolves to True
+    assert model.config_dict()["avg_pool"] is True
+    stored = SimpleNamespace(model=SimpleNamespace(name="acrnet"))
+
+    def notes(**kwargs):
+        config = SimpleNamespace(model=SimpleNamespace(name="acrnet", kwargs={"num_classes": 5, **kwargs}))
+        return model_section_notes(config, stored, model)
+
+    assert notes(avg_pool=None) == []
+    assert notes(avg_pool=True) == []
+    (note,) = notes(avg_pool=False)
+    assert "model.kwargs avg_pool" in note
+    (note,) = notes(avg_pool=None, num_classes=20)  # resolves to False with 20 classes: a real difference
+    assert "avg_pool" in note and "num_classes" in note
+
+
+def test_cas_times_follow_the_features_time_mapping_and_official_constants_are_checked():
+    """Default: seconds from the features' fps / stride_frames (4 frames per feature at 15 fps here),
+    not the release's 25 / 16 that stretched them 2.4x; explicit constants that disagree are refused."""
+    act = _activation()
+    meta = {"video_id": "v", "num_features": 12, "feature_fps": 15.0, "stride_frames": 4.0}
+    seg, _, label = localize(act, meta, {})
+    official, _, official_label = localize(act, {"video_id": "v", "num_features": 12}, {})  # no mapping: 25 / 16
+    # frame grid F = 4 * 12 at 15 fps vs 16 * 12 at 25 fps: each class's proposals cover the same
+    # feature positions, so their extent scales by (4/15) / (16/25), within one feature (4/15 s)
+    feature = 4 / 15
+    for c in set(label.tolist()):
+        ours, theirs = seg[label == c], official[official_label == c] * feature / (16 / 25)
+        assert abs(ours[:, 0].min() - theirs[:, 0].min()) < feature
+        assert abs(ours[:, 1].max() - theirs[:, 1].max()) < feature
+    assert seg.max() <= 12 * feature + 2 / 15  # inside the video's 3.2 s (+ Q1's two-frame offset)
+    assert official.max() > 12 * feature * 1.5  # the release's constants stretch these features 2.4x
+    with pytest.raises(TadkitError, match="stride_frames 4") as error:
+        localize(act, meta, {"fps": 15, "rate": 16})
+    assert error.value.video == "v" and error.value.field == "test.cas.rate"
+    with pytest.raises(TadkitError, match="fps 15"):
+        localize(act, meta, {"fps": 25, "rate": 4})
+    np.testing.assert_array_equal(localize(act, meta, {"fps": 15, "rate": 4})[0], seg)  # agreeing constants

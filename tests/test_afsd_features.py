@@ -136,3 +136,97 @@ def test_official_importer_builds_the_feature_variant() -> None:
     state.pop("module.coarse_pyramid_detection.center_head.conv1d.bias")
     with pytest.raises(TadkitError, match="center_head.conv1d.bias"):
         from_official_state_dict(state, clip_length=128)
+
+
+# ------------------------------------------------------------------------------------------------
+# The official ActivityNet head's training rules (AFSD/anet/BDNet.py, multisegment_loss.py)
+# ------------------------------------------------------------------------------------------------
+ANET = dict(loc_strides=[4, 8, 16, 32, 64, 128], scale_ranges=[[0, 30], [15, 60], [30, 120], [60, 240], [96, 768],
+                                                               [256, 768]])
+
+
+def _official_anet_matching(priors, levels, truths, labels, clip_length, bounds):
+    """A literal re-statement of the official ActivityNet matching of one sample (loops, NumPy)."""
+    import numpy as np
+
+    conf, loc = np.zeros(len(priors), int), np.zeros((len(priors), 2))
+    for k, (centre, level) in enumerate(zip(priors, levels)):
+        best, best_area = None, 2 * clip_length
+        for g, (s, e) in enumerate(truths):
+            left, right = (centre - s) * clip_length, (e - centre) * clip_length
+            area = left + right
+            if left < 0 or right < 0 or max(left, right) <= bounds[level][0] or max(left, right) > bounds[level][1]:
+                area = 2 * clip_length
+            if area < best_area:
+                best, best_area = g, area
+        g = 0 if best is None else best
+        loc[k] = ((centre - truths[g][0]) * clip_length, (truths[g][1] - centre) * clip_length)
+        conf[k] = labels[g] if best is not None else 0
+    return loc, conf
+
+
+def test_scale_range_assignment_equals_the_official_loop() -> None:
+    import numpy as np
+
+    from tadkit.methods.afsd.model import level_priors
+    from tadkit.methods.afsd.targets import prior_levels
+
+    priors = torch.cat([level_priors(96 >> i) for i in range(6)]).view(-1)
+    levels = prior_levels(priors)
+    assert levels.tolist() == sum(([i] * (96 >> i) for i in range(6)), [])
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        k = int(rng.integers(1, 4))
+        starts = rng.uniform(0, 0.8, k)
+        truths = np.stack([starts, np.minimum(starts + rng.uniform(0.01, 0.9, k), 1.0)], 1)
+        labels = rng.integers(1, 4, k)
+        target = torch.tensor(np.concatenate([truths, labels[:, None]], 1), dtype=torch.float32)
+        coarse = coarse_targets(priors, [target], 768, ANET["scale_ranges"])
+        loc, conf = _official_anet_matching(priors.double().numpy(), levels.numpy(),
+                                            target[:, :2].double().numpy(), labels, 768, ANET["scale_ranges"])
+        assert coarse.labels[0].tolist() == conf.tolist()
+        pos = conf > 0
+        assert torch.allclose(coarse.loc[0][torch.from_numpy(pos)].double(), torch.from_numpy(loc[pos]), atol=1e-3)
+    whole = coarse_targets(priors, [torch.tensor([[0.0, 1.0, 1.0]])], 768, ANET["scale_ranges"])
+    assert set(levels[whole.labels[0] > 0].tolist()) == {4, 5}  # a 768-frame action: the coarse levels only
+    assert (coarse_targets(priors, [torch.tensor([[0.0, 1.0, 1.0]])], 768).labels[0] > 0).all()  # THUMOS rule
+
+
+def test_adaptive_piou_keeps_the_best_coarse_prediction_as_a_refinement_positive() -> None:
+    from tadkit.methods.afsd.targets import CoarseTargets, refinement_targets
+
+    target = torch.tensor([[[10.0, 10.0], [10.0, 10.0], [5.0, 5.0]], [[4.0, 4.0], [4.0, 4.0], [4.0, 4.0]]])
+    coarse = CoarseTargets(target, torch.tensor([[1, 1, 0], [0, 0, 0]]))
+    pre = torch.tensor([[[2.0, 2.0], [4.0, 4.0], [5.0, 5.0]], [[4.0, 4.0], [1.0, 1.0], [1.0, 1.0]]])  # IoU .2, .4
+    assert refinement_targets(pre, coarse, 0.6).labels.tolist() == [[0, 0, 0], [0, 0, 0]]
+    assert refinement_targets(pre, coarse, 0.6, adaptive=True).labels.tolist() == [[0, 1, 0], [0, 0, 0]]
+    assert refinement_targets(pre, coarse, 0.3, adaptive=True).labels.tolist() == [[0, 1, 0], [0, 0, 0]]
+
+
+def test_anet_head_strides_and_per_sample_normalisation() -> None:
+    """Strides scale each level's distances; the per-sample reduction of a batch is the mean of the
+    batch reduction of each sample alone (what the official loop computes)."""
+    kw = dict(KW, clip_length=128)
+    torch.manual_seed(0)
+    plain = build_afsd(**kw)
+    torch.manual_seed(0)
+    strided = build_afsd(**kw, loc_strides=[1, 2, 4, 8, 16, 32])
+    batch = _batch()
+    with torch.no_grad():
+        a, b = plain(batch)["loc"], strided(batch)["loc"]
+    sizes = [T >> i for i in range(6)]
+    for level, (lo, n) in enumerate(zip([sum(sizes[:i]) for i in range(6)], sizes)):
+        torch.testing.assert_close(b[:, lo:lo + n], a[:, lo:lo + n] * 2 ** level)
+
+    torch.manual_seed(1)
+    model = build_afsd(**kw, per_sample_normalisation=True, adaptive_piou=True)
+    outputs = model(batch)
+    together = model.loss(outputs, batch)
+    model.config.per_sample_normalisation = False
+    for key in ("loc", "conf", "prop_loc", "prop_conf", "center"):
+        alone = []
+        for i in range(2):
+            one = {k: (v[i:i + 1] if torch.is_tensor(v) and v.shape[0] == 2 else v) for k, v in outputs.items()}
+            sample = {**batch, "targets": batch["targets"][i:i + 1], "meta": batch["meta"][i:i + 1]}
+            alone.append(model.loss(one, sample)[key])
+        torch.testing.assert_close(together[key], torch.stack(alone).mean(), rtol=1e-5, atol=1e-6)

@@ -200,3 +200,14 @@ def test_stats_small_set_by_hand():
     assert json.loads(json.dumps(stats.to_dict()))["subsets"][1]["mean_instance_s"] is None  # strict JSON
     table = [line.split() for line in format_stats(stats).splitlines()]
     assert ["x", "4", "2", "0", "2", "4.50"] in table and ["z", "-", "0", "0", "0", "-"] in table
+
+
+def test_stats_on_a_synth_output_folder_reads_its_annotations(tmp_path, capsys):
+    out = tmp_path / "synth"
+    assert main(["data", "synth", "--out", str(out), "--videos", "3", "--dim", "8", "--seed", "1"]) == 0
+    capsys.readouterr()
+    code, folder_out, _ = run(capsys, "data", "stats", str(out), "--json")
+    assert code == 0
+    _, file_out, _ = run(capsys, "data", "stats", str(out / "annotations.json"), "--json")
+    assert json.loads(folder_out) == json.loads(file_out)
+    assert sum(s["videos"] for s in json.loads(folder_out)["subsets"]) == 6  # 3 per subset

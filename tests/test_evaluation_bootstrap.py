@@ -128,3 +128,24 @@ def test_cli_bootstrap_and_compare_json(thumos, tmp_path, capsys):
     data = json.loads(capsys.readouterr().out)
     assert {"mAP", "average_mAP", "per_class", "baseline", "compare"} <= set(data)
     assert data["compare"]["p_value"] == [1.0] * 7 and data["baseline"]["mAP"] == data["mAP"]
+
+
+def test_bias_corrected_interval_stays_inside_the_metric_range():
+    """One true positive at high tIoU, ranked below every false positive: 36 % of the replicates
+    miss its video (mAP 0) while the interpolated AP of a drawn-twice copy rises, so the bias is
+    positive and the shifted low bound used to fall below 0 %."""
+    from tadkit.data.records import AnnotationSet, Segment
+
+    n = 20
+    videos = {f"v{i}": VideoAnnotation(f"v{i}", "test", 100.0, segments=[Segment(10.0, 20.0, "a")])
+              for i in range(n)}
+    start, score = np.full(n, 12.0), np.full(n, 0.9)  # tIoU 0.8 everywhere ...
+    start[0], score[0] = 10.0, 0.1  # ... but one exact, lowest-scored detection
+    dets = DetectionSet(np.array(list(videos), object), start, np.full(n, 20.0), np.full(n, "a", object), score)
+    res, boot = bootstrap(AnnotationSet(videos, ["a"]), dets, "activitynet", n_resamples=200, seed=0)
+    top = res.tiou.index(0.95)
+    assert boot.mAP_ci_percentile[top][0] == 0.0 and boot.mAP_bias[top] > 0  # the case that went negative
+    for low, high in boot.mAP_ci + [boot.average_mAP_ci]:
+        assert 0.0 <= low <= high <= 1.0
+    assert boot.mAP_ci[top][0] == 0.0
+    assert boot.mAP_ci[top][1] == pytest.approx(boot.mAP_ci_percentile[top][1] - boot.mAP_bias[top])

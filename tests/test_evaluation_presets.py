@@ -67,8 +67,8 @@ def test_matlab_colon_values():
 
 
 def test_matlab_threshold_decides_a_tiou_of_exactly_one_half():
-    gt = make_gt({"v": [(10.0, 12.0, "x")]}, ambiguous={"w": [(0.0, 1.0)]})
-    dets = make_dets([("v", 10.0, 11.0, "x", 0.9)])  # tIoU = 1/2 exactly
+    gt = make_gt({"v": [(10.0, 12.0, "Diving")]}, ambiguous={"w": [(0.0, 1.0)]})
+    dets = make_dets([("v", 10.0, 11.0, "Diving", 0.9)])  # tIoU = 1/2 exactly
     plain = evaluate(gt, dets, "thumos14", tiou_thresholds=[0.5])
     assert plain.mAP == [0.0]  # TH14evalDet: tIoU > 0.5 fails
     res = evaluate_preset(gt, dets, "a2net", subset="test")
@@ -90,9 +90,30 @@ def test_drop_ambiguous_overlaps_by_hand():
 def test_preset_needs_ambiguous_segments():
     from tadkit.errors import TadkitError
 
-    gt = make_gt({"v": [(0.0, 5.0, "x")]})
+    gt = make_gt({"v": [(0.0, 5.0, "Diving")]})
     with pytest.raises(TadkitError, match="Ambiguous"):
-        evaluate_preset(gt, make_dets([("v", 0.0, 5.0, "x", 0.9)]), "acrnet", subset="test")
+        evaluate_preset(gt, make_dets([("v", 0.0, 5.0, "Diving", 0.9)]), "acrnet", subset="test")
+
+
+def test_one_rule_a_preset_scores_the_dataset_it_was_written_for():
+    """THUMOS14 presets need THUMOS14 classes, -anet presets anything else; --all-presets picks the
+    ground truth's own (ActivityNet-like GT used to run ecm / afsd at THUMOS tIoUs and refuse a2net)."""
+    from tadkit.errors import TadkitError
+    from tadkit.evaluation.presets import ground_truth_dataset
+
+    anet = make_gt({"v": [(0.0, 5.0, "Rock climbing")]}, subset="validation")
+    thumos = make_gt({"v": [(0.0, 5.0, "Diving")]})
+    assert ground_truth_dataset(anet) == "activitynet" and ground_truth_dataset(thumos) == "thumos14"
+    for name in ("a2net", "afsd", "ecm", "acrnet"):
+        with pytest.raises(TadkitError, match=f"use --preset {name}-anet"):
+            evaluate_preset(anet, make_dets([("v", 0.0, 5.0, "Rock climbing", 0.9)]), name)
+        with pytest.raises(TadkitError, match=f"use --preset {name} "):
+            evaluate_preset(thumos, make_dets([("v", 0.0, 5.0, "Diving", 0.9)]), f"{name}-anet")
+    results = evaluate_all_presets(anet, make_dets([("v", 0.0, 4.6, "Rock climbing", 0.9)]))
+    assert [r.preset for r in results] == ["a2net-anet", "afsd-anet", "ecm-anet", "acrnet-anet"]
+    for r in results:
+        assert r.result.tiou == [float(t) for t in np.linspace(0.5, 0.95, 10)]
+        assert r.result.mAP == [1.0] * 9 + [0.0]  # tIoU 0.92: matched up to 0.9, not at 0.95
 
 
 # ----------------------------------------------------------------------------------------------
@@ -250,8 +271,9 @@ def test_cli_presets(evalkit_dir, thumos, tmp_path, capsys):
     write_thumos_txt(dets, path)
     assert main(["eval", "--gt", str(evalkit_dir), "--pred", str(path), "--subset", "test", "--all-presets"]) == 0
     text = capsys.readouterr().out
-    for name in PROTOCOL_PRESETS:
+    for name in [n for n, p in PROTOCOL_PRESETS.items() if p.dataset == "thumos14"]:
         assert f"\n{name} " in text and f"preset {name} (" in text
+    assert "-anet" not in text
     assert main(["eval", "--gt", str(evalkit_dir), "--pred", str(path), "--subset", "test", "--preset", "acrnet",
                  "--format", "json"]) == 0
     out = json.loads(capsys.readouterr().out)

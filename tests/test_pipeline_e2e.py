@@ -169,3 +169,40 @@ def test_detect_on_a_real_video(tmp_path: Path, shared, monkeypatch, capsys):
     assert all(0.0 <= r["segment"][0] <= r["segment"][1] <= duration + 1e-6 for r in rows)
     # 128-feature windows cover the whole 22-feature video: some detection reaches past its middle.
     assert max(r["segment"][1] for r in rows) > duration / 2
+
+
+def test_empty_result_names_the_step_that_removed_the_last_candidates():
+    from tadkit.engine.config import Config
+    from tadkit.pipeline import explain_no_detections
+
+    config = Config.from_dict({"model": {"name": "a2net"}})
+    trace = [("decoding (windows -> seconds)", 1200), ("test.drop_reversed (end < start)", 0), ("test.nms", 0)]
+    text = explain_no_detections(trace, [object()] * 4, config)
+    assert text.startswith("no detections: test.drop_reversed (end < start) removed all 1200 candidates")
+    assert "not learned the boundaries" in text
+    assert explain_no_detections([("decoding (windows -> seconds)", 3), ("test.nms", 2)], [], config) == ""
+
+
+def test_times_clipped_at_the_video_end_still_warn_about_their_unit():
+    """CAS -> seconds clips segments to the video, which hides them from the evaluator's
+    frames-vs-seconds check; the pipeline counts them before clipping and warns the same way."""
+    import types
+
+    from tadkit.data.records import AnnotationSet, VideoAnnotation
+    from tadkit.engine.config import Config
+    from tadkit.pipeline import PostprocessLog, _localize_all, clipped_time_warning
+
+    assert clipped_time_warning(10, 100) == [] and clipped_time_warning(0, 0) == []
+    (text,) = clipped_time_warning(30, 100)
+    assert text.startswith("30 of 100 segments (30%) started after the end of their video")
+
+    def stretched(activation, meta, options):  # a localizer whose seconds are 4x too long
+        return np.array([[8.0, 12.0], [30.0, 50.0], [1.0, 2.0]]), np.ones(3), np.zeros(3, int)
+
+    spec = types.SimpleNamespace(localizer=lambda: stretched)
+    gt = AnnotationSet({"v": VideoAnnotation("v", "test", duration=10.0)}, ["a"])
+    predictions = [types.SimpleNamespace(detections=None, meta={"video_id": "v"}, video_id="v")]
+    log = PostprocessLog()
+    dets = _localize_all(spec, predictions, gt, Config.from_dict({"model": {"name": "ecm"}}), {"v": 10.0}, log)
+    assert dets.end.max() == 10.0  # clipped ...
+    assert len(log.notes) == 1 and log.notes[0].startswith("1 of 3 segments")  # ... but not silently

@@ -238,3 +238,29 @@ def test_cli_test_fuses_two_stream_checkpoints_and_labels_with_the_video_classif
         best = int(np.argmax(scores[video]))
         assert {r["label"] for r in rows} == {names[best]}
         assert all(r["score"] <= scores[video][best] + 1e-9 for r in rows)  # proposal score <= 1 times the class score
+    report = json.loads((out / "report.json").read_text())
+    assert report["video_classifier"] == str(classifier)
+    assert str(classifier) in (out / "report.txt").read_text()
+
+
+def test_a_missing_video_classifier_stops_training_before_the_first_epoch(synth, tmp_path, capsys):
+    """test.video_classifier is read when `tadkit train` starts (with in-training evaluation) and when
+    `tadkit test` starts, not at the first evaluation epochs into the run."""
+    from tadkit.cli import main
+
+    missing = tmp_path / "nowhere" / "scores.json"
+    run = tmp_path / "run"
+    data = ["--set", f"data.annotations={synth / 'annotations.json'}", "--set", f"data.features={synth / 'features'}"]
+    code = main(["train", "a2net/synthetic", *data, "--set", f"test.video_classifier={missing}",
+                 "--set", "train.eval_every=4", "--set", "train.epochs=8", "--out", str(run), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "test.video_classifier" in err and str(missing) in err and "does not exist" in err
+    assert not list(run.glob("*.pt"))  # stopped before training
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    code = main(["test", "a2net/synthetic", *data, "--set", f"test.video_classifier={bad}",
+                 "--checkpoint", str(tmp_path / "unused.pt"), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "results" in err  # the classifier file is read before the checkpoint

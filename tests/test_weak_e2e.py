@@ -174,3 +174,33 @@ def test_weak_training_batches_from_the_engine_have_no_segments(synth):
         for meta in batch["meta"]:
             assert {"fps", "frame_num", "duration", "num_features"} <= set(meta)
             assert not any("segment" in key or "target" in key for key in meta)
+
+
+def test_zero_detections_say_which_step_removed_them(synth, tmp_path, capsys):
+    """ECM with a class threshold no softmax score reaches: the empty result names the CAS step, the
+    best video score and the threshold, on stdout and in report.json (it used to be silent)."""
+    run = tmp_path / "run"
+    train("ecm", synth, run)
+    out = tmp_path / "test"
+    capsys.readouterr()
+    code = main(["test", str(CONFIGS["ecm"]), *overrides("ecm", synth), "--set", "test.cas.class_threshold=1.5",
+                 "--checkpoint", str(run / "last.pt"), "--out", str(out), "--no-plots", "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["num_detections"] == 0
+    (note,) = report["notes"]
+    assert note.startswith("no detections: test.cas") and "class_threshold is 1.5" in note
+    best = float(note.split("highest video-level class score is ")[1].split(" ")[0])
+    assert 0.0 < best < 1.0  # a softmax score, below the threshold
+    assert f"note: {note}" in printed
+    assert report["postprocess_steps"][0]["detections"] == 0
+
+    gt = json.loads((synth / "annotations.json").read_text())["database"]
+    video_id = sorted(v for v, info in gt.items() if info["subset"] == "test")[0]
+    code = main(["detect", str(synth / "features" / f"{video_id}.npy"), "--checkpoint", str(run / "last.pt"),
+                 "--feature-fps", str(gt[video_id]["fps"]), "--feature-stride", "4",
+                 "--no-progress", "--set", "test.cas.class_threshold=1.5"])  # `tadkit detect` says the same
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"{video_id}: no detections: test.cas" in printed and f"{video_id}: 0 detections" in printed

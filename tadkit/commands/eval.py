@@ -157,11 +157,13 @@ def _add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
     from tadkit.evaluation.presets import PROTOCOL_PRESETS, VIDEO_LISTS
 
     group = parser.add_argument_group(
-        "paper protocols", "score exactly as a paper's official code does (THUMOS14 test; --gt = evalkit directory)")
+        "paper protocols", "score exactly as a paper's official code does: THUMOS14 test (--gt = evalkit directory) or, "
+        "with the -anet presets, ActivityNet validation; a preset must fit the ground truth's dataset")
     group.add_argument("--preset", choices=list(PROTOCOL_PRESETS), default=None,
                        help="evaluator, tIoU set, video list and Ambiguous rule of one paper's official code")
     group.add_argument("--all-presets", action="store_true",
-                       help="one table: the same detections under every paper's protocol")
+                       help="one table: the same detections under every paper's protocol for the ground truth's "
+                       "dataset (THUMOS14 or ActivityNet)")
     group.add_argument("--drop-ambiguous", action="store_true",
                        help="delete predictions overlapping a THUMOS14 Ambiguous segment first (ACRNet/D2-Net)")
     group.add_argument("--video-list", choices=list(VIDEO_LISTS), default=None,

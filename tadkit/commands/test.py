@@ -73,10 +73,11 @@ def evaluate_checkpoint(config_path, checkpoint, out_dir: Path, args, fuse: list
     from tadkit.engine.config import load_config
     from tadkit.engine.data import method_of
     from tadkit.evaluation.epoch_selection import read_epoch_selection
-    from tadkit.pipeline import plot_outputs, run_test
+    from tadkit.pipeline import check_test_files, plot_outputs, run_test
     from tadkit.utils.io import write_json
 
     config = load_config(config_path, args.overrides)
+    check_test_files(config)
     model, stored = load_checkpoint_model(checkpoint)
     for note in model_section_notes(config, stored, model):
         print(f"tadkit test: note: {note}", file=sys.stderr)
@@ -148,12 +149,31 @@ def model_section_notes(config, stored, model) -> list[str]:
         notes.append(f"the config names model {config.model.name!r} but the checkpoint holds {stored.model.name!r}; "
                      "the checkpoint's model is used")
     actual = model.config_dict() if callable(getattr(model, "config_dict", None)) else {}
-    differing = sorted(k for k, v in (config.model.kwargs or {}).items() if k in actual and actual[k] != v
-                       and not (isinstance(v, list) and list(actual[k]) == v))
+    asked = resolved_model_kwargs(model, dict(config.model.kwargs or {}))
+    differing = sorted(k for k, v in asked.items() if k in actual and actual[k] != v
+                       and not (isinstance(v, (list, tuple)) and list(actual[k]) == list(v)))
     if differing:
         notes.append(f"model.kwargs {', '.join(differing)} in the config differ from the checkpoint's; the "
                      "checkpoint's values are used (the config's model section does not rebuild the model)")
     return notes
+
+
+def resolved_model_kwargs(model, kwargs: dict) -> dict:
+    """The config's ``model.kwargs`` as the model's own config dataclass resolves them (``null`` =
+    automatic becomes the value it stands for), so that they compare with what the checkpoint stores."""
+    from dataclasses import asdict, fields, is_dataclass, replace
+
+    from tadkit.errors import TadkitError
+
+    own = getattr(model, "config", None)
+    if not is_dataclass(own):
+        return kwargs
+    names = {f.name for f in fields(own)}
+    try:
+        resolved = asdict(replace(own, **{k: v for k, v in kwargs.items() if k in names}))
+    except (TadkitError, TypeError, ValueError):
+        return kwargs  # the raw values are compared; the checkpoint's model runs either way
+    return {k: resolved.get(k, v) for k, v in kwargs.items()}
 
 
 def fused_model(model, stored, paths: list[str], streams, key: str = "features"):

@@ -70,6 +70,19 @@ FORMATS: tuple[str, ...] = ("activitynet", "thumos-evalkit", "afsd-csv", "bsn", 
 # ----------------------------------------------------------------------------------------------
 
 
+DATASET_ANNOTATION_NAME = "annotations.json"  # what `tadkit data synth` / `data frames` dataset folders hold
+
+
+def _dataset_folder_file(path: Path) -> Path:
+    """A dataset folder written by tadkit (``annotations.json`` beside ``features/``) stands for its
+    annotation file; any directory of a known annotation layout is read as that layout."""
+    if not path.is_dir() or not (path / DATASET_ANNOTATION_NAME).is_file():
+        return path
+    if looks_like_wtalc(path) or (path / BSN_ANNOTATION_NAME).is_file() or looks_like_evalkit(path):
+        return path
+    return path / DATASET_ANNOTATION_NAME
+
+
 def _sniff(path: Path) -> tuple[str, Any]:
     """(format, parsed JSON or None). JSON files are parsed here once and handed to the reader."""
     if not path.exists():
@@ -83,7 +96,7 @@ def _sniff(path: Path) -> tuple[str, Any]:
             return "thumos-evalkit", None
         raise user_error(
             "cannot tell the annotation format of this directory (expected a THUMOS14 evalkit directory, "
-            f"a W-TALC .npy directory or one holding {BSN_ANNOTATION_NAME})",
+            f"a W-TALC .npy directory, or one holding {BSN_ANNOTATION_NAME} or tadkit's {DATASET_ANNOTATION_NAME})",
             file=str(path),
         )
     suffix = path.suffix.lower()
@@ -116,7 +129,7 @@ def _sniff(path: Path) -> tuple[str, Any]:
 
 def detect_format(path: str | Path) -> str:
     """Name of the reader for ``path``: one of :data:`FORMATS`."""
-    return _sniff(Path(path))[0]
+    return _sniff(_dataset_folder_file(Path(path)))[0]
 
 
 def load_annotations(
@@ -139,7 +152,7 @@ def load_annotations(
         zero_length: what to do with ``start == end`` segments: ``keep`` (default; the official
             ActivityNet v1.2/v1.3 ground truth has a few and its evaluator counts them), ``drop`` or ``error``.
     """
-    path = Path(path)
+    path = _dataset_folder_file(Path(path))
     check_zero_length_policy(zero_length)
     data = None
     if format is None:

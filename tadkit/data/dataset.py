@@ -422,6 +422,8 @@ class VideoDataset(Dataset):
             "frame_num": record.frame_num,
             "duration": record.duration,
             "num_features": record.num_features,
+            "feature_fps": float(record.timing.fps),  # the features' own time mapping (features.json)
+            "stride_frames": float(record.timing.stride_frames),
         }
         return VideoSample(features=array, meta=meta, video_labels=record.labels.copy())
 

@@ -21,8 +21,9 @@ replicate do not enter its mAP, as in a plain evaluation. Score ties keep tadkit
 order; copies of one prediction are adjacent.
 
 Intervals: the 2.5 % and 97.5 % percentiles (``confidence=0.95``) of the replicates, shifted by
-the bootstrap bias estimate (mean of the replicates - point estimate); the raw percentiles and the
-bias are reported too. The shift matters for ``activitynet``: a drawn-twice video puts its TPs in
+the bootstrap bias estimate (mean of the replicates - point estimate) and clamped to [0, 1] (the
+shift alone can put a bound below 0 % at a tIoU where almost nothing matches); the raw percentiles
+and the bias are reported too. The shift matters for ``activitynet``: a drawn-twice video puts its TPs in
 adjacent runs, and the interpolated AP (a running max of precision) rewards such runs, so its
 replicates sit above the point estimate (about +1.5 points of mAP@0.5 on ActivityNet v1.3
 validation); THUMOS14's plain AP shows almost no such bias. The paired test of B against A uses
@@ -154,6 +155,12 @@ def _interval(values: np.ndarray, confidence: float) -> list[list[float]]:
     low = np.nanquantile(values, alpha, axis=0)
     high = np.nanquantile(values, 1.0 - alpha, axis=0)
     return [[float(a), float(b)] for a, b in zip(np.atleast_1d(low), np.atleast_1d(high))]
+
+
+def _bias_corrected(raw: list[float], bias: float) -> list[float]:
+    """The percentile interval shifted by -bias, clamped to mAP's range [0, 1]: the shift can push
+    a bound below 0 (or above 1) where every replicate sits at the edge, and an mAP cannot."""
+    return [min(max(bound - bias, 0.0), 1.0) for bound in raw]
 
 
 @dataclass
@@ -288,8 +295,8 @@ def bootstrap(
     raw, raw_avg = _interval(maps, confidence), _interval(avg[:, None], confidence)[0]
     return result, BootstrapResult(
         n_resamples=int(n_resamples), seed=int(seed), confidence=float(confidence), unit="video",
-        mAP_ci=[[lo - b, hi - b] for (lo, hi), b in zip(raw, bias.tolist())],
-        average_mAP_ci=[raw_avg[0] - avg_bias, raw_avg[1] - avg_bias],
+        mAP_ci=[_bias_corrected(bounds, b) for bounds, b in zip(raw, bias.tolist())],
+        average_mAP_ci=_bias_corrected(raw_avg, avg_bias),
         mAP_std=[float(v) for v in np.nanstd(maps, axis=0)], average_mAP_std=float(np.nanstd(avg)),
         mAP_bias=[float(v) for v in bias], average_mAP_bias=avg_bias,
         mAP_ci_percentile=raw, average_mAP_ci_percentile=raw_avg,

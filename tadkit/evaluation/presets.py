@@ -43,6 +43,20 @@ Sources (commits of the official repositories):
   (``np.linspace(0.1, 0.7, 7)``, mmaction2 ``ActivityNetLocalization``: prediction-driven greedy
   matching and interpolated AP as eval_detection.py, score sort by Python's stable ``sort``).
 
+Each paper's ActivityNet protocol is a preset too (``a2net-anet``, ``afsd-anet``, ``ecm-anet``,
+``acrnet-anet``): the same evaluator code of that repository on the ``validation`` subset at tIoU
+0.5:0.05:0.95 (``np.linspace(0.5, 0.95, 10)``; ``../shared/methods/<method>.md`` §Evaluation), the
+predictions on videos outside the GT treated as that repository's evaluator treats them (as in its
+THUMOS14 preset), no Ambiguous segments. Their video list is the GT you pass (each repository ships
+its own copy of the ActivityNet annotations for the videos its features cover; pass ``--blocked`` for
+the official blocked-video list).
+
+One rule decides which presets fit a ground truth: a preset scores the dataset it was written for.
+Ground truth whose annotated classes are all THUMOS14 class names is THUMOS14 (the evalkit directory,
+AFSD's/ECM's ``thumos_gt.json``, tadkit's THUMOS-like synthetic data); any other is ActivityNet-like.
+A preset of the other dataset is refused with the name of the one to use, and ``--all-presets`` runs
+the presets of the ground truth's dataset.
+
 What a preset cannot see (documented, not guessed): ACRNet also drops videos with <= 10 features
 (none of THUMOS14 test with its features); every repo evaluates only the videos its own model ran
 on, so pass detections of the videos the paper ran on.
@@ -193,13 +207,18 @@ class ProtocolPreset:
     ambiguous: str  # key of AMBIGUOUS_RULES
     source: str
     subset: str = "test"
+    dataset: str = "thumos14"  # the ground truth it was written for: "thumos14" or "activitynet"
 
     def describe(self) -> str:
-        vl = VIDEO_LISTS[self.video_list]
         outside = "false positives" if self.outside_videos == "fp" else "dropped"
+        if self.video_list:
+            vl = VIDEO_LISTS[self.video_list]
+            videos = f"{vl.size} videos ({self.video_list}; predictions on other videos: {outside})"
+        else:
+            videos = f"the GT's {self.subset} videos (predictions on other videos: {outside})"
+        ambiguous = f", Ambiguous: {AMBIGUOUS_RULES[self.ambiguous]}" if self.ambiguous else ""
         return (f"preset {self.name} ({self.paper}): {self.evaluator_code}, tIoU {self.tiou_text}, "
-                f"{vl.size} videos ({self.video_list}; predictions on other videos: {outside}), "
-                f"Ambiguous: {AMBIGUOUS_RULES[self.ambiguous]}")
+                f"{videos}{ambiguous}")
 
 
 PROTOCOL_PRESETS: dict[str, ProtocolPreset] = {
@@ -235,6 +254,57 @@ PROTOCOL_PRESETS: dict[str, ProtocolPreset] = {
         ),
     )
 }
+
+
+ANET_TIOU = tuple(float(v) for v in np.linspace(0.5, 0.95, 10))
+
+
+def _activitynet_preset(thumos: ProtocolPreset, source: str) -> ProtocolPreset:
+    """The same paper's ActivityNet protocol: its evaluator on ``validation``, tIoU 0.5:0.05:0.95."""
+    return ProtocolPreset(
+        name=f"{thumos.name}-anet", paper=thumos.paper, evaluator="activitynet",
+        evaluator_code=thumos.evaluator_code if thumos.evaluator == "activitynet"
+        else "the ActivityNet eval_detection.py (interpolated AP, tIoU >= t)",
+        tiou=ANET_TIOU, tiou_text="np.linspace(0.5, 0.95, 10)", video_list="", outside_videos=thumos.outside_videos,
+        ambiguous="", source=source, subset="validation", dataset="activitynet",
+    )
+
+
+PROTOCOL_PRESETS.update({
+    p.name: p
+    for p in (
+        _activitynet_preset(PROTOCOL_PRESETS["a2net"], "LeYangNwpu/A2Net Ablation-Comparison-Experiments/ActivityNetv1.3 "
+                            "lib/Evaluation/anet_evaluate.py (../shared/methods/a2net.md §7)"),
+        _activitynet_preset(PROTOCOL_PRESETS["afsd"], "AFSD/anet test + AFSD/evaluation/eval_detection.py "
+                            "(../shared/methods/afsd.md §7)"),
+        _activitynet_preset(PROTOCOL_PRESETS["ecm"], "ECM experiments/ActivityNet1.{2,3}.yaml, "
+                            "lib/Evaluation/ActivityNet/eval_detection.py (../shared/methods/ecm.md §6)"),
+        _activitynet_preset(PROTOCOL_PRESETS["acrnet"], "ACRNet main.py with mmaction2 ActivityNetLocalization "
+                            "(../shared/methods/acrnet.md §6)"),
+    )
+})
+
+DATASET_NAMES = {"thumos14": "THUMOS14", "activitynet": "ActivityNet"}
+
+
+def ground_truth_dataset(gt: AnnotationSet) -> str:
+    """``thumos14`` when every annotated class is a THUMOS14 class name, else ``activitynet``."""
+    from tadkit.data.synthetic import THUMOS14_CLASSES
+
+    labels = {seg.label for video in gt.videos.values() for seg in video.segments}
+    return "thumos14" if labels and labels <= set(THUMOS14_CLASSES) else "activitynet"
+
+
+def check_preset_fits(preset: ProtocolPreset, gt: AnnotationSet) -> None:
+    """The one rule: a preset scores the dataset it was written for (module doc)."""
+    kind = ground_truth_dataset(gt)
+    if preset.dataset == kind:
+        return
+    other = preset.name.removesuffix("-anet") if preset.dataset == "activitynet" else f"{preset.name}-anet"
+    raise TadkitError(
+        f"preset {preset.name} is {preset.paper}'s {DATASET_NAMES[preset.dataset]} protocol, and this ground truth is "
+        f"{DATASET_NAMES[kind]}-like ({len(gt.classes)} classes); use --preset {other} (--all-presets picks the "
+        "ground truth's own)", file=gt.source or None, field="preset")
 
 
 def protocol_preset(name: str) -> ProtocolPreset:
@@ -290,6 +360,7 @@ def evaluate_preset(
     the videos its list excludes. ``subset`` defaults to the preset's (``test``).
     """
     preset = protocol_preset(name)
+    check_preset_fits(preset, gt)
     subset = preset.subset if subset is None else subset
     sub = gt.subset(subset)
     if not sub.videos:
@@ -303,11 +374,13 @@ def evaluate_preset(
     deleted = 0
     if preset.ambiguous == "drop-overlapping":
         dets, deleted = drop_ambiguous_overlaps(sub, dets)
-    vl = VIDEO_LISTS[preset.video_list]
-    kept = exclude_videos(sub, vl.exclude)
     notes = []
-    if len(kept.videos) != vl.size:
-        notes.append(f"the preset scores {vl.size} videos ({vl.source}); this GT gives {len(kept.videos)}")
+    kept = sub
+    if preset.video_list:
+        vl = VIDEO_LISTS[preset.video_list]
+        kept = exclude_videos(sub, vl.exclude)
+        if len(kept.videos) != vl.size:
+            notes.append(f"the preset scores {vl.size} videos ({vl.source}); this GT gives {len(kept.videos)}")
     result = evaluate(kept, dets, preset.evaluator, tiou_thresholds=list(preset.tiou), subset=subset,
                       blocked=blocked, strict=strict, unknown_videos=preset.outside_videos)
     return PresetResult(preset=name, description=preset.describe(), result=result,
@@ -318,21 +391,24 @@ def evaluate_all_presets(
     gt: AnnotationSet, dets: DetectionSet, names: Sequence[str] | None = None, subset: str | None = None,
     blocked: str | os.PathLike | Iterable[str] | None = None,
 ) -> list[PresetResult]:
-    """The same detections under every preset (``names``: a subset, in that order)."""
-    return [evaluate_preset(gt, dets, n, subset=subset, blocked=blocked) for n in (names or list(PROTOCOL_PRESETS))]
+    """The same detections under every preset of the ground truth's dataset (``names``: a subset, in that order)."""
+    kind = ground_truth_dataset(gt)
+    names = names or [n for n, p in PROTOCOL_PRESETS.items() if p.dataset == kind]
+    return [evaluate_preset(gt, dets, n, subset=subset, blocked=blocked) for n in names]
 
 
 def format_presets_table(results: Sequence[PresetResult]) -> str:
     """One table: a row per preset, a column per tIoU used by any of them (mAP %), the average."""
     columns = sorted({round(t, 6) for r in results for t in r.result.tiou})
-    head = f"{'preset':<8} {'evaluator':<12} {'videos':>6} " + " ".join(f"{t:>6.2f}" for t in columns) + \
+    head = f"{'preset':<12} {'evaluator':<12} {'videos':>6} " + " ".join(f"{t:>6.2f}" for t in columns) + \
         f" {'avg':>7}  avg over"
-    lines = ["the same detections under each paper's THUMOS14 protocol (mAP %)", head]
+    datasets = sorted({DATASET_NAMES[PROTOCOL_PRESETS[r.preset].dataset] for r in results})
+    lines = [f"the same detections under each paper's {' / '.join(datasets)} protocol (mAP %)", head]
     for r in results:
         by_t = {round(t, 6): m for t, m in zip(r.result.tiou, r.result.mAP)}
         cells = " ".join(f"{100 * by_t[t]:>6.2f}" if t in by_t else f"{'-':>6}" for t in columns)
         span = f"{min(r.result.tiou):.1f}-{max(r.result.tiou):.1f}"
-        lines.append(f"{r.preset:<8} {PROTOCOL_PRESETS[r.preset].evaluator:<12} "
+        lines.append(f"{r.preset:<12} {PROTOCOL_PRESETS[r.preset].evaluator:<12} "
                      f"{r.result.counts.get('num_videos', 0):>6} {cells} {100 * r.average_mAP:>7.2f}  {span}")
     lines.append("")
     lines += [r.description + (f" [{r.ambiguous_deleted} predictions deleted]" if r.ambiguous_deleted else "")
@@ -355,7 +431,9 @@ __all__ = [
     "drop_ambiguous_overlaps",
     "evaluate_all_presets",
     "evaluate_preset",
+    "check_preset_fits",
     "exclude_videos",
+    "ground_truth_dataset",
     "format_presets_table",
     "matlab_colon",
     "presets_to_dict",

@@ -25,9 +25,13 @@ Quirks of the official code, reproduced by default, each with an option:
 * Q1 ``frame_offsets`` (default True): start / end times are ``(s + 1) / fps`` and ``(e + 2) / fps`` for a
   run of frames s..e (one frame late at the start, one frame past the end); ``False`` gives the frame
   interval ``[s / fps, (e + 1) / fps)``.
-* Q2 ``fps`` (default 25): the official features come from videos re-encoded at 25 fps, and the
-  code hard-codes that rate; ``fps: null`` uses the video's own ``meta["fps"]`` (with ``rate``
-  frames per feature, the extractor's stride) for features extracted at the native frame rate.
+* Q2 ``fps`` / ``rate``: the official features come from videos re-encoded at 25 fps, 16 frames per
+  feature, and the code hard-codes both. tadkit's default (``null``) takes them from the features'
+  own time mapping (features.json ``fps`` and ``stride_frames``, in the sample meta as ``feature_fps``
+  and ``stride_frames``), which on the official features is the same 25 / 16; a sample that does not
+  say (a direct call) falls back to 25 / 16. Numbers set explicitly are the official constants on
+  request, and are checked against the features' mapping: a mismatch is an error naming the video,
+  not seconds stretched by the ratio.
 * Q3 soft-NMS gate: ``iou > low + (high - low) * width`` with low = high = ``iou_threshold`` collapses to
   ``iou > iou_threshold``; kept as is.
 * THUMOS14 evaluation: the official test drops every prediction that overlaps any Ambiguous
@@ -69,8 +73,8 @@ class ACRNetLocalizeOptions:
     min_frames: int = 2  # shortest run kept
     outer_lambda: float = 0.25  # OIC margin
     gamma: float = 0.2  # weight of act in the proposal score
-    rate: int = 16  # frames per feature
-    fps: float | None = 25.0  # Q2; None = meta["fps"]
+    rate: float | None = None  # Q2 frames per feature; None = the features' stride_frames (official 16)
+    fps: float | None = None  # Q2; None = the features' fps (official 25)
     frame_offsets: bool = True  # Q1
     clip: bool = True  # clip frame scores to [0, 1]
     alpha: float = 0.5  # soft-NMS Gaussian divisor: THUMOS 0.5, ActivityNet 0.8
@@ -80,13 +84,13 @@ class ACRNetLocalizeOptions:
         check_numbers(self, ("class_threshold", "thresh_min", "thresh_max", "thresh_step", "outer_lambda", "gamma",
                       "alpha", "iou_threshold"), "test.cas.")
         check_threshold_range(self.thresh_min, self.thresh_max, self.thresh_step, "test.cas.thresh_step")
-        for name in ("min_frames", "rate"):
+        if isinstance(self.min_frames, bool) or not isinstance(self.min_frames, int) or self.min_frames < 1:
+            raise TadkitError(f"must be a positive integer, got {self.min_frames!r}", field="test.cas.min_frames")
+        for name in ("fps", "rate"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise TadkitError(f"must be a positive integer, got {value!r}", field=f"test.cas.{name}")
-        if self.fps is not None and (isinstance(self.fps, bool) or not isinstance(self.fps, (int, float))
-                                     or not math.isfinite(self.fps) or self.fps <= 0):
-            raise TadkitError(f"must be a positive number or null, got {self.fps!r}", field="test.cas.fps")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or value <= 0):
+                raise TadkitError(f"must be a positive number or null, got {value!r}", field=f"test.cas.{name}")
         if self.outer_lambda < 0:
             raise TadkitError(f"must be >= 0, got {self.outer_lambda}", field="test.cas.outer_lambda")
         if self.alpha <= 0:
@@ -125,6 +129,28 @@ LOCALIZE_PRESETS: dict[str, ACRNetLocalizeOptions] = {
     "thumos14": ACRNetLocalizeOptions(),
     "anet": ACRNetLocalizeOptions(alpha=0.8),  # --data_name activitynet1.2 / 1.3 --alpha 0.8
 }
+
+
+OFFICIAL_FPS, OFFICIAL_RATE = 25.0, 16.0  # the official features: 25-fps video, 16 frames per feature
+
+
+def time_mapping(opts: ACRNetLocalizeOptions, meta: Mapping[str, Any], video: str | None) -> tuple[float, float]:
+    """``(fps, frames per feature)`` of the CAS -> seconds step (Q2): the features' own mapping
+    unless the options set numbers, which must then agree with it."""
+    known = {"fps": meta.get("feature_fps"), "rate": meta.get("stride_frames")}
+    chosen = {"fps": opts.fps, "rate": opts.rate}
+    for name, official in (("fps", OFFICIAL_FPS), ("rate", OFFICIAL_RATE)):
+        feature_value = known[name]
+        if chosen[name] is None:
+            chosen[name] = float(feature_value) if feature_value is not None else official
+        elif feature_value is not None and not math.isclose(float(chosen[name]), float(feature_value), rel_tol=1e-6):
+            what = "fps" if name == "fps" else "stride_frames"
+            raise TadkitError(
+                f"test.cas.{name} is {chosen[name]:g} but the features say {what} {float(feature_value):g}: "
+                f"seconds would be off by {float(feature_value) / float(chosen[name]):.3g}x; set test.cas.{name}: null "
+                "to use the features' own time mapping (the official constants only fit features laid out like "
+                "the release)", video=video, field=f"test.cas.{name}")
+    return float(chosen["fps"]), float(chosen["rate"])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,7 +231,7 @@ def proposals_from_frame_scores(frame_score: np.ndarray, act_score: np.ndarray,
     """Steps 3-6 on (F, C) frame scores (already interpolated and clipped) and (C,) act scores.
 
     Returns ``(segments (K, 2) seconds, scores (K,), labels (K,))`` in the official json order.
-    ``fps`` overrides ``options.fps`` (used when that is None).
+    ``fps`` is used when ``options.fps`` is None (default: the official 25).
     """
     opts = ACRNetLocalizeOptions.from_mapping(options)
     frames = np.asarray(frame_score, dtype=np.float64)
@@ -213,9 +239,9 @@ def proposals_from_frame_scores(frame_score: np.ndarray, act_score: np.ndarray,
     if frames.ndim != 2 or act.shape != (frames.shape[1],):
         raise TadkitError(f"expected frame scores (F, C) and act scores (C,), got {frames.shape} and {act.shape}",
                           field="frame_score")
-    rate = opts.fps if opts.fps is not None else fps
-    if rate is None or not math.isfinite(float(rate)) or float(rate) <= 0:
-        raise TadkitError(f"needs a positive fps (test.cas.fps or the video's meta fps), got {rate!r}", field="fps")
+    rate = opts.fps if opts.fps is not None else (fps if fps is not None else OFFICIAL_FPS)
+    if not math.isfinite(float(rate)) or float(rate) <= 0:
+        raise TadkitError(f"needs a positive fps (test.cas.fps or the features' fps), got {rate!r}", field="fps")
     rate = float(rate)
     classes = select_classes(act, opts.class_threshold)
     config = replace(CAS_PRESETS["acrnet"], thresholds=tuple(opts.thresholds), min_length=opts.min_frames,
@@ -247,7 +273,8 @@ def localize(activation: Any, meta: Mapping[str, Any],
     ``video_scores`` = act (C,)) -> ``(segments (K, 2) s, scores (K,), labels (K,))``.
 
     ``meta``: ``num_features`` (the video's original feature count n; F = rate * n frames; default T'),
-    ``fps`` (only with ``fps: null``), ``t0`` (added to the times; 0 for whole videos), ``video_id``.
+    ``feature_fps`` / ``stride_frames`` (the features' time mapping, Q2), ``t0`` (added to the times;
+    0 for whole videos), ``video_id``.
     """
     opts = ACRNetLocalizeOptions.from_mapping(options)
     video = str(meta.get("video_id")) if meta.get("video_id") is not None else None
@@ -264,13 +291,12 @@ def localize(activation: Any, meta: Mapping[str, Any],
     scores = seg.T  # (T', C)
     if scores.shape[0] == 1:  # interp1d needs 2 points; one segment = a constant score
         scores = np.repeat(scores, 2, axis=0)
-    frames = revert_frame(scores, opts.rate * n)
+    fps, rate = time_mapping(opts, meta, video)
+    frames = revert_frame(scores, max(1, int(round(rate * n))))
     if opts.clip:
         frames = np.clip(frames, 0.0, 1.0)
-    fps = meta.get("fps")
     try:
-        return proposals_from_frame_scores(frames, act, opts, fps=None if fps is None else float(fps),
-                                           t0=float(meta.get("t0") or 0.0))
+        return proposals_from_frame_scores(frames, act, replace(opts, fps=fps), t0=float(meta.get("t0") or 0.0))
     except TadkitError as error:
         raise TadkitError(error.message, video=video, field=error.field) from None
 
@@ -296,3 +322,6 @@ def _numpy(value: Any) -> np.ndarray:
     if hasattr(value, "detach"):
         value = value.detach().cpu().numpy()
     return np.asarray(value)
+
+
+localize.options_type = ACRNetLocalizeOptions  # lets the pipeline resolve test.cas (e.g. to explain an empty result)

@@ -29,9 +29,11 @@ def detection_losses(
     loc, conf = outputs["loc"], outputs["conf"]
     prop_loc, prop_conf, center = outputs["prop_loc"], outputs["prop_conf"], outputs["center"]
     priors = outputs["priors"][0, :, 0]
-    coarse = coarse_targets(priors, targets, config.clip_length)
-    refine = refinement_targets(loc, coarse, config.piou)
+    coarse = coarse_targets(priors, targets, config.clip_length, config.scale_ranges)
+    refine = refinement_targets(loc, coarse, config.piou, adaptive=config.adaptive_piou)
     alpha = background_alpha(config.num_outputs, config.focal_alpha).to(loc.device)
+    if config.per_sample_normalisation:
+        return _per_sample_losses(outputs, coarse, refine, alpha, config)
 
     pos = coarse.labels > 0
     prop_pos = refine.labels > 0
@@ -61,6 +63,40 @@ def detection_losses(
         "prop_loc": loss_prop_loc / pn,
         "prop_conf": loss_prop_conf / pn,
         "center": loss_center / n,
+    }
+
+
+def _per_sample_losses(outputs: Mapping[str, torch.Tensor], coarse, refine, alpha: torch.Tensor,
+                       config: AFSDConfig) -> dict[str, torch.Tensor]:
+    """The ActivityNet head's reduction (``AFSD/anet/multisegment_loss.py``): every term summed over
+    one sample and divided by that sample's positives (at least 1), then averaged over the batch."""
+    loc, prop_loc, center = outputs["loc"], outputs["prop_loc"], outputs["center"]
+    pos, prop_pos = coarse.labels > 0, refine.labels > 0
+    n = pos.sum(1).clamp(min=1)
+    pn = prop_pos.sum(1).clamp(min=1)
+    zero = loc.new_zeros(())
+    loss_loc = torch.where(pos, distance_giou_loss(loc, coarse.loc), zero).sum(1)
+    diff = prop_loc - refine.offsets
+    per_prop = diff.abs().sum(-1) if config.prop_loc_loss == "l1" else smooth_l1(diff).sum(-1)
+    loss_prop_loc = torch.where(prop_pos, per_prop, zero).sum(1)
+    pre_w = (loc[..., 0] + loc[..., 1]).unsqueeze(-1)
+    refined = 0.5 * pre_w * prop_loc + loc
+    iou_target = distance_iou(refined, coarse.loc).clamp(min=0)
+    if config.detach_center_target:
+        iou_target = iou_target.detach()
+    iou_target = torch.where(pos, iou_target, zero)  # only positives enter the sum
+    per_center = F.binary_cross_entropy_with_logits(center[..., 0], iou_target, reduction="none")
+    loss_center = torch.where(pos, per_center, zero).sum(1)
+    batch = loc.shape[0]
+    loss_conf = softmax_focal_loss(outputs["conf"], coarse.labels, alpha, config.focal_gamma, reduction="none")
+    loss_prop_conf = softmax_focal_loss(outputs["prop_conf"], refine.labels, alpha, config.focal_gamma,
+                                        reduction="none")
+    return {
+        "loc": (loss_loc / n).mean(),
+        "conf": (loss_conf.view(batch, -1).sum(1) / n).mean(),
+        "prop_loc": (loss_prop_loc / pn).mean(),
+        "prop_conf": (loss_prop_conf.view(batch, -1).sum(1) / pn).mean(),
+        "center": (loss_center / n).mean(),
     }
 
 

@@ -26,6 +26,10 @@ Deviations from the official code (each is also in docs/afsd.md):
    and fails).
 7. The level-0 boundary labels are the clip labels nearest-downsampled with ``scale_factor`` (official
    ``1/4``); when that does not give the level-0 length (other clip lengths) ``size=`` is used.
+8. The official ActivityNet head's training pieces are options of this head (``loc_strides``,
+   ``scale_ranges``, ``adaptive_piou``, ``per_sample_normalisation``; ``AFSD/anet/BDNet.py`` and
+   ``multisegment_loss.py``), not a second network: its Mixed_5c-only pyramid is not implemented. With
+   them off (default) the head is the THUMOS14 one.
 """
 
 from __future__ import annotations
@@ -80,6 +84,11 @@ class AFSDConfig:
     triplet_margin: float = 1.0
     prop_loc_loss: str = "l1"  # "smooth_l1": the ActivityNet version
     detach_center_target: bool = False
+    # The official ActivityNet head (AFSD/anet/BDNet.py + multisegment_loss.py); all off = THUMOS14's:
+    loc_strides: tuple[float, ...] | None = None  # coarse distances x per-level stride (official [4, 8, ..., 128])
+    scale_ranges: tuple[tuple[float, float], ...] | None = None  # per-level (lo, hi] of a positive's max distance
+    adaptive_piou: bool = False  # refinement positives at IoU >= min(piou, the sample's best coarse IoU)
+    per_sample_normalisation: bool = False  # each term / that sample's positives, then the batch mean
     # inference
     conf_thresh: float = 0.01
 
@@ -87,6 +96,10 @@ class AFSDConfig:
         self.backbone_channels = tuple(int(v) for v in self.backbone_channels)  # type: ignore[assignment]
         self.spatial_kernels = tuple(int(v) for v in self.spatial_kernels)  # type: ignore[assignment]
         self.triplet_weights = tuple(float(v) for v in self.triplet_weights)  # type: ignore[assignment]
+        if self.loc_strides is not None:
+            self.loc_strides = tuple(float(v) for v in self.loc_strides)  # type: ignore[assignment]
+        if self.scale_ranges is not None:
+            self.scale_ranges = tuple((float(lo), float(hi)) for lo, hi in self.scale_ranges)  # type: ignore[assignment]
         checks = {
             "num_classes": self.num_classes >= 1,
             "width": self.width >= 2 and self.width % 2 == 0 and self.width % self.gn_groups == 0,
@@ -102,6 +115,10 @@ class AFSDConfig:
             "triplet_weights": len(self.triplet_weights) == 3,
             "prop_loc_loss": self.prop_loc_loss in PROP_LOC_LOSSES,
             "conf_thresh": 0.0 <= self.conf_thresh < 1.0,
+            "loc_strides": self.loc_strides is None or (len(self.loc_strides) == self.num_levels
+                                                        and min(self.loc_strides) > 0),
+            "scale_ranges": self.scale_ranges is None or (len(self.scale_ranges) == self.num_levels
+                                                          and all(0 <= lo < hi for lo, hi in self.scale_ranges)),
         }
         for name, ok in checks.items():
             if not ok:
@@ -115,7 +132,7 @@ class AFSDConfig:
         values = asdict(self)
         for key, value in values.items():
             if isinstance(value, tuple):
-                values[key] = list(value)
+                values[key] = [list(v) if isinstance(v, tuple) else v for v in value]
         return values
 
     @classmethod
@@ -346,6 +363,8 @@ class CoarsePyramid(nn.Module):
             loc_feat = self.loc_tower(feat)
             conf_feat = self.conf_tower(feat)
             loc = self.loc_heads[i](self.loc_head(loc_feat)).view(b, 2, -1).permute(0, 2, 1).contiguous()
+            if self.config.loc_strides is not None:  # the ActivityNet head: distances in units of the level stride
+                loc = loc * self.config.loc_strides[i]
             out["loc"].append(loc)
             out["conf"].append(self.conf_head(conf_feat).view(b, nc, -1).permute(0, 2, 1).contiguous())
             regions, frame_regions = proposal_regions(loc, self.priors(t), t, self.frame_num)

@@ -72,9 +72,21 @@ def pad_truths(targets: Sequence[torch.Tensor], device: torch.device | None = No
     return truths, valid
 
 
-def coarse_targets(priors: torch.Tensor, targets: Sequence[torch.Tensor], clip_length: int) -> CoarseTargets:
+def prior_levels(priors: torch.Tensor) -> torch.Tensor:
+    """(P,) pyramid level of each prior: centres rise within a level and restart at the next one."""
+    centre = priors.reshape(-1)
+    restarts = (centre[1:] < centre[:-1]).long()
+    return torch.cat([restarts.new_zeros(1), restarts.cumsum(0)])
+
+
+def coarse_targets(priors: torch.Tensor, targets: Sequence[torch.Tensor], clip_length: int,
+                   scale_ranges: Sequence[Sequence[float]] | None = None) -> CoarseTargets:
     """Official ``MultiSegmentLoss`` matching (THUMOS): every point inside a GT (inclusive) is positive
     and takes the shortest such GT (first on ties); points inside none are background.
+
+    ``scale_ranges`` (one ``(lo, hi)`` per level, clip frames) adds the ActivityNet head's rule
+    (``AFSD/anet/multisegment_loss.py`` ``bounds``): a point is positive for a GT only when
+    ``lo < max(left, right) <= hi``.
 
     ``priors`` (P,) or (P, 1) normalised centres; ``targets`` per sample (K, 3) = (s/L, e/L, class).
     """
@@ -85,6 +97,10 @@ def coarse_targets(priors: torch.Tensor, targets: Sequence[torch.Tensor], clip_l
     maxn = clip_length * 2
     area = left + right
     area = area.masked_fill((left < 0) | (right < 0), float(maxn))
+    if scale_ranges is not None:
+        bounds = torch.as_tensor(scale_ranges, dtype=left.dtype, device=left.device)[prior_levels(centre)]  # (P, 2)
+        reach = torch.maximum(left, right)
+        area = area.masked_fill((reach <= bounds[None, :, :1]) | (reach > bounds[None, :, 1:]), float(maxn))
     area = area.masked_fill(~valid[:, None, :], float("inf"))
     best_area, best = area.min(dim=2)  # first minimum on ties
     chosen = truths.gather(1, best[..., None].expand(-1, -1, 3))  # (B, P, 3)
@@ -93,11 +109,19 @@ def coarse_targets(priors: torch.Tensor, targets: Sequence[torch.Tensor], clip_l
     return CoarseTargets(loc, labels)
 
 
-def refinement_targets(pre_loc: torch.Tensor, coarse: CoarseTargets, piou: float) -> RefinementTargets:
-    """Refinement targets from the coarse predictions ``pre_loc`` (B, P, 2) (detached here)."""
+def refinement_targets(pre_loc: torch.Tensor, coarse: CoarseTargets, piou: float,
+                       adaptive: bool = False) -> RefinementTargets:
+    """Refinement targets from the coarse predictions ``pre_loc`` (B, P, 2) (detached here).
+
+    ``adaptive`` (the ActivityNet head): a sample's threshold is ``min(piou, its best IoU among the
+    coarse positives)``, so each sample with a positive has at least one refinement positive."""
     pre = pre_loc.detach()
     iou = distance_iou(pre, coarse.loc)
-    labels = coarse.labels.masked_fill(iou < piou, 0)
+    threshold = torch.full_like(iou[:, :1], float(piou))
+    if adaptive:
+        best = iou.masked_fill(coarse.labels <= 0, float("-inf")).amax(dim=1, keepdim=True)
+        threshold = torch.where(torch.isfinite(best), torch.minimum(threshold, best), threshold)
+    labels = coarse.labels.masked_fill(iou < threshold, 0)
     half_w = 0.5 * (pre[..., 0] + pre[..., 1])
     offsets = torch.stack([(coarse.loc[..., 0] - pre[..., 0]) / half_w, (coarse.loc[..., 1] - pre[..., 1]) / half_w], -1)
     return RefinementTargets(offsets, labels)
@@ -110,5 +134,6 @@ __all__ = [
     "clip_targets",
     "coarse_targets",
     "pad_truths",
+    "prior_levels",
     "refinement_targets",
 ]

@@ -201,3 +201,6 @@ def localize(activation: Any, meta: Mapping[str, Any], options: Mapping[str, Any
 
 
 __all__ = ["ECMLocalizeOptions", "ECM_LOCALIZE_PRESETS", "localize"]
+
+
+localize.options_type = ECMLocalizeOptions  # lets the pipeline resolve test.cas (e.g. to explain an empty result)
