@@ -235,6 +235,7 @@ def plot_outputs(
     import json
 
     from tadkit.viz import plot_duration_map, plot_timeline, plot_training_curves
+    from tadkit.data.ids import check_video_id
 
     out_dir = Path(out_dir)
     files: dict[str, Path] = {}
@@ -245,7 +246,7 @@ def plot_outputs(
         top = np.argsort(-dets.score[mask], kind="stable")[: max(3 * len(video.segments), 10)]
         chosen = dets.select(np.flatnonzero(mask)[top])
         duration = video.duration or float(max([s.end for s in video.segments] + list(chosen.end) + [1.0]))
-        path = out_dir / f"timeline_{video.video_id}.png"
+        path = out_dir / f"timeline_{check_video_id(video.video_id, file=gt.source or None)}.png"
         plot_timeline(video.segments, chosen, duration, gt.classes, path, title=f"{video.video_id}: GT vs detections",
                       total_detections=int(mask.sum()))
         files[f"timeline_{video.video_id}"] = path

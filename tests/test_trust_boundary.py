@@ -1,0 +1,165 @@
+"""Files from elsewhere never run code, never escape their folder, never silently replace each other
+(issue 17, causes 1-6). Each test goes through the CLI the way a user with someone else's file would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tadkit.cli import main
+from tadkit.data.ids import RESERVED_VIDEO_IDS, check_video_id, video_id_problem
+from tadkit.engine.checkpoint import CHECKPOINT_FORMAT
+from tadkit.errors import TadkitError
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+
+def cli(args: list[str], cwd: Path, pythonpath: list[Path] = ()) -> subprocess.CompletedProcess:
+    """``python -m tadkit.cli ARGS`` in ``cwd`` (which ``-m`` puts first on sys.path, as for a user)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(p) for p in [ROOT, *pythonpath])}
+    return subprocess.run([sys.executable, "-m", "tadkit.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+# --------------------------------------------------------------------------------------------------
+# the one id check
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("video_id", ["", ".", "..", "../x", "a/b", "a\\b", "/etc/passwd", "a\0b", "features",
+                                      "Features", "import_report", ".tadkit_scan", "frames", ".lock", ".hidden",
+                                      "x" * 201])
+def test_unusable_ids_are_refused_naming_file_and_id(video_id):
+    with pytest.raises(TadkitError) as error:
+        check_video_id(video_id, file="ann.json")
+    assert error.value.file == "ann.json" and repr(video_id)[:40] in str(error.value)
+
+
+@pytest.mark.parametrize("video_id", ["video_test_0000004", "v_-abc_DEF12", "a b (1)", "ünïcode", "a.b", "x" * 200])
+def test_real_ids_pass(video_id):
+    assert video_id_problem(video_id) is None and check_video_id(video_id) == video_id
+
+
+def test_reserved_ids_are_the_files_tadkit_writes_beside_videos():
+    from tadkit.data.features import FEATURES_JSON, SCAN_CACHE_NAME
+    from tadkit.data.import_features import REPORT_FILE
+    from tadkit.utils.io import LOCK_NAME
+    from tadkit.video.frames import INDEX_FILE
+
+    for name in (FEATURES_JSON, SCAN_CACHE_NAME, REPORT_FILE, INDEX_FILE):
+        assert Path(name).stem in RESERVED_VIDEO_IDS
+    assert LOCK_NAME in RESERVED_VIDEO_IDS
+
+
+# --------------------------------------------------------------------------------------------------
+# cause 2: a frame index and annotations cannot lead tadkit out of its folders
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("named_in", ["frames.json", "frames.json and ann.json"])
+def test_afsd_e2e_test_refuses_a_frame_index_id_that_leaves_the_folder(tmp_path, capsys, named_in):
+    from test_afsd_frames import tiny_model, write_store
+
+    from tadkit.utils.io import torch_save
+
+    frames = tmp_path / "data" / "frames"
+    write_store(frames, {"ok": 80}, size=32)
+    np.save(tmp_path / "secret.npy", np.zeros((80, 32, 32, 3), np.uint8))  # what rgb/../../../secret reads
+    index = json.loads((frames / "frames.json").read_text())
+    escape = "../../../secret"
+    index["videos"][escape] = dict(index["videos"]["ok"])
+    (frames / "frames.json").write_text(json.dumps(index))
+    annotations = {"version": "x", "taxonomy": [], "database": {
+        vid: {"subset": "validation", "duration": 8.0, "annotations": [
+            {"segment": [1.0, 2.0], "label": "a"}, {"segment": [3.0, 4.0], "label": "b"},
+            {"segment": [5.0, 6.0], "label": "c"}]} for vid in ("ok", escape) if vid == "ok" or "ann" in named_in}}
+    (tmp_path / "ann.json").write_text(json.dumps(annotations))
+    torch.manual_seed(0)
+    model = tiny_model()
+    torch_save({"format": CHECKPOINT_FORMAT, "model_name": "afsd_e2e", "model_config": model.config_dict(),
+                "model": model.state_dict(), "classes": ["a", "b", "c"]}, tmp_path / "e2e.pt")
+    out = tmp_path / "run" / "out"
+    code = main(["test", "afsd/synthetic_frames", "--checkpoint", str(tmp_path / "e2e.pt"), "--out", str(out),
+                 "--set", f"data.frames={frames}", "--set", f"data.annotations={tmp_path / 'ann.json'}",
+                 "--set", "data.subset_test=validation", "--set", "data.frame_size=32", "--set", "data.crop_size=32",
+                 "--set", "data.window=64",
+                 "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    source = tmp_path / "ann.json" if "ann" in named_in else frames / "frames.json"  # the first file read
+    assert f"file {source}, video '../../../secret'" in err and "path separator" in err
+    # out/timeline_../../../secret.png would be run/secret.png, outside --out
+    assert not list(tmp_path.rglob("timeline_*")) and not list(tmp_path.rglob("secret.png"))
+
+
+def test_the_feature_store_refuses_an_id_that_leaves_its_folder(tmp_path):
+    from tadkit.data.features import FeatureSpec, FeatureStore, save_features
+
+    spec = FeatureSpec(fps=25.0, stride_frames=4, clip_frames=16, dim=8)
+    save_features(tmp_path / "feats", "ok", np.zeros((10, 8), np.float32), spec)
+    spec.save(tmp_path / "feats")
+    np.save(tmp_path / "escaped.npy", np.zeros((10, 8), np.float32))
+    store = FeatureStore(tmp_path / "feats")
+    with pytest.raises(TadkitError, match=r"'\.\./escaped'.*path separator") as error:
+        store.read("../escaped")
+    assert error.value.file == str(tmp_path / "feats")
+    assert store.video_ids() == ["ok"]
+
+
+# --------------------------------------------------------------------------------------------------
+# cause 5: extract never replaces the user's features.json
+# --------------------------------------------------------------------------------------------------
+
+
+def test_extract_refuses_a_video_named_features(tmp_path, capsys):
+    from test_video_synthetic import write_video
+
+    from tadkit.utils.io import torch_save
+    from tadkit.video.i3d import I3D
+
+    videos = tmp_path / "videos"
+    write_video(videos / "features.mp4", 10, fps=10)
+    write_video(videos / "fine.mp4", 10, fps=10)
+    out = tmp_path / "feats"
+    out.mkdir()
+    mine = '{"fps": 25, "stride_frames": 16}'
+    (out / "features.json").write_text(mine)
+    torch.manual_seed(0)
+    torch_save({"state_dict": I3D().state_dict(), "source": "random"}, tmp_path / "rgb.pt")
+    code = main(["extract", str(videos), "--out", str(out), "--stack", "9", "--step", "9",
+                 "--weights", str(tmp_path / "rgb.pt")])
+    assert code == 2
+    assert (out / "features.json").read_text() == mine and sorted(p.name for p in out.iterdir()) == ["features.json"]
+    assert "features.mp4" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------
+# cause 6: a NUL byte in a video id
+# --------------------------------------------------------------------------------------------------
+
+
+def _timeline(path: Path, ids: list[str]) -> Path:
+    database = {vid: {"subset": "test", "duration": 6.0, "annotations": [{"segment": [1.0, 3.0], "label": "Run"}]}
+                for vid in ids}
+    path.write_text(json.dumps({"version": "x", "taxonomy": [], "database": database}))
+    return path
+
+
+@pytest.mark.parametrize("video", [False, True])
+def test_synth_refuses_a_nul_in_a_video_id_before_writing(tmp_path, capsys, video):
+    timeline = _timeline(tmp_path / "tl.json", ["a", "a\0b"])  # PyAV would write a.mp4 twice
+    out = tmp_path / "out"
+    kind = ["--video"] if video else ["--dim", "8"]
+    args = ["data", "synth", "--timeline", str(timeline), "--out", str(out), *kind]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "NUL" in err and "tl.json" in err and "Traceback" not in err
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
