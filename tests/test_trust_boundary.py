@@ -60,6 +60,79 @@ def test_reserved_ids_are_the_files_tadkit_writes_beside_videos():
 
 
 # --------------------------------------------------------------------------------------------------
+# cause 1: a checkpoint never makes tadkit import a module
+# --------------------------------------------------------------------------------------------------
+
+EVIL = "from pathlib import Path\nPath(__file__).with_name('PWNED').write_text('ran')\nSPEC = None\n"
+
+
+@pytest.fixture
+def evil_dir(tmp_path: Path) -> Path:
+    (tmp_path / "evil.py").write_text(EVIL)
+    np.save(tmp_path / "x.npy", np.zeros((64, 8), np.float32))
+    return tmp_path
+
+
+def _checkpoint(path: Path, model_name: str, config: dict | None = None, **extra) -> Path:
+    payload = {"format": CHECKPOINT_FORMAT, "model_name": model_name, "model_config": {}, "model": {}, **extra}
+    if config is not None:
+        payload["config"] = config
+    torch.save(payload, path)
+    return path
+
+
+@pytest.mark.parametrize("where", ["model_name", "config"])
+def test_detect_with_a_checkpoint_naming_a_module_runs_nothing(evil_dir, where):
+    if where == "model_name":
+        _checkpoint(evil_dir / "model.pt", "evil:SPEC")
+    else:  # a built-in model_name, but the stored run config names the module
+        _checkpoint(evil_dir / "model.pt", "a2net", config={"model": {"name": "evil:SPEC"}})
+    result = cli(["detect", "x.npy", "--checkpoint", "model.pt", "--feature-fps", "25", "--feature-stride", "4"],
+                 evil_dir)
+    assert result.returncode == 2, result.stderr
+    assert not (evil_dir / "PWNED").exists()
+    assert "model.pt" in result.stderr and "--method-module evil:SPEC" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_test_with_a_checkpoint_naming_a_module_runs_nothing(evil_dir):
+    _checkpoint(evil_dir / "model.pt", "evil:SPEC")
+    (evil_dir / "run.yaml").write_text("model:\n  name: a2net\ndata:\n  annotations: ann.json\n  features: feats\n")
+    result = cli(["test", "run.yaml", "--checkpoint", "model.pt", "--out", "out"], evil_dir)
+    assert result.returncode == 2, result.stderr
+    assert not (evil_dir / "PWNED").exists() and "--method-module" in result.stderr
+
+
+def test_train_resume_from_a_checkpoint_naming_a_module_runs_nothing(evil_dir):
+    run = evil_dir / "run"
+    run.mkdir()
+    _checkpoint(run / "last.pt", "evil:SPEC", epoch=1)
+    (evil_dir / "run.yaml").write_text("model:\n  name: a2net\ndata:\n  annotations: ann.json\n  features: feats\n")
+    result = cli(["train", "run.yaml", "--out", "run", "--resume", "--no-progress"], evil_dir)
+    assert result.returncode == 2 and not (evil_dir / "PWNED").exists(), result.stderr
+
+
+def test_a_plugin_checkpoint_loads_with_method_module(tmp_path):
+    """The user's own plug-in: named on the command line it loads; the checkpoint alone cannot name it."""
+    from test_engine_support import ToyDetector
+
+    torch.manual_seed(0)
+    model = ToyDetector(in_dim=8, num_classes=3, hidden=16)
+    _checkpoint(tmp_path / "toy.pt", "toy_method:SPEC", model=model.state_dict(), classes=["a", "b", "c"])
+    tmp = torch.load(tmp_path / "toy.pt", weights_only=True)
+    tmp["model_config"] = {"in_dim": 8, "num_classes": 3, "hidden": 16}
+    torch.save(tmp, tmp_path / "toy.pt")
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(96, 8)).astype(np.float32))
+    args = ["detect", "v.npy", "--checkpoint", "toy.pt", "--feature-fps", "25", "--feature-stride", "4",
+            "--out", "d.json", "--no-progress"]
+    refused = cli(args, tmp_path, pythonpath=[TESTS])
+    assert refused.returncode == 2 and "--method-module toy_method:SPEC" in refused.stderr
+    loaded = cli([*args, "--method-module", "toy_method:SPEC"], tmp_path, pythonpath=[TESTS])
+    assert loaded.returncode == 0, loaded.stderr
+    assert "v" in json.loads((tmp_path / "d.json").read_text())["results"]
+
+
+# --------------------------------------------------------------------------------------------------
 # cause 2: a frame index and annotations cannot lead tadkit out of its folders
 # --------------------------------------------------------------------------------------------------
 
@@ -139,6 +212,18 @@ def test_extract_refuses_a_video_named_features(tmp_path, capsys):
     assert code == 2
     assert (out / "features.json").read_text() == mine and sorted(p.name for p in out.iterdir()) == ["features.json"]
     assert "features.mp4" in capsys.readouterr().err
+
+
+def test_detect_refuses_a_video_named_features_before_writing_features_out(tmp_path, capsys):
+    from test_video_synthetic import write_video
+
+    write_video(tmp_path / "features.mp4", 10, fps=10)
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "features.json").write_text("{}")
+    assert main(["detect", str(tmp_path / "features.mp4"), "--features-out", str(keep), "--no-progress"]) == 2
+    assert "video id 'features' cannot name a file" in capsys.readouterr().err
+    assert sorted(p.name for p in keep.iterdir()) == ["features.json"] and (keep / "features.json").read_text() == "{}"
 
 
 # --------------------------------------------------------------------------------------------------

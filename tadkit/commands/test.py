@@ -7,6 +7,8 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
+    from tadkit.commands import add_method_module_argument
+
     parser = subparsers.add_parser(
         "test", help="detect on the test subset and evaluate a checkpoint",
         description="Runs the model of CKPT over the config's test subset, writes results.json (ActivityNet "
@@ -22,6 +24,7 @@ def register(subparsers) -> None:
                         help="average the raw outputs of this checkpoint (same method) with --checkpoint's, e.g. "
                         "the flow model of an RGB one (repeatable; adds to test.fuse; model i reads the channels "
                         "test.fuse_streams[i])")
+    add_method_module_argument(parser)
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
@@ -31,9 +34,11 @@ def run(args) -> int:
     from tadkit.engine.checkpoint import load_checkpoint_model
     from tadkit.engine.config import load_config
     from tadkit.engine.data import method_of
+    from tadkit.commands import load_method_modules
     from tadkit.pipeline import plot_outputs, run_test
 
-    config = load_config(args.config, args.overrides)
+    load_method_modules(args)
+    config = load_config(args.config, args.overrides)  # before the checkpoint: a plug-in comes from here
     model, stored = load_checkpoint_model(args.checkpoint)
     for note in model_section_notes(config, stored, model):
         print(f"tadkit test: note: {note}", file=sys.stderr)

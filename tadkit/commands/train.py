@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def register(subparsers) -> None:
+    from tadkit.commands import add_method_module_argument
     from tadkit.engine.run import add_train_arguments
 
     parser = subparsers.add_parser(
@@ -13,11 +14,15 @@ def register(subparsers) -> None:
         "train.eval_every epochs (iterations in an iteration-based run).",
     )
     add_train_arguments(parser)
+    add_method_module_argument(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from tadkit.commands import load_method_modules
     from tadkit.engine.run import run_train
     from tadkit.pipeline import make_evaluate_fn
+
+    load_method_modules(args)
 
     return run_train(args, make_evaluate_fn=make_evaluate_fn)
