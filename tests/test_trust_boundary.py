@@ -188,6 +188,40 @@ def test_the_feature_store_refuses_an_id_that_leaves_its_folder(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
+# cause 3: W-TALC annotation .npy files are never unpickled with code
+# --------------------------------------------------------------------------------------------------
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_wtalc_pickle_payload_does_not_run(tmp_path, capsys):
+    folder = tmp_path / "wtalc"
+    folder.mkdir()
+    marker = tmp_path / "PWNED"
+    classlist = np.empty(2, dtype=object)
+    classlist[:] = [b"Run", _Payload(marker)]
+    np.save(folder / "classlist.npy", classlist, allow_pickle=True)
+    segments = np.empty(1, dtype=object)
+    segments[0] = [[1.0, 2.0]]
+    labels = np.empty(1, dtype=object)
+    labels[0] = [b"Run"]
+    np.save(folder / "segments.npy", segments, allow_pickle=True)
+    np.save(folder / "labels.npy", labels, allow_pickle=True)
+    np.save(folder / "subset.npy", np.array([b"validation"]))
+    np.save(folder / "videoname.npy", np.array([b"v1"]))
+    assert main(["data", "stats", str(folder)]) == 2
+    assert not marker.exists()
+    err = capsys.readouterr().err
+    assert "classlist.npy" in err and "system; only NumPy arrays and plain data" in err
+
+
+# --------------------------------------------------------------------------------------------------
 # cause 5: extract never replaces the user's features.json
 # --------------------------------------------------------------------------------------------------
 
