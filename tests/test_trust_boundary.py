@@ -222,6 +222,77 @@ def test_a_wtalc_pickle_payload_does_not_run(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------------------------------
+# cause 4: import-features never lets one source silently replace another
+# --------------------------------------------------------------------------------------------------
+
+
+def test_import_two_actionformer_files_for_one_video(tmp_path, capsys):
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    (src / "b").mkdir()
+    first, second = np.ones((20, 16), np.float32), np.full((30, 16), 2.0, np.float32)
+    np.save(src / "a" / "v.npy", first)
+    np.save(src / "b" / "v.npy", second)
+    out = tmp_path / "out"
+    args = ["data", "import-features", str(src), "--layout", "actionformer", "--out", str(out), "--fps", "30"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert str(src / "a" / "v.npy") in err and str(src / "b" / "v.npy") in err and "--on-duplicate" in err
+    assert not (out / "v.npy").exists() and not (out / "features.json").exists()  # nothing half-written
+
+    assert main([*args, "--on-duplicate", "last"]) == 0
+    assert np.array_equal(np.load(out / "v.npy"), second)
+    report = json.loads((out / "import_report.json").read_text())
+    assert report["duplicates"] == {"v": [str(src / "b" / "v.npy"), str(src / "a" / "v.npy")]}
+    assert "kept" in capsys.readouterr().out
+
+
+def _ecm_file(path: Path, name: str, value: float) -> None:
+    np.savez(path, feat_spa=np.full((4, 10), value, np.float32), feat_tem=np.full((4, 10), value, np.float32),
+             frame_num=np.array(300.0), fps=np.array(30.0), vid_name=np.array(name))
+
+
+def test_import_two_ecm_files_with_one_vid_name(tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    _ecm_file(src / "x1.npz", "video_a", 1.0)
+    _ecm_file(src / "x2.npz", "video_a", 2.0)
+    out = tmp_path / "out"
+    args = ["data", "import-features", str(src), "--layout", "ecm", "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "x1.npz" in err and "x2.npz" in err and "video_a" in err
+    assert not out.exists() or not any(out.iterdir())
+    assert main([*args, "--on-duplicate", "first"]) == 0
+    assert np.all(np.load(out / "video_a.npy") == 1.0)
+
+
+def test_import_two_acrnet_rgb_files_for_one_video(tmp_path, capsys):
+    src = tmp_path / "src"
+    (src / "rgb").mkdir(parents=True)
+    (src / "flow").mkdir()
+    np.save(src / "v_rgb.npy", np.ones((5, 4), np.float32))
+    np.save(src / "rgb" / "v.npy", np.zeros((5, 4), np.float32))
+    np.save(src / "flow" / "v.npy", np.zeros((5, 4), np.float32))
+    assert main(["data", "import-features", str(src), "--layout", "acrnet", "--out", str(tmp_path / "o")]) == 2
+    assert "(rgb)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["import_report", "features", ".tadkit_scan"])
+def test_import_refuses_a_video_named_like_tadkits_own_files(tmp_path, capsys, name):
+    src = tmp_path / "src"
+    src.mkdir()
+    np.save(src / f"{name}.npy", np.ones((5, 16), np.float32))
+    np.save(src / "other.npy", np.ones((5, 16), np.float32))
+    out = tmp_path / "out"
+    assert main(["data", "import-features", str(src), "--layout", "actionformer", "--out", str(out),
+                 "--fps", "30"]) == 2
+    err = capsys.readouterr().err
+    assert f"{name}.npy" in err and ("reserved" in err or "hidden" in err)
+    assert not out.exists() or not any(out.iterdir())
+
+
+# --------------------------------------------------------------------------------------------------
 # cause 5: extract never replaces the user's features.json
 # --------------------------------------------------------------------------------------------------
 
