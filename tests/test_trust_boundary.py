@@ -104,6 +104,7 @@ def test_test_with_a_checkpoint_naming_a_module_runs_nothing(evil_dir):
 
 
 def test_train_resume_from_a_checkpoint_naming_a_module_runs_nothing(evil_dir):
+    """(train --resume compares the stored name with the config's and resolves nothing: a guard.)"""
     run = evil_dir / "run"
     run.mkdir()
     _checkpoint(run / "last.pt", "evil:SPEC", epoch=1)
@@ -118,10 +119,8 @@ def test_a_plugin_checkpoint_loads_with_method_module(tmp_path):
 
     torch.manual_seed(0)
     model = ToyDetector(in_dim=8, num_classes=3, hidden=16)
-    _checkpoint(tmp_path / "toy.pt", "toy_method:SPEC", model=model.state_dict(), classes=["a", "b", "c"])
-    tmp = torch.load(tmp_path / "toy.pt", weights_only=True)
-    tmp["model_config"] = {"in_dim": 8, "num_classes": 3, "hidden": 16}
-    torch.save(tmp, tmp_path / "toy.pt")
+    _checkpoint(tmp_path / "toy.pt", "toy_method:SPEC", model=model.state_dict(), classes=["a", "b", "c"],
+                model_config={"in_dim": 8, "num_classes": 3, "hidden": 16})
     np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(96, 8)).astype(np.float32))
     args = ["detect", "v.npy", "--checkpoint", "toy.pt", "--feature-fps", "25", "--feature-stride", "4",
             "--out", "d.json", "--no-progress"]
