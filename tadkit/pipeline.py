@@ -398,6 +398,7 @@ def plot_outputs(
 ) -> dict[str, Path]:
     """PNG plots: GT-vs-detection timelines of a few videos, per-duration mAP bars, training curves
     (with ``config``: its learning-rate schedule as a curve)."""
+    from tadkit.data.ids import check_video_id
     from tadkit.viz import plot_duration_map, plot_timeline
 
     out_dir = Path(out_dir)
@@ -410,7 +411,7 @@ def plot_outputs(
     for video in busiest:
         duration = video.duration or float(max([s.end for s in video.segments]
                                                 + list(dets.end[dets.video == video.video_id]) + [1.0]))
-        path = out_dir / f"timeline_{video.video_id}.png"
+        path = out_dir / f"timeline_{check_video_id(video.video_id, file=gt.source or None)}.png"
         plot_timeline({video.video_id: video.segments}, dets, duration, gt.classes, path,
                       title=f"{video.video_id}: GT vs detections",
                       min_score=TIMELINE_SCORE_FLOOR * best, score_range=(0.0, best), protocol=report.primary)

@@ -17,6 +17,8 @@ FEATURE_SUFFIXES = {".npy", ".npz"}
 
 
 def register(subparsers) -> None:
+    from tadkit.commands import add_method_module_argument
+
     parser = subparsers.add_parser(
         "detect", help="detect actions in one video file or feature file (zero-shot Kinetics-400 without --checkpoint)",
         description="INPUT is a video (features are extracted with I3D first; run `tadkit weights i3d` once) "
@@ -52,6 +54,7 @@ def register(subparsers) -> None:
     feats = parser.add_argument_group("feature-file input without features.json or sidecar")
     feats.add_argument("--feature-fps", type=float, default=None, help="frame rate the features were taken at")
     feats.add_argument("--feature-stride", type=float, default=None, help="frames between consecutive features")
+    add_method_module_argument(parser)
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
 
@@ -157,24 +160,32 @@ def _print_and_write(args, dets, video_id: str, duration: float | None, classes:
 
 
 def run(args) -> int:
+    from tadkit.data.ids import check_video_id
+
     source = Path(args.input)
     if not source.exists():
         raise TadkitError("no such file", file=str(source), field="input")
+    check_video_id(source.stem, file=source, field="input")  # names --features-out/<id>.npy and .json, plots, ids
     if args.checkpoint is None:
         return run_zero_shot(args, source)
 
+    from tadkit.commands import load_method_modules
     from tadkit.engine.checkpoint import load_checkpoint, load_checkpoint_model
     from tadkit.engine.config import Config, load_config
     from tadkit.engine.data import method_of
     from tadkit.pipeline import detect_feature_store, single_video_store
 
+    load_method_modules(args)
+    # the user's config before the checkpoint: a plug-in method comes from it (or --method-module), never a file
+    user_config = load_config(args.config, args.overrides) if args.config else None
     checkpoint = load_checkpoint(args.checkpoint, map_location="cpu", require=("model_name", "model_config", "model"))
     model, ckpt_config = load_checkpoint_model(args.checkpoint)
-    config: Config = load_config(args.config, args.overrides) if args.config else ckpt_config
+    config: Config = user_config if user_config is not None else ckpt_config
     if not args.config and args.overrides:
         from tadkit.engine.config import apply_overrides
 
-        config = Config.from_dict(apply_overrides(ckpt_config.to_dict(), args.overrides)[0], file=args.checkpoint)
+        config = Config.from_dict(apply_overrides(ckpt_config.to_dict(), args.overrides)[0], file=args.checkpoint,
+                                  from_data=True)
     classes = _class_names(checkpoint, model)
     progress = not args.no_progress
     is_video = source.suffix.lower() not in FEATURE_SUFFIXES

@@ -42,6 +42,7 @@ def register(subparsers) -> None:
 
 def collect_videos(inputs: list[Path]) -> list[Path]:
     """Files as given; directories expanded (non-recursive) to their video files, sorted. Ids unique."""
+    from tadkit.data.ids import check_video_id
     from tadkit.video.decode import VIDEO_EXTENSIONS, video_id_of
 
     videos: list[Path] = []
@@ -56,7 +57,8 @@ def collect_videos(inputs: list[Path]) -> list[Path]:
         else:
             raise TadkitError("no such file or directory", file=str(item))
     seen: dict[str, Path] = {}
-    for path in videos:
+    for path in videos:  # before any work: an id names <out>/<id>.npy and <id>.json (never features.json)
+        check_video_id(video_id_of(path), file=path)
         other = seen.setdefault(video_id_of(path), path)
         if other != path:
             raise TadkitError(f"two inputs have the same video id (file stem); also {other}", file=str(path), video=video_id_of(path))

@@ -14,6 +14,8 @@ from tadkit.utils.cli_options import add_set_option
 
 
 def register(subparsers) -> None:
+    from tadkit.commands import add_method_module_argument
+
     parser = subparsers.add_parser(
         "test", help="detect on the test subset and evaluate a checkpoint",
         description="Runs the model of CKPT over the config's test subset, writes results.json (ActivityNet "
@@ -35,6 +37,7 @@ def register(subparsers) -> None:
                         "test.fuse_streams[i])")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                         help="seeds directory: video resamples per seed for the combined interval (default 1000)")
+    add_method_module_argument(parser)
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
@@ -72,11 +75,13 @@ def evaluate_checkpoint(config_path, checkpoint, out_dir: Path, args, fuse: list
     from tadkit.engine.checkpoint import load_checkpoint_model
     from tadkit.engine.config import load_config
     from tadkit.engine.data import method_of
+    from tadkit.commands import load_method_modules
     from tadkit.evaluation.epoch_selection import read_epoch_selection
     from tadkit.pipeline import check_test_files, plot_outputs, run_test
     from tadkit.utils.io import write_json
 
-    config = load_config(config_path, args.overrides)
+    load_method_modules(args)
+    config = load_config(config_path, args.overrides)  # before the checkpoint: a plug-in comes from here
     check_test_files(config)
     model, stored = load_checkpoint_model(checkpoint)
     for note in model_section_notes(config, stored, model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 
 def register(subparsers) -> None:
+    from tadkit.commands import add_method_module_argument
     from tadkit.engine.run import add_train_arguments
 
     parser = subparsers.add_parser(
@@ -14,13 +15,16 @@ def register(subparsers) -> None:
         "train.eval_every epochs (iterations in an iteration-based run).",
     )
     add_train_arguments(parser)
+    add_method_module_argument(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from tadkit.commands import load_method_modules
     from tadkit.engine.run import run_train
     from tadkit.pipeline import make_evaluate_fn
 
+    load_method_modules(args)
     if args.seeds is not None:
         from tadkit.engine.seeds import run_seeds
 

@@ -41,6 +41,7 @@ from typing import Any, Iterable
 import numpy as np
 from tadkit.utils.progress import progress as tqdm  # a bar on a terminal, plain lines in a log
 
+from tadkit.data.ids import check_video_id, is_usable_video_id
 from tadkit.errors import TadkitError
 from tadkit.utils.io import atomic_open, numpy_save, write_json
 
@@ -348,11 +349,6 @@ def _open_array(path: Path, key: str | None, video_id: str) -> np.ndarray:
     return array
 
 
-def _check_video_id(video_id: str) -> None:
-    if not video_id or "/" in video_id or "\\" in video_id or video_id in (".", "..", "features"):
-        raise TadkitError(f"unusable as a file name: {video_id!r}", video=video_id, field="video_id")
-
-
 def frames_at(annotation: Any, fps: float) -> float | None:
     """Frame count of an annotated video on a clock of ``fps`` (its own count when the rates agree)."""
     num_frames = getattr(annotation, "num_frames", None)
@@ -611,7 +607,7 @@ class FeatureStore:
 
     def files(self, video_id: str) -> list[tuple[Path, str | None]]:
         """(path, array name inside an .npz or None) per stream, in concatenation order."""
-        _check_video_id(video_id)
+        check_video_id(video_id, file=self.root)
         layout = self.spec.layout
         if layout == "split":
             return [(self.root / stream / f"{video_id}.npy", None) for stream in self.spec.streams]
@@ -635,7 +631,7 @@ class FeatureStore:
             candidates = [p.stem for p in self.root.glob("*.npz")]
         else:
             candidates = [p.stem for p in self.root.glob("*.npy")] + [p.stem for p in self.root.glob("*.npz")]
-        return sorted({v for v in candidates if v != "features" and self.exists(v)})
+        return sorted({v for v in candidates if is_usable_video_id(v) and self.exists(v)})
 
     def arrays(self, video_id: str) -> list[np.ndarray]:
         """Memory-mapped raw arrays, one per stream (no data is read)."""
@@ -679,7 +675,7 @@ class FeatureStore:
         """Validated contents of ``<dir>/<video_id>.json`` ({} when absent)."""
         if video_id in self._sidecars:
             return self._sidecars[video_id]
-        _check_video_id(video_id)
+        check_video_id(video_id, file=self.root)
         path = self.root / f"{video_id}.json"
         data: dict[str, Any] = {}
         if path.is_file():
@@ -1090,7 +1086,7 @@ def save_features(
     (a mapping is also accepted for "concat" and concatenated in ``spec.streams`` order).
     """
     root = Path(root)
-    _check_video_id(video_id)
+    check_video_id(video_id, file=root)
     written: list[Path] = []
     if isinstance(features, Mapping):
         missing = [s for s in spec.streams if s not in features]

@@ -37,6 +37,7 @@ import torch
 
 from tadkit.data.annotations import AnnotationSet
 from tadkit.data.dataset import subset_with_videos, video_targets
+from tadkit.data.ids import check_video_id
 from tadkit.errors import TadkitError
 from tadkit.video.frames import FORMAT, STREAM_CHANNELS, read_index
 from tadkit.video.frames import INDEX_FILE as MANIFEST
@@ -89,7 +90,7 @@ class FrameStore:
             raise TadkitError("fps must be > 0 and size [H, W]", file=str(manifest), field="fps")
 
     def path(self, video: str, part: str | None = None) -> Path:
-        return self.root / (part or self.parts[0]) / f"{video}.npy"
+        return self.root / (part or self.parts[0]) / f"{check_video_id(video, file=self.manifest)}.npy"
 
     def __contains__(self, video: str) -> bool:
         return video in self.videos

@@ -30,19 +30,22 @@ import re
 import zipfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 
 from tadkit.data.features import FEATURES_JSON, FeatureSpec, a2net_thumos_fps, save_features
+from tadkit.data.ids import check_video_id
 from tadkit.errors import TadkitError
 from tadkit.utils.io import write_json
 from tadkit.utils.progress import progress
 
-__all__ = ["GAP_POLICIES", "IMPORT_LAYOUTS", "ImportReport", "VideoImport", "import_features", "REPORT_FILE"]
+__all__ = ["DUPLICATE_POLICIES", "GAP_POLICIES", "IMPORT_LAYOUTS", "ImportReport", "VideoImport", "import_features",
+           "REPORT_FILE"]
 
 IMPORT_LAYOUTS: tuple[str, ...] = ("a2net", "ecm", "acrnet", "actionformer")
 GAP_POLICIES: tuple[str, ...] = ("error", "zero", "drop")
+DUPLICATE_POLICIES: tuple[str, ...] = ("error", "first", "last")
 REPORT_FILE = "import_report.json"
 _A2NET_STRIDE = 4  # frames per feature (A2Net: "I3D-4")
 _A2NET_NAME = re.compile(r"^(?P<video>.+)_(?P<begin>\d+)$")  # <vid_name>_<begin_frame zero-padded>.npz
@@ -69,6 +72,8 @@ class ImportReport:
     videos: list[VideoImport]
     dropped: dict[str, str] = field(default_factory=dict)  # video -> reason
     gaps_policy: str = "error"
+    duplicates: dict[str, list[str]] = field(default_factory=dict)  # video -> source files read, the kept one first
+    duplicates_policy: str = "error"
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -88,6 +93,10 @@ class ImportReport:
         if self.dropped:
             shown = ", ".join(list(self.dropped)[:5]) + (", ..." if len(self.dropped) > 5 else "")
             lines.append(f"{len(self.dropped)} video(s) left out: {shown} (reasons in {REPORT_FILE})")
+        if self.duplicates:
+            shown = ", ".join(list(self.duplicates)[:5]) + (", ..." if len(self.duplicates) > 5 else "")
+            lines.append(f"{len(self.duplicates)} video(s) had several source files, the {self.duplicates_policy} "
+                         f"(in sorted path order) kept: {shown} (all files in {REPORT_FILE})")
         trimmed = [v for v in self.videos if v.padding_trimmed]
         if trimmed:
             lines.append(f"{len(trimmed)} video(s): trailing window padding removed "
@@ -176,7 +185,8 @@ def _a2net_index(src: Path) -> dict[str, list[_Window]]:
         if match is None:
             raise TadkitError("file name is not <video>_<begin_frame>.npz as in A2Net's release", file=path,
                               field="path")
-        videos.setdefault(match["video"], []).append(_Window(path, int(match["begin"])))
+        video = check_video_id(match["video"], file=path)
+        videos.setdefault(video, []).append(_Window(path, int(match["begin"])))
     return videos
 
 
@@ -271,16 +281,40 @@ def _a2net_expected_lengths(annotations: Any, videos: list[str], fps: float | No
 # ----------------------------------------------------------------------------------------------
 
 
-def _ecm_videos(src: Path) -> Iterable[tuple[str, Path]]:
+def _ecm_videos(src: Path) -> list[tuple[str, Path]]:
+    """(video, file) per ``.npz``: the video is the file's ``vid_name`` when it has one, else its stem."""
     files = sorted(src.rglob("*.npz"))
     if not files:
         raise TadkitError("no per-video .npz files found (ECM: <video>.npz with feat_spa, feat_tem, frame_num, fps)",
                           file=src, field="path")
-    return [(p.stem, p) for p in files]
+    videos = []
+    for path in files:
+        with _open_npz(path) as data:
+            video = _scalar(data, path, "vid_name", str) if "vid_name" in data.files else path.stem
+        videos.append((check_video_id(video, file=path, field="vid_name" if video != path.stem else "path"), path))
+    return videos
 
 
-def _acrnet_pairs(src: Path) -> list[tuple[str, Path, Path]]:
-    pairs: dict[str, dict[str, Path]] = {}
+def _one_source(sources: dict[str, list[Path]], policy: str, kept: dict[str, list[str]],
+                what: str = "") -> dict[str, Path]:
+    """One file per video: ``policy`` "error" refuses a video with several source files (naming two of
+    them), "first" / "last" keeps the first / last in sorted path order and records all in ``kept``."""
+    chosen = {}
+    for video, paths in sources.items():
+        paths = sorted(paths)
+        if len(paths) > 1:
+            if policy == "error":
+                raise TadkitError(f"two source files for video {video!r}{what}: {paths[0]} and {paths[1]}; one "
+                                  "would silently replace the other. Remove one, or pass --on-duplicate first|last",
+                                  file=paths[1], video=video, field="path")
+            paths = paths if policy == "first" else paths[::-1]
+            kept.setdefault(video, []).extend(str(p) for p in paths)
+        chosen[video] = paths[0]
+    return chosen
+
+
+def _acrnet_pairs(src: Path, on_duplicate: str, duplicates: dict[str, list[str]]) -> list[tuple[str, Path, Path]]:
+    found: dict[str, dict[str, list[Path]]] = {}
     for path in sorted(src.rglob("*.npy")):
         stem = path.stem
         if stem.endswith("_rgb") or stem.endswith("_flow"):
@@ -289,7 +323,10 @@ def _acrnet_pairs(src: Path) -> list[tuple[str, Path, Path]]:
             video, stream = stem, path.parent.name
         else:
             continue
-        pairs.setdefault(video, {})[stream] = path
+        found.setdefault(check_video_id(video, file=path), {}).setdefault(stream, []).append(path)
+    by_stream = {stream: _one_source({v: p[stream] for v, p in found.items() if stream in p}, on_duplicate, duplicates,
+                                     f" ({stream})") for stream in ("rgb", "flow")}
+    pairs = {video: {stream: by_stream[stream][video] for stream in p} for video, p in found.items()}
     if not pairs:
         raise TadkitError("no ACRNet feature files found (<video>_rgb.npy + <video>_flow.npy, or rgb/<video>.npy + "
                           "flow/<video>.npy)", file=src, field="path")
@@ -315,6 +352,7 @@ def import_features(
     annotations: Any = None,
     overwrite: bool = False,
     show_progress: bool = True,
+    on_duplicate: str = "error",
 ) -> ImportReport:
     """Convert ``src`` (a directory of released feature files) into a tadkit feature directory ``out``.
 
@@ -328,10 +366,16 @@ def import_features(
             so a video whose last window stops short of its end (training split) gets a final gap up to
             ``floor(duration * fps / 4)`` features instead of silently ending early.
         overwrite: allow an ``out`` that already has a ``features.json``.
+        on_duplicate: several source files for one video (ECM files with the same ``vid_name``,
+            ``a/v.npy`` and ``b/v.npy``): ``error`` (default) names two of them, ``first`` / ``last``
+            keeps the first / last in sorted path order and lists them all in the report.
     """
     src, out = Path(src), Path(out)
     if layout not in IMPORT_LAYOUTS:
         raise TadkitError(f"unknown layout {layout!r}; choose from {', '.join(IMPORT_LAYOUTS)}", field="layout")
+    if on_duplicate not in DUPLICATE_POLICIES:
+        raise TadkitError(f"unknown duplicate policy {on_duplicate!r}; choose from {', '.join(DUPLICATE_POLICIES)}",
+                          field="on_duplicate")
     if gaps not in GAP_POLICIES:
         raise TadkitError(f"unknown gap policy {gaps!r}; choose from {', '.join(GAP_POLICIES)}", field="gaps")
     if not src.is_dir():
@@ -346,6 +390,7 @@ def import_features(
     out.mkdir(parents=True, exist_ok=True)
     videos: list[VideoImport] = []
     dropped: dict[str, str] = {}
+    duplicates: dict[str, list[str]] = {}
     dims: set[int] = set()
 
     def write(video: str, array: np.ndarray, spec: FeatureSpec, sidecar: dict[str, Any] | None) -> None:
@@ -388,15 +433,18 @@ def import_features(
         spec = FeatureSpec(fps=None, stride_frames=4, clip_frames=16, offset_frames=0, streams=("rgb", "flow"),
                            extra={"source_layout": "ecm"})
         lengths: dict[int, str] = {}
-        for video_from_name, path in progress(_ecm_videos(src), desc="import ECM features", unit="video",
-                                              disable=not show_progress):
+        sources: dict[str, list[Path]] = {}
+        for video, path in _ecm_videos(src):
+            sources.setdefault(video, []).append(path)
+        chosen = _one_source(sources, on_duplicate, duplicates)
+        for video, path in progress(sorted(chosen.items()), desc="import ECM features", unit="video",
+                                    disable=not show_progress):
             data = _open_npz(path)
             with data:
                 spa = _float_2d(_member(data, path, "feat_spa"), path, "feat_spa", "(1024, T) channel-first")
                 tem = _float_2d(_member(data, path, "feat_tem"), path, "feat_tem", "(1024, T) channel-first")
                 frame_num = _scalar(data, path, "frame_num", float)
                 video_fps = _scalar(data, path, "fps", float)
-                video = _scalar(data, path, "vid_name", str) if "vid_name" in data.files else video_from_name
             if spa.shape[1] != tem.shape[1]:
                 raise TadkitError(f"feat_spa has {spa.shape[1]} steps but feat_tem {tem.shape[1]}", file=path,
                                   field="feat_tem")
@@ -418,7 +466,8 @@ def import_features(
     elif layout == "acrnet":
         spec = FeatureSpec(fps=25.0, stride_frames=16, clip_frames=16, offset_frames=0, streams=("rgb", "flow"),
                            extra={"source_layout": "acrnet"})
-        for video, rgb_path, flow_path in progress(_acrnet_pairs(src), desc="import ACRNet features", unit="video",
+        pairs = _acrnet_pairs(src, on_duplicate, duplicates)
+        for video, rgb_path, flow_path in progress(pairs, desc="import ACRNet features", unit="video",
                                                    disable=not show_progress):
             rgb = _float_2d(_load_npy(rgb_path, "rgb"), rgb_path, "rgb", "(n, 1024) time-major")
             flow = _float_2d(_load_npy(flow_path, "flow"), flow_path, "flow", "(n, 1024) time-major")
@@ -436,15 +485,20 @@ def import_features(
         if not files:
             raise TadkitError("no <video>.npy files found (ActionFormer THUMOS14: (T, 2048) time-major)", file=src,
                               field="path")
-        for path in progress(files, desc="import ActionFormer features", unit="video", disable=not show_progress):
+        sources = {}
+        for path in files:
+            sources.setdefault(check_video_id(path.stem, file=path), []).append(path)
+        chosen = _one_source(sources, on_duplicate, duplicates)
+        for video, path in progress(sorted(chosen.items()), desc="import ActionFormer features", unit="video",
+                                    disable=not show_progress):
             array = _float_2d(_load_npy(path, "features"), path, "features", "(T, D) time-major")
-            write(path.stem, np.asarray(array), spec, None)
-            videos.append(VideoImport(path.stem, len(array), 1))
+            write(video, np.asarray(array), spec, None)
+            videos.append(VideoImport(video, len(array), 1))
     if not videos:
         raise TadkitError(f"no video left to write ({len(dropped)} dropped for gaps)", file=src, field="gaps")
     spec = replace(spec, dim=dims.pop())
     spec.save(out)
-    report = ImportReport(layout, str(out), spec.to_dict(), videos, dropped, gaps)
+    report = ImportReport(layout, str(out), spec.to_dict(), videos, dropped, gaps, duplicates, on_duplicate)
     write_json(out / REPORT_FILE, report.to_dict())
     return report
 
@@ -478,6 +532,10 @@ def register_import_command(subparsers: Any) -> None:
                              "whose last window stops before its end gets a final gap instead of ending early")
     parser.add_argument("--keep-padding", action="store_true",
                         help="a2net: keep trailing rows that repeat the last feature (window padding)")
+    parser.add_argument("--on-duplicate", choices=DUPLICATE_POLICIES, default="error",
+                        help="several source files for one video id (ECM files with the same vid_name, a/v.npy and "
+                             "b/v.npy): error (default; names them), first / last (keep the first / last in sorted "
+                             "path order; all are listed in import_report.json)")
     parser.add_argument("--overwrite", action="store_true", help="write into a directory with a features.json")
     parser.set_defaults(func=_run)
 
@@ -485,6 +543,6 @@ def register_import_command(subparsers: Any) -> None:
 def _run(args: Any) -> int:
     report = import_features(args.src, args.out, args.layout, gaps=args.gaps, fps=args.fps,
                              trim_padding=not args.keep_padding, annotations=args.annotations,
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, on_duplicate=args.on_duplicate)
     print(report.summary())
     return 0

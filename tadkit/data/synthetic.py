@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from tadkit.data.ids import check_video_id, is_usable_video_id
 from tadkit.data.records import AnnotationSet, Segment, VideoAnnotation
 from tadkit.errors import TadkitError
 from tadkit.utils.io import write_json
@@ -948,12 +949,6 @@ def _summary(annotations: AnnotationSet, config: SynthConfig) -> dict[str, Any]:
     return out
 
 
-def _check_video_id(video_id: str, source: str | None) -> None:
-    """Fail before writing anything if an id cannot name a feature file (same rule as the reader)."""
-    if not video_id or video_id in (".", "..", "features") or "/" in video_id or "\\" in video_id:
-        raise TadkitError("video id cannot be used as a file name", file=source, video=video_id, field="video_id")
-
-
 def feature_spec(config: SynthConfig) -> "FeatureSpec":
     """The ``features/features.json`` contents: clip-start timing, per-video fps, rgb + flow concatenated."""
     from tadkit.data.features import FeatureSpec
@@ -995,8 +990,8 @@ def generate_dataset(
         )
 
     annotations = make_timelines(config)
-    for video_id in annotations.videos:
-        _check_video_id(video_id, config.timeline)
+    for video_id in annotations.videos:  # before anything is written
+        check_video_id(video_id, file=config.timeline)
     world = make_world(annotations.classes, config)
     spec = feature_spec(config)
 
@@ -1006,8 +1001,10 @@ def generate_dataset(
         except (OSError, ValueError, AttributeError):
             previous = []
         for video_id in set(previous) - set(annotations.videos):
+            if not is_usable_video_id(video_id):
+                continue  # synth.json is data: its ids never reach a path unchecked
             stale = feature_dir / f"{video_id}.npy"
-            if isinstance(video_id, str) and "/" not in video_id and stale.is_file():
+            if stale.is_file():
                 stale.unlink()
 
     dtype = np.dtype(config.dtype)

@@ -30,12 +30,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tadkit.data.ids import check_video_id, is_usable_video_id
 from tadkit.data.records import AnnotationSet, Segment, VideoAnnotation
 from tadkit.data.synthetic import (
     DEFAULT_SUBSETS,
     THUMOS14_CLASSES,
     SynthConfig,
-    _check_video_id,
     _rng,
     default_timelines,
     make_timelines,
@@ -519,16 +519,18 @@ def generate_video_dataset(out_dir: str | Path, config: VideoSynthConfig, *, ove
         raise TadkitError("directory already holds a dataset; pass --overwrite to replace it", file=str(out),
                           field="out")
     annotations = make_video_timelines(config)
-    for video_id in annotations.videos:
-        _check_video_id(video_id, config.timeline)
+    for video_id in annotations.videos:  # before anything is written (FFmpeg would stop a name at a NUL)
+        check_video_id(video_id, file=config.timeline)
     if overwrite and provenance.is_file():  # drop videos of the previous run that this one does not write
         try:
             previous = json.loads(provenance.read_text(encoding="utf-8")).get("videos", [])
         except (OSError, ValueError, AttributeError):
             previous = []
         for video_id in set(previous) - set(annotations.videos):
+            if not is_usable_video_id(video_id):
+                continue  # synth.json is data: its ids never reach a path unchecked
             stale = video_dir / f"{video_id}.mp4"
-            if isinstance(video_id, str) and "/" not in video_id and stale.is_file():
+            if stale.is_file():
                 stale.unlink()
 
     render_seconds = encode_seconds = 0.0

@@ -327,20 +327,22 @@ def load_checkpoint_model(path: str | os.PathLike, device: str | torch.device = 
     ``strict=True``; ``config`` is the run's :class:`tadkit.engine.config.Config`.
     """
     from tadkit.engine.config import Config
-    from tadkit.models import build_model
+    from tadkit.methods import get_method
 
     # model-only checkpoints (e.g. `tadkit convert a2net-official`) have no training state
     data = load_checkpoint(path, map_location="cpu", require=("model_name", "model_config", "model"))
+    # a checkpoint is data: the method it names must already be known (never a module to import)
+    spec = get_method(str(data["model_name"]), field="model_name", file=str(path), allow_import=False)
     # lenient: a checkpoint must stay loadable when later tadkit versions add or drop config keys
     if "config" in data:
-        config = Config.from_dict(data["config"], file=path, strict=False)
+        config = Config.from_dict(data["config"], file=path, strict=False, from_data=True)
     else:
-        config = Config.from_dict({"model": {"name": str(data["model_name"])}}, file=path)
+        config = Config.from_dict({"model": {"name": str(data["model_name"])}}, file=path, from_data=True)
     model_config = data["model_config"]
     if not isinstance(model_config, dict):
         raise TadkitError("model_config must be a mapping", file=str(path), field="model_config")
     try:
-        model = build_model(str(data["model_name"]), **model_config)
+        model = spec.build(**model_config)
     except TadkitError as error:
         raise TadkitError(error.message, file=str(path), field=error.field or "model_name") from None
     except (TypeError, ValueError) as error:

@@ -255,16 +255,19 @@ class Config:
         return _to_plain(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], file: str | os.PathLike | None = None, strict: bool = True) -> "Config":
+    def from_dict(cls, data: Mapping[str, Any], file: str | os.PathLike | None = None, strict: bool = True,
+                  from_data: bool = False) -> "Config":
         """Validate a plain dict (e.g. the one stored in a checkpoint); paths are taken as they are.
 
         ``strict=False`` drops unknown keys instead of failing (a checkpoint from another tadkit version).
+        ``from_data=True``: the dict was read from a data file (a checkpoint), so its ``model.name`` may
+        name a built-in, registered or already loaded method but never a module to import.
         """
         if not isinstance(data, Mapping):
             raise TadkitError(f"a config must be a mapping, got {type(data).__name__}", file=file)
         config = _build(cls, dict(data), "", _ErrorContext(file, strict=strict))
         config.source = None if file is None else str(file)
-        _cross_validate(config, _ErrorContext(file))
+        _cross_validate(config, _ErrorContext(file, from_data=from_data))
         return config
 
     def to_yaml(self) -> str:
@@ -281,6 +284,7 @@ class _ErrorContext:
     file: str | os.PathLike | None
     overrides: frozenset[str] = frozenset()
     strict: bool = True  # False: unknown keys are dropped (configs stored by other tadkit versions)
+    from_data: bool = False  # True: read from a data file (checkpoint): model.name may not import a module
 
     def error(self, key: str, message: str) -> TadkitError:
         where = " (from --set)" if key in self.overrides or any(key.startswith(k + ".") for k in self.overrides) else ""
@@ -419,7 +423,8 @@ def _cross_validate(config: Config, ctx: _ErrorContext) -> None:
     if config.model.name:  # optional in a partial (base) config; required where a model is built
         from tadkit.methods import get_method
 
-        get_method(config.model.name, file=None if ctx.file is None else str(ctx.file))  # unknown names fail here
+        get_method(config.model.name, file=None if ctx.file is None else str(ctx.file),  # unknown names fail here
+                   allow_import=not ctx.from_data)
     for i, group in enumerate(config.train.param_groups):
         _check_param_group(group, f"train.param_groups[{i}]", ctx)
     if config.train.best_metric is not None and config.train.eval_every == 0 and not config.train.eval_epochs:

@@ -78,6 +78,10 @@ def _load(config: Config):
         check_data_path(config, key)
     annotations = load_annotations(data.annotations, data.annotation_format, video_info=data.video_info,
                                    zero_length=data.zero_length)
+    from tadkit.data.ids import check_video_id
+
+    for video_id in annotations.videos:  # every id becomes a file name (features, frames, plots)
+        check_video_id(video_id, file=annotations.source or data.annotations)
     if frames:
         from tadkit.data.frames import FrameStore
 

@@ -130,6 +130,8 @@ def _child_command(args: argparse.Namespace, plan: SeedPlan) -> tuple[list[str],
     for override in args.overrides:
         command += ["--set", override]
     command += ["--set", f"train.seed={plan.seed}"]
+    for module in getattr(args, "method_module", None) or []:  # the user's plug-ins, as on their command line
+        command += ["--method-module", module]
     env = dict(os.environ)
     if plan.device == "cpu":
         command += ["--set", "train.device=cpu"]

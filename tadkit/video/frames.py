@@ -53,6 +53,7 @@ from typing import IO, Any, Callable, Iterable
 
 import numpy as np
 
+from tadkit.data.ids import check_video_id
 from tadkit.errors import TadkitError
 
 FORMAT = "tadkit-frames"
@@ -258,6 +259,8 @@ def read_index(out_dir: Path) -> dict[str, Any] | None:
                           field="version")
     if not isinstance(index.get("videos"), dict):
         raise TadkitError("'videos' must be an object", file=str(path), field="videos")
+    for video in index["videos"]:  # the index is data: its ids become rgb/<id>.npy paths
+        check_video_id(video, file=path, field="videos")
     return index
 
 
@@ -419,7 +422,7 @@ def find_videos(inputs: Iterable[str | Path]) -> list[Path]:
         raise TadkitError(f"no video files ({', '.join(VIDEO_EXTENSIONS)})", file=", ".join(map(str, inputs)))
     seen: dict[str, Path] = {}
     for path in found:
-        video = video_id_of(path)
+        video = check_video_id(video_id_of(path), file=path)
         if video in seen and seen[video].resolve() != path.resolve():
             raise TadkitError(f"two videos share the id {video!r}: {seen[video]} and {path}", file=str(path),
                               video=video)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import pickle
 import subprocess
 import sys
 import tarfile
@@ -28,6 +27,7 @@ import torch
 
 from tadkit.errors import TadkitError
 from tadkit.utils.io import torch_save
+from tadkit.utils.restricted_pickle import ArrayUnpickler
 from tadkit.utils.progress import progress
 from tadkit.video.i3d import I3D, I3DConfig
 
@@ -51,38 +51,6 @@ def rgb_weights_path() -> Path:
 
 
 # --------------------------------------------------------------------------- restricted unpickling
-
-
-def _numpy_globals() -> dict[tuple[str, str], Any]:
-    reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's _reconstruct, wherever it lives
-    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
-    # Pickles written by NumPy 1.x name numpy.core, NumPy 2.x numpy._core: accept both spellings.
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(module, "_reconstruct")] = reconstruct
-    return allowed
-
-
-class ArrayUnpickler(pickle.Unpickler):
-    """Unpickler for nested dicts/lists of NumPy arrays: any other global is refused."""
-
-    _allowed = _numpy_globals()
-
-    def __init__(self, file, *, source: str = "") -> None:
-        super().__init__(file)
-        self.source = source
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return self._allowed[(module, name)]
-        except KeyError:
-            raise TadkitError(
-                f"checkpoint pickle references {module}.{name}; only dicts of NumPy arrays are accepted",
-                file=self.source,
-                field="pickle",
-            ) from None
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise TadkitError("checkpoint pickle uses persistent ids; refused", file=self.source, field="pickle")
 
 
 def read_array_pickle(data: bytes, source: str = "") -> dict[str, Any]:

@@ -8,8 +8,9 @@ Video id: ``v_<youtube id>`` when ``url.npy`` holds YouTube URLs (the id after `
 spelling as BSN files and feature file names; bare ActivityNet ids are matched with
 :func:`tadkit.data.annotations.normalize_video_id`. Otherwise ``videoname.npy`` is the id.
 
-Pickle safety: these are object arrays, so loading them runs pickle. Only directories the user
-named are read, never a path found by searching.
+Pickle safety: these are object arrays, i.e. pickles. They are read with tadkit's restricted
+unpickler (:mod:`tadkit.utils.restricted_pickle`), which rebuilds only NumPy arrays and plain data and
+refuses any other global, so a payload in ``classlist.npy`` cannot run.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import numpy as np
 
 from tadkit.data.formats._common import AnnotationBuilder, parse_label, parse_pair, user_error
 from tadkit.data.records import AnnotationSet
+from tadkit.errors import TadkitError
+from tadkit.utils.restricted_pickle import load_npy
 
 FORMAT = "wtalc"
 REQUIRED = ("classlist", "segments", "labels", "subset")
@@ -44,9 +47,9 @@ def _load(directory: Path, name: str, required: bool = True) -> np.ndarray | Non
             raise user_error(f"missing {name}.npy", file=str(directory), field=name)
         return None
     try:
-        array = np.load(path, allow_pickle=True, encoding="bytes")
-    except Exception as error:  # np.load raises many types (ValueError, UnpicklingError, EOFError...)
-        raise user_error(f"cannot load: {type(error).__name__}: {error}"[:300], file=str(path)) from None
+        array = load_npy(path)  # object arrays through the restricted unpickler: a payload cannot run
+    except TadkitError as error:
+        raise user_error(error.message, file=str(path), field=error.field) from None
     if not isinstance(array, np.ndarray) or array.ndim != 1:
         shape = getattr(array, "shape", type(array).__name__)
         raise user_error(f"expected a 1-D array, got {shape}", file=str(path), field=name)
