@@ -93,6 +93,9 @@ def page_commands() -> dict[str, list[str]]:
 # ----------------------------------------------------------------------------------- the table
 
 
+RUN_BY = "run as written by "  # a row whose command another test module runs as written (it makes the files)
+
+
 @dataclass(frozen=True)
 class Row:
     """How one README command is run. ``variants``: argv strings after substitution (one test each);
@@ -447,6 +450,34 @@ TABLE: dict[str, Row] = {
     "tadkit detect features/my_video.npy": Row(
         ("tadkit detect features/my_video.npy",), needs=("tadkit extract videos/ --out features/ --stack 16 --step 16",),
         check=lambda ws, out: "zero-shot" in out.lower().split("\n")[0]),
+    # docs/evaluation.md, docs/synthetic.md (ActivityNet presets, CPU-sized ActivityNet-like data)
+    "tadkit eval --gt ../shared/data/activitynet/v1.3/bsn/anet_anno_action.json --subset validation --pred "
+    "../shared/data/activitynet/predictions/sample_detection_prediction.json --all-presets": Row(
+        ("tadkit eval --gt ../shared/data/activitynet/v1.3/bsn/anet_anno_action.json --subset validation --pred "
+         "../shared/data/activitynet/predictions/sample_detection_prediction.json --all-presets",),
+        shared=("data/activitynet/v1.3/bsn/anet_anno_action.json",
+                "data/activitynet/predictions/sample_detection_prediction.json"),
+        check=lambda ws, out: all(f"\n{name}-anet " in out for name in ("a2net", "afsd", "ecm", "acrnet"))
+        and "ActivityNet protocol" in out),
+    "tadkit data synth --out data/anet_cpu --preset activitynet --classes 20 --dim 256 --videos 60": Row(
+        ("tadkit data synth --out data/anet_cpu --preset activitynet --classes 20 --dim 16 --videos 2",),
+        check=lambda ws, out: len(json.loads((ws.root / "data" / "anet_cpu" / "annotations.json").read_text())
+                                  ["classes"]) == 20),
+    # run as written (on files those tests make) by other test modules
+    "tadkit convert afsd-official checkpoint_rgb.ckpt afsd_rgb.pt": Row(None, RUN_BY + "tests/test_afsd_official_e2e.py::"
+                                                                         "test_docs_commands_detect_thumos14_classes_on_a_synthetic_video"),
+    "tadkit detect my_video.mp4 --checkpoint afsd_rgb.pt --out detections.json": Row(
+        None, RUN_BY + "tests/test_afsd_official_e2e.py::test_docs_commands_detect_thumos14_classes_on_a_synthetic_video"),
+    "tadkit train tiny.yaml --seeds 0,1 --out runs/tiny": Row(None, RUN_BY + "tests/test_seeds.py::seeds_run"),
+    "tadkit test runs/tiny --out results/tiny --bootstrap 200 --no-plots": Row(None, RUN_BY + "tests/test_seeds.py::seeds_run"),
+    "tadkit extract video.mp4 --out features/ --weights rgb_imagenet.pt": Row(
+        None, RUN_BY + "tests/test_pytorch_i3d_weights.py::test_docs_commands_run_as_written"),
+    "tadkit convert pytorch-i3d rgb_imagenet.pt rgb_i3d.pt": Row(
+        None, RUN_BY + "tests/test_pytorch_i3d_weights.py::test_docs_commands_run_as_written"),
+    "tadkit extract video.mp4 --out features_converted/ --weights rgb_i3d.pt": Row(
+        None, RUN_BY + "tests/test_pytorch_i3d_weights.py::test_docs_commands_run_as_written"),
+    "tadkit extract video.mp4 --out features_acrnet/ --preset acrnet_thumos14 --stream rgb --weights rgb_imagenet.pt": Row(
+        None, RUN_BY + "tests/test_extract_presets.py::test_docs_command_runs_as_written"),
 }
 
 
@@ -712,6 +743,14 @@ def test_excluded_commands_say_why():
     for command, row in TABLE.items():
         assert row.variants is not None or len(row.reason) > 20, command
         assert row.variants is None or all(v.startswith("tadkit ") for v in row.variants), command
+
+
+def test_commands_run_elsewhere_name_a_test_that_exists():
+    for command, row in TABLE.items():
+        if row.reason.startswith(RUN_BY):
+            path, name = row.reason.removeprefix(RUN_BY).split("::")
+            source = (REPO / path).read_text(encoding="utf-8")
+            assert re.search(rf"^def {re.escape(name)}\(", source, re.M), (command, row.reason)
 
 
 # ----------------------------------------------------------------------------------- the demo block

@@ -407,7 +407,7 @@ def format_presets_table(results: Sequence[PresetResult]) -> str:
     for r in results:
         by_t = {round(t, 6): m for t, m in zip(r.result.tiou, r.result.mAP)}
         cells = " ".join(f"{100 * by_t[t]:>6.2f}" if t in by_t else f"{'-':>6}" for t in columns)
-        span = f"{min(r.result.tiou):.1f}-{max(r.result.tiou):.1f}"
+        span = f"{min(r.result.tiou):g}-{max(r.result.tiou):g}"
         lines.append(f"{r.preset:<12} {PROTOCOL_PRESETS[r.preset].evaluator:<12} "
                      f"{r.result.counts.get('num_videos', 0):>6} {cells} {100 * r.average_mAP:>7.2f}  {span}")
     lines.append("")
