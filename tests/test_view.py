@@ -129,3 +129,24 @@ def test_eval_html_writes_the_page_of_the_printed_scores(tmp_path, capsys):
     assert main(["eval", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "pred.json"), "--protocol",
                  "thumos14", "--subset", "test", "--proposals", "--html", str(tmp_path / "p.html")]) == 2
     assert not (tmp_path / "p.html").exists()
+
+
+def test_view_of_a_handmade_test_dir_and_out_never_overwrites_an_input(tmp_path, capsys):
+    from tadkit.data.formats.activitynet import write_tadkit_json
+    from tadkit.evaluation import write_activitynet_json
+
+    gt = make_gt({"a": [(1, 5, "x"), (10, 20, "y")], "b": [(0, 4, "x")]})
+    run = tmp_path / "run"
+    run.mkdir()
+    write_tadkit_json(gt, run / "ground_truth.json")
+    write_activitynet_json(perturb_gt(gt, np.random.default_rng(2), extra_fp=10, unknown_video=False),
+                           run / "results.json")
+    (run / "report.json").write_text(json.dumps({"primary_protocol": "thumos14", "protocols": {
+        "thumos14": {"tiou": [0.3, 0.5]}}, "run": {"method": "handmade", "subset": "test"}}))
+    assert main(["view", str(run)]) == 0
+    data = page_data(run / "report.html")
+    assert data["tiou"] == [0.3, 0.5] and data["runs"][0]["method"] == "handmade" and data["subset"] == "test"
+    before = (run / "results.json").read_bytes()
+    assert main(["view", str(run), "--out", str(run / "results.json")]) == 2
+    assert "would overwrite an input" in capsys.readouterr().err
+    assert (run / "results.json").read_bytes() == before

@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import shared_path
-from test_evaluation_reference import make_dets, perturb_gt
+from test_evaluation_reference import make_dets, make_gt, perturb_gt
 from view_browser import Browser, find_browser
 
 from tadkit.cli import main
@@ -266,3 +267,45 @@ def test_player_follows_the_timeline(browser, tmp_path):
     cursor = browser.js("return Number(document.querySelector('line.cursor').dataset.time)")
     assert cursor == pytest.approx(start, abs=0.05)
     assert_offline(browser)
+
+
+# ---------------------------------------------------------------------------------------------
+# docs/view.md: every command of its ```bash blocks runs as written
+# ---------------------------------------------------------------------------------------------
+DOC_COMMANDS = {  # command -> page it writes (relative to the working directory)
+    "tadkit view runs/test_a --out runs/test_a/view.html": "runs/test_a/view.html",
+    "tadkit view runs/test_a --videos videos/ --out runs/test_a/report.html": "runs/test_a/report.html",
+    "tadkit view runs/test_a --compare runs/test_b --out compare.html": "compare.html",
+    "tadkit eval --gt GT --pred PRED --protocol thumos14 --subset test --html report.html": "report.html",
+}
+
+
+def test_docs_commands_run_as_written(real_run, browser, tmp_path, monkeypatch):
+    import shlex
+
+    from test_readme_commands import readme_commands
+
+    from tadkit.data.formats.activitynet import write_tadkit_json
+    from tadkit.evaluation import write_activitynet_json
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "view.md").read_text(encoding="utf-8")
+    assert readme_commands(docs) == list(DOC_COMMANDS)  # change both together
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(real_run["test"], "runs/test_a")
+    shutil.copytree(real_run["other"], "runs/test_b")
+    Path("videos").mkdir()
+    first = next(iter(json.loads(Path("runs/test_a/ground_truth.json").read_text())["database"]))
+    sample = shared_path("data", "activitynet", "samples", "v_GGSY1Qvo990.mp4")  # any playable file
+    os.symlink(sample, Path("videos") / f"{first}.mp4")
+    gt = make_gt({"video_0": [(1, 5, "x"), (10, 20, "y")], "video_1": [(0, 4, "x")]})
+    write_tadkit_json(gt, "gt.json")
+    write_activitynet_json(perturb_gt(gt, np.random.default_rng(5), extra_fp=20, unknown_video=False), "pred.json")
+    for command, page in DOC_COMMANDS.items():
+        argv = [{"GT": "gt.json", "PRED": "pred.json"}.get(a, a) for a in shlex.split(command)[1:]]
+        assert main(argv) == 0, command
+        browser.open(Path(page))
+        assert_offline(browser)
+        if "--videos" in command:
+            files = browser.js("return window.tadkitView.data.videos.file")
+            assert files[0] == f"../../videos/{first}.mp4" and not any(files[1:])
+

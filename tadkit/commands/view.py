@@ -148,6 +148,10 @@ def run(args) -> int:
                     title=args.title or f"tadkit view: {test.path.resolve().name}")
     cap = DEFAULT_CAP if args.max_per_video is None else (args.max_per_video or None)
     out = Path(args.out) if args.out else test.path / PAGE_FILE
+    inputs = [d.path / name for d in [test] + ([other] if args.compare else [])
+              for name in (REPORT_FILE, RESULTS_FILE, GROUND_TRUTH_FILE)] + ([Path(args.gt)] if args.gt else [])
+    if any(out.resolve() == p.resolve() for p in inputs):
+        raise TadkitError("--out would overwrite an input of the page", file=str(out), field="out")
     write_view(out, spec, runs, cap=cap, videos_dir=args.videos, compare_resamples=args.bootstrap)
     print(f"view: {out}", file=sys.stdout)
     return 0

@@ -377,7 +377,12 @@
   const scoreInput = document.getElementById("score");
   let maxScore = 0;
   RUNS.forEach(function (R) { for (let d = 0; d < R.n; d++) if (R.score[d] > maxScore) maxScore = R.score[d]; });
-  if (maxScore > 1) { scoreInput.max = String(Math.ceil(maxScore * 100) / 100); }
+  let minScore = 0;
+  RUNS.forEach(function (R) { for (let d = 0; d < R.n; d++) if (R.score[d] < minScore) minScore = R.score[d]; });
+  if (maxScore > 1) scoreInput.max = String(Math.ceil(maxScore * 100) / 100);
+  if (minScore < 0) { scoreInput.min = String(Math.floor(minScore * 100) / 100); scoreInput.value = scoreInput.min; }
+  S.score = Number(scoreInput.value);
+  document.getElementById("score-value").textContent = S.score.toFixed(2);
 
   function renderTotals() {
     const root = document.getElementById("totals");
