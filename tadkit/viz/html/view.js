@@ -420,14 +420,14 @@
     const va = ma.video;
     const cols = [
       { name: "video", numeric: false, key: function (v) { return D.videos.id[v]; }, text: function (v) { return D.videos.id[v]; } },
-      { name: "AP", key: function (v) { return va.ap[v]; }, text: function (v) { return pct(va.ap[v]); } },
+      { name: "AP %", key: function (v) { return va.ap[v]; }, text: function (v) { return pct(va.ap[v]); } },
       { name: "#GT", key: function (v) { return va.gt[v]; }, text: function (v) { return String(va.gt[v]); } },
       { name: "#TP", key: function (v) { return va.tp[v]; }, text: function (v) { return String(va.tp[v]); } },
       { name: "#FP", key: function (v) { return va.fp[v]; }, text: function (v) { return String(va.fp[v]); } },
       { name: "#missed", key: function (v) { return va.missed[v]; }, text: function (v) { return String(va.missed[v]); } },
     ];
     if (mb) {
-      cols.push({ name: "AP B", key: function (v) { return mb.video.ap[v]; }, text: function (v) { return pct(mb.video.ap[v]); } });
+      cols.push({ name: "AP B %", key: function (v) { return mb.video.ap[v]; }, text: function (v) { return pct(mb.video.ap[v]); } });
       const diff = function (v) { return mb.video.ap[v] - va.ap[v]; };
       cols.push({ name: "ΔAP", key: diff, text: function (v) { return signed(diff(v)); },
         cls: function (v) { const x = diff(v); return x > 0 ? "pos" : x < 0 ? "neg" : ""; } });
@@ -753,7 +753,8 @@
   renderTotals();
   renderVideoList();
   renderCompare();
-  if (NV) selectVideo(videoRows()[0]);
+  const firstRow = document.querySelector("#video-table tbody tr");  // the first video as listed (sorted)
+  if (firstRow) selectVideo(Number(firstRow.getAttribute("data-row")));
   window.tadkitView = { data: D, runs: RUNS, match: match, totals: totals, selectVideo: selectVideo, state: S,
     loadMs: performance.now() - started };
   document.body.setAttribute("data-ready", "1");
