@@ -150,3 +150,22 @@ def test_view_of_a_handmade_test_dir_and_out_never_overwrites_an_input(tmp_path,
     assert main(["view", str(run), "--out", str(run / "results.json")]) == 2
     assert "would overwrite an input" in capsys.readouterr().err
     assert (run / "results.json").read_bytes() == before
+
+
+def test_eval_compare_html_has_both_runs_and_the_paired_test(tmp_path, capsys):
+    from tadkit.data.formats.activitynet import write_tadkit_json
+    from tadkit.evaluation import write_activitynet_json
+
+    gt = make_gt({"a": [(1, 5, "x"), (10, 20, "y")], "b": [(0, 4, "x")], "c": [(3, 9, "y")]})
+    write_tadkit_json(gt, tmp_path / "gt.json")
+    for name, seed in (("a.json", 1), ("b.json", 2)):
+        write_activitynet_json(perturb_gt(gt, np.random.default_rng(seed), extra_fp=20, unknown_video=False),
+                               tmp_path / name)
+    assert main(["eval", "--gt", str(tmp_path / "gt.json"), "--compare", str(tmp_path / "a.json"),
+                 str(tmp_path / "b.json"), "--protocol", "thumos14", "--subset", "test", "--bootstrap", "100",
+                 "--format", "json", "--html", str(tmp_path / "c.html")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    data = page_data(tmp_path / "c.html")
+    assert [r["name"] for r in data["runs"]] == ["a.json", "b.json"]
+    assert data["compare"]["difference"] == printed["compare"]["difference"]
+    assert data["compare"]["p_value"] == printed["compare"]["p_value"]  # same seed and resamples

@@ -124,6 +124,24 @@ def test_threshold_slider_and_video_choice(real_run, browser, tmp_path):
     expected = int((scores.astype(np.float64) >= used).sum())
     assert expected < len(scores)
     assert browser.js(drawn) == expected
+    # class filter: only that class's detections stay drawn
+    labels = [d["label"] for d in results.get(video, []) if d["label"] in evaluated and np.float32(d["score"]) >= used]
+    label = max(set(labels), key=labels.count)
+    index = browser.js("return window.tadkitView.data.classes.indexOf(arguments[0])", label)
+    browser.js("const c = document.getElementById('class-filter'); c.value = String(arguments[0]);"
+               "c.dispatchEvent(new Event('change'))", index)
+    assert browser.js(drawn) == labels.count(label)
+    # hover details name the label, the times and the best tIoU
+    browser.js("document.querySelector('rect.det').dispatchEvent(new MouseEvent('mousemove', {bubbles: true}))")
+    tip = browser.js("return document.getElementById('tooltip').textContent")
+    assert label in tip and "best tIoU" in tip and "score" in tip
+    # zoom: the visible time span halves, then the whole video again
+    span = "const v = window.tadkitView.state.view; return v[1] - v[0]"
+    full = browser.js(span)
+    browser.driver.find_element("id", "zoom-in").click()
+    assert browser.js(span) == pytest.approx(full / 2)
+    browser.driver.find_element("id", "zoom-reset").click()
+    assert browser.js(span) == pytest.approx(full)
 
 
 def test_compare_shows_the_per_class_differences(real_run, browser, tmp_path):
