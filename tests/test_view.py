@@ -169,3 +169,22 @@ def test_eval_compare_html_has_both_runs_and_the_paired_test(tmp_path, capsys):
     assert [r["name"] for r in data["runs"]] == ["a.json", "b.json"]
     assert data["compare"]["difference"] == printed["compare"]["difference"]
     assert data["compare"]["p_value"] == printed["compare"]["p_value"]  # same seed and resamples
+
+
+def test_compare_refuses_runs_scored_on_other_ground_truth(tmp_path, capsys):
+    from tadkit.data.formats.activitynet import write_tadkit_json
+    from tadkit.evaluation import write_activitynet_json
+
+    report = {"primary_protocol": "thumos14", "protocols": {"thumos14": {"tiou": [0.5]}}, "run": {"subset": "test"}}
+    for name, second_end in (("a", 20.0), ("b", 20.0), ("c", 21.0)):
+        gt = make_gt({"a": [(1, 5, "x"), (10, second_end, "y")], "b": [(0, 4, "x")]})
+        run = tmp_path / name
+        run.mkdir()
+        write_tadkit_json(gt, run / "ground_truth.json")
+        write_activitynet_json(perturb_gt(gt, np.random.default_rng(3), extra_fp=5, unknown_video=False),
+                               run / "results.json")
+        (run / "report.json").write_text(json.dumps(report))
+    assert main(["view", str(tmp_path / "a"), "--compare", str(tmp_path / "b"), "--bootstrap", "20",
+                 "--out", str(tmp_path / "ab.html")]) == 0
+    assert main(["view", str(tmp_path / "a"), "--compare", str(tmp_path / "c"), "--out", str(tmp_path / "ac.html")]) == 2
+    assert "not comparable" in capsys.readouterr().err and not (tmp_path / "ac.html").exists()

@@ -79,6 +79,15 @@ def test_demo_and_test_write_a_page_that_opens_offline(real_run, browser):
         assert_offline(browser)
 
 
+def test_test_no_html_skips_only_the_page(real_run, tmp_path):
+    demo = real_run["demo"]
+    out = tmp_path / "no_html"
+    assert main(["test", str(demo / "run_a2net" / "config.yaml"), "--checkpoint", str(demo / "run_a2net" / "last.pt"),
+                 "--out", str(out), "--no-plots", "--no-html", "--no-progress"]) == 0
+    assert (out / "ground_truth.json").is_file() and (out / "report.json").is_file()
+    assert not (out / "report.html").exists()
+
+
 def test_page_shows_every_video_class_and_the_report_map(real_run, browser, tmp_path):
     test_dir = real_run["test"]
     page = tmp_path / "view.html"

@@ -11,7 +11,8 @@ def register(subparsers) -> None:
         "test", help="detect on the test subset and evaluate a checkpoint",
         description="Runs the model of CKPT over the config's test subset, writes results.json (ActivityNet "
         "format), detections_thumos14.txt (when the classes have THUMOS ids), report.json and report.txt "
-        "(mAP per tIoU under both official protocols, per-duration mAP) and PNG plots.",
+        "(mAP per tIoU under both official protocols, per-duration mAP), ground_truth.json (the GT scored), "
+        "report.html (the `tadkit view` page) and PNG plots.",
     )
     parser.add_argument("config", help="YAML run config (data + test sections are used)")
     parser.add_argument("--checkpoint", required=True, help="tadkit checkpoint (last.pt, best.pt, epoch_XXX.pt)")
@@ -23,6 +24,7 @@ def register(subparsers) -> None:
                         "the flow model of an RGB one (repeatable; adds to test.fuse; model i reads the channels "
                         "test.fuse_streams[i])")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--no-html", action="store_true", help="skip report.html (the `tadkit view` page)")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
 
@@ -41,7 +43,7 @@ def run(args) -> int:
     model = fused_model(model, stored, list(config.test.fuse) + list(args.fuse), config.test.fuse_streams,
                         key="clip" if method_of(config).data_kind == "frames" else "features")
     out_dir = Path(args.out)
-    outputs = run_test(model, config, out_dir, progress=not args.no_progress)
+    outputs = run_test(model, config, out_dir, progress=not args.no_progress, html=not args.no_html)
     print(outputs.report.format())
     if not args.no_plots:
         history = Path(args.checkpoint).parent / "history.json"  # training curves when run beside a run dir

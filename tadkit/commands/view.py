@@ -111,6 +111,12 @@ def load_ground_truth(test: TestDir, gt: str | None, subset: str | None):
     return load_annotations(stored), scored_subset if valid else None
 
 
+def gt_signature(gt, subset) -> list[tuple]:
+    """Every (video, start, end, label) of the scored subset, sorted: equal for the same ground truth."""
+    chosen = gt.subset(subset) if subset else gt
+    return sorted((vid, s.start, s.end, s.label) for vid, v in chosen.videos.items() for s in v.segments)
+
+
 def run_of(test: TestDir, gt) -> Any:
     from tadkit.evaluation import load_predictions
     from tadkit.viz.report_html import Run
@@ -140,6 +146,11 @@ def run(args) -> int:
         if other.protocol != test.protocol:
             raise TadkitError(f"scored with {other.protocol}, {test.path} with {test.protocol}", file=str(other.path),
                               field="primary_protocol")
+        if args.gt is None:  # each directory carries the GT it was scored on: they must agree
+            other_gt, other_subset = load_ground_truth(other, None, None)
+            if gt_signature(other_gt, other_subset) != gt_signature(gt, subset):
+                raise TadkitError(f"scored on other ground truth than {test.path} (the runs are not comparable)",
+                                  file=str(other.path / GROUND_TRUTH_FILE), field="compare")
         runs.append(run_of(other, gt))
     protocols = test.report["protocols"]
     spec = ViewSpec(gt=gt, protocol=test.protocol, subset=subset, tiou=list(protocols[test.protocol]["tiou"]),
