@@ -258,6 +258,31 @@ def test_js_matching_equals_the_evaluator_activitynet(browser, tmp_path):
     _check_matching(browser, tmp_path, gt, dets, "activitynet", "validation", busy[:5] + busy[-3:])
 
 
+@pytest.mark.parametrize("protocol, t, tp", [
+    # activitynet: the top detection ties (tIoU 0.6) between GT [0, 10] and [5, 15]; the later GT wins,
+    # which leaves [0, 10] to the second detection: 2 TP (the other choice would give 1)
+    ("activitynet", 0.5, 2),
+    # thumos14: GT [0, 10] ties (0.6) between both detections and takes the higher ranked one, which
+    # was GT [10, 20]'s only candidate: 1 TP (the other choice would give 2)
+    ("thumos14", 0.1, 1),
+])
+def test_js_tie_breaks_are_the_evaluators(browser, tmp_path, protocol, t, tp):
+    from tadkit.evaluation.detection import score_problem
+    from tadkit.evaluation.problem import prepare
+    from tadkit.viz.report_html import Run, ViewSpec, view_data, write_page
+
+    if protocol == "activitynet":
+        gt = make_gt({"v": [(0, 10, "x"), (5, 15, "x")]})
+        dets = make_dets([("v", 2.5, 12.5, "x", 0.9), ("v", 0, 9, "x", 0.8)])
+    else:
+        gt = make_gt({"v": [(0, 10, "x"), (10, 20, "x")]})
+        dets = make_dets([("v", 2.5, 12.5, "x", 0.9), ("v", -2.5, 7.5, "x", 0.8)])
+    assert int(score_problem(prepare(gt, dets), protocol, [t]).tp.sum()) == tp
+    write_page(tmp_path / "tie.html", view_data(ViewSpec(gt=gt, protocol=protocol), [Run("tie", dets)]))
+    browser.open(tmp_path / "tie.html")
+    assert browser.js("const v = window.tadkitView; return v.totals(v.runs[0], arguments[0]).tp", t) == tp
+
+
 # ---------------------------------------------------------------------------------------------
 # the player
 # ---------------------------------------------------------------------------------------------
