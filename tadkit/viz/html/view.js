@@ -666,7 +666,8 @@
       const m = match(R, S.t), best = bestOverlap(R);
       text = (B ? R.info.name + "\n" : "") + D.classes[R.cls[d]] + "  score " + R.score[d].toFixed(4) + "\n" + sec(R.s[d]) + " – " + sec(R.e[d]) +
         " s\n" + KIND_TEXT[m.kind[d]] + "\nbest tIoU " + best.iou[d].toFixed(3) +
-        (best.gt[d] >= 0 ? " (GT " + D.classes[G.cls[best.gt[d]]] + " " + sec(G.s[best.gt[d]]) + "–" + sec(G.e[best.gt[d]]) + ")" : "");
+        (best.gt[d] >= 0 ? " (GT " + D.classes[G.cls[best.gt[d]]] + " " + sec(G.s[best.gt[d]]) + "–" + sec(G.e[best.gt[d]]) + ")" : "") +
+        (m.detGt[d] >= 0 ? "\nmatched GT " + sec(G.s[m.detGt[d]]) + "–" + sec(G.e[m.detGt[d]]) : "");
     } else if (t.hasAttribute("data-gt")) {
       const g = Number(t.getAttribute("data-gt")), m = match(A, S.t);
       text = "GT " + D.classes[G.cls[g]] + "\n" + sec(G.s[g]) + " – " + sec(G.e[g]) + " s\n" +
