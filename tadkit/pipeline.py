@@ -229,7 +229,7 @@ def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool 
     write_text(files["table"], report.format() + "\n")
     files["ground_truth"] = write_scored_ground_truth(gt, out_dir)
     if html:
-        files["html"] = write_test_page(gt, dets, config, out_dir)
+        files["html"] = write_test_page(gt, dets, config, out_dir, report)
     return TestOutputs(gt=gt, dets=dets, report=report, files=files)
 
 
@@ -243,8 +243,10 @@ def write_scored_ground_truth(gt: AnnotationSet, out_dir: Path) -> Path:
     return path
 
 
-def write_test_page(gt: AnnotationSet, dets: DetectionSet, config: Config, out_dir: Path) -> Path:
-    """``report.html`` beside report.json: the `tadkit view` page of this run."""
+def write_test_page(gt: AnnotationSet, dets: DetectionSet, config: Config, out_dir: Path,
+                    report: Report | None = None) -> Path:
+    """``report.html`` beside report.json: the `tadkit view` page of this run (``report``: its scores,
+    reused instead of scoring again)."""
     from tadkit.commands.view import PAGE_FILE
     from tadkit.viz.report_html import Run, ViewSpec, write_view
 
@@ -254,7 +256,8 @@ def write_test_page(gt: AnnotationSet, dets: DetectionSet, config: Config, out_d
                     other_protocols={p: config.test.tiou_thresholds for p in PROTOCOLS if p != protocol},
                     annotations=str(config.data.annotations), title=f"tadkit test: {Path(out_dir).resolve().name}")
     run = Run(name=Path(out_dir).resolve().name, dets=dets, method=str(config.model.name or ""),
-              predictions=str(Path(out_dir) / "results.json"))
+              predictions=str(Path(out_dir) / "results.json"),
+              scores=None if report is None else report.to_dict())
     return write_view(Path(out_dir) / PAGE_FILE, spec, [run])
 
 

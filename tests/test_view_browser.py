@@ -77,6 +77,11 @@ def test_demo_and_test_write_a_page_that_opens_offline(real_run, browser):
         assert page.is_file()
         browser.open(page)
         assert_offline(browser)
+        report = json.loads((directory / "report.json").read_text())
+        primary = report["primary_protocol"]
+        shown = browser.js("return Array.from(document.querySelectorAll(`table.map[data-protocol='${arguments[0]}'] "
+                           "td[data-map]`)).map(td => Number(td.dataset.map))", primary)
+        assert shown == report["protocols"][primary]["mAP"] + [report["protocols"][primary]["average_mAP"]]
 
 
 def test_test_no_html_skips_only_the_page(real_run, tmp_path):

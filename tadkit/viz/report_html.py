@@ -50,6 +50,9 @@ class Run:
     method: str = ""
     predictions: str = ""  # file the detections came from
     bootstrap: dict | None = None  # BootstrapResult.to_dict() of the primary protocol, when computed
+    # scores already computed in this process ({"protocols": {name: EvalResult dict}, "per_duration": ...},
+    # as Report.to_dict()): reused instead of scoring again
+    scores: dict | None = None
 
 
 @dataclass
@@ -183,10 +186,13 @@ def run_summary(spec: ViewSpec, run: Run, thresholds: list[float]) -> dict[str, 
 
     protocols = {spec.protocol: thresholds, **{k: v for k, v in spec.other_protocols.items() if k != spec.protocol}}
     common = dict(subset=spec.subset, blocked=spec.blocked, unknown_videos=spec.unknown_videos)
-    results = {name: evaluate(spec.gt, run.dets, name, tiou, **common).to_dict() for name, tiou in protocols.items()}
-    durations = duration_breakdown(spec.gt, run.dets, protocol=spec.protocol, tiou_thresholds=(0.5,), **common)
+    known = run.scores or {}
+    results = known.get("protocols") or {
+        name: evaluate(spec.gt, run.dets, name, tiou, **common).to_dict() for name, tiou in protocols.items()}
+    durations = known.get("per_duration") or duration_breakdown(
+        spec.gt, run.dets, protocol=spec.protocol, tiou_thresholds=(0.5,), **common).to_dict()
     return {"name": run.name, "method": run.method, "predictions": run.predictions, "protocols": results,
-            "per_duration": durations.to_dict(), "fp_breakdown": _fp_breakdown(spec, run.dets, thresholds),
+            "per_duration": durations, "fp_breakdown": _fp_breakdown(spec, run.dets, thresholds),
             "bootstrap": run.bootstrap}
 
 
