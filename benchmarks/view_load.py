@@ -47,7 +47,8 @@ def generated_predictions(gt, seed: int = 0) -> DetectionSet:
         length = np.maximum(seg[copies, 1] - seg[copies, 0], 0.1)
         s = seg[copies, 0] + rng.normal(0, 0.15, len(copies)) * length
         e = seg[copies, 1] + rng.normal(0, 0.15, len(copies)) * length
-        copy_labels = np.where(rng.random(len(copies)) < 0.8, lab[copies], classes[rng.integers(len(classes), size=len(copies))])
+        random_labels = classes[rng.integers(len(classes), size=len(copies))]
+        copy_labels = np.where(rng.random(len(copies)) < 0.8, lab[copies], random_labels)
         rest = PER_VIDEO - len(copies)
         rs = rng.random(rest) * duration
         re_ = np.minimum(rs + rng.random(rest) * duration * 0.5, duration)

@@ -189,7 +189,8 @@ class TestOutputs:
     files: dict[str, Path]
 
 
-def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool = True, html: bool = True) -> TestOutputs:
+def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool = True,
+             html: bool = True) -> TestOutputs:
     """Detect on the test subset, write ActivityNet JSON + THUMOS txt + the report (JSON and text), the
     scored ground truth and (``html``) the ``tadkit view`` page ``report.html``."""
     from tadkit.engine.data import build_dataset

@@ -25,7 +25,8 @@ def column(data: dict, name: str, dtype: str) -> np.ndarray:
 
 def page_data(path: Path) -> dict:
     text = path.read_text(encoding="utf-8")
-    return json.loads(re.search(r'<script type="application/json" id="tadkit-data">(.*?)</script>', text, re.S).group(1))
+    block = re.search(r'<script type="application/json" id="tadkit-data">(.*?)</script>', text, re.S)
+    return json.loads(block.group(1))
 
 
 @pytest.fixture
@@ -186,5 +187,6 @@ def test_compare_refuses_runs_scored_on_other_ground_truth(tmp_path, capsys):
         (run / "report.json").write_text(json.dumps(report))
     assert main(["view", str(tmp_path / "a"), "--compare", str(tmp_path / "b"), "--bootstrap", "20",
                  "--out", str(tmp_path / "ab.html")]) == 0
-    assert main(["view", str(tmp_path / "a"), "--compare", str(tmp_path / "c"), "--out", str(tmp_path / "ac.html")]) == 2
+    assert main(["view", str(tmp_path / "a"), "--compare", str(tmp_path / "c"),
+                 "--out", str(tmp_path / "ac.html")]) == 2
     assert "not comparable" in capsys.readouterr().err and not (tmp_path / "ac.html").exists()

@@ -127,7 +127,8 @@ def test_threshold_slider_and_video_choice(real_run, browser, tmp_path):
     row = browser.driver.find_element("css selector", f"#video-table tbody tr[data-row='{list(gt).index(video)}']")
     row.click()
     assert browser.js("return document.getElementById('detail-title').textContent") == video
-    assert int(browser.js("return document.getElementById('detail-counts').dataset.gt")) == len(gt[video]["annotations"])
+    shown_gt = int(browser.js("return document.getElementById('detail-counts').dataset.gt"))
+    assert shown_gt == len(gt[video]["annotations"])
     scores = np.array([d["score"] for d in results.get(video, []) if d["label"] in evaluated], dtype=np.float32)
     drawn = "return document.querySelectorAll('g.dets[data-run=\"0\"] rect.det').length"
     assert browser.js(drawn) == len(scores)
@@ -200,8 +201,8 @@ def _expected(gt, dets, protocol, subset, thresholds):
 
 
 def _js_totals(browser, run=0):
-    return browser.js("const v = window.tadkitView; return v.data.tiou_choices.map(t => v.totals(v.runs[arguments[0]], t))",
-                      run)
+    return browser.js("const v = window.tadkitView;"
+                      "return v.data.tiou_choices.map(t => v.totals(v.runs[arguments[0]], t))", run)
 
 
 def _video_ap(browser, t):

@@ -69,7 +69,8 @@ def read_test_dir(path: str | Path) -> TestDir:
     """``report.json`` + ``results.json`` of a test directory, checked, or one clear error."""
     root = Path(path)
     if not root.is_dir():
-        raise TadkitError("not a directory (give the --out directory of `tadkit test` or `tadkit demo`)", file=str(root))
+        raise TadkitError("not a directory (give the --out directory of `tadkit test` or `tadkit demo`)",
+                          file=str(root))
     report_path, results = root / REPORT_FILE, root / RESULTS_FILE
     for needed in (report_path, results):
         if not needed.is_file():
