@@ -10,6 +10,7 @@ Skips with a reason without chromium + chromium-driver + selenium (see tests/vie
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -229,6 +230,14 @@ def _check_matching(browser, tmp_path, gt, dets, protocol, subset, sample_videos
                 assert (have["tp"], have["missed"]) == (want["tp"], want["missed"]), t
         if cap is not None:
             assert data["runs"][0]["det"]["dropped"] > 0  # the cap did drop detections
+            # a capped video says so on the page
+            det = data["runs"][0]["det"]
+            stored = np.diff(np.frombuffer(base64.b64decode(det["off"]), "<i4"))
+            total = np.frombuffer(base64.b64decode(det["total"]), "<i4")
+            capped = int(np.flatnonzero(total > stored)[0])
+            browser.js("window.tadkitView.selectVideo(arguments[0])", capped)
+            note = browser.js("const n = document.querySelector('#video-detail .capped'); return n && n.textContent")
+            assert note and f"showing {stored[capped]} of {total[capped]} detections" in note
             ids = data["videos"]["id"]
             for t in (0.3, 0.5, 0.7):
                 ap = _video_ap(browser, t)
