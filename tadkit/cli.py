@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "demo": "synthetic data -> train a method -> evaluate -> plots (minutes on 2 CPU cores)",
     "data": "annotation and feature tools: stats, convert, synth, import-features",
     "eval": "score detections or proposals with the official protocols",
+    "view": "one self-contained HTML page to look at a run's detections",
     "train": "train a method from a YAML config",
     "test": "detect on the test subset and evaluate a checkpoint",
     "detect": "detect actions in one video file or feature file",

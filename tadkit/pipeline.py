@@ -337,8 +337,10 @@ class TestOutputs:
     files: dict[str, Path]
 
 
-def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool = True) -> TestOutputs:
-    """Detect on the test subset, write ActivityNet JSON + THUMOS txt + the report (JSON and text)."""
+def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool = True,
+             html: bool = True) -> TestOutputs:
+    """Detect on the test subset, write ActivityNet JSON + THUMOS txt + the report (JSON and text), the
+    scored ground truth and (``html``) the ``tadkit view`` page ``report.html``."""
     from tadkit.engine.data import build_dataset
     from tadkit.evaluation import write_activitynet_json, write_thumos_txt
     from tadkit.utils.io import write_json, write_text
@@ -383,9 +385,42 @@ def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool 
         print(f"tadkit test: warning: {note}", file=sys.stderr)
     if len(dets) == 0:
         report.notes.append(explain_no_detections(trace, predictions, config))
+    report.extra["run"] = {"method": config.model.name, "annotations": str(config.data.annotations),
+                           "subset": config.data.subset_test}
     write_json(files["report"], report.to_dict())
     write_text(files["table"], report.format() + "\n")
+    files["ground_truth"] = write_scored_ground_truth(gt, out_dir)
+    if html:
+        files["html"] = write_test_page(gt, dets, config, out_dir, report)
     return TestOutputs(gt=gt, dets=dets, report=report, files=files)
+
+
+def write_scored_ground_truth(gt: AnnotationSet, out_dir: Path) -> Path:
+    """The GT a test run was scored on (tadkit JSON), so `tadkit view DIR` needs nothing outside DIR."""
+    from tadkit.commands.view import GROUND_TRUTH_FILE
+    from tadkit.data.formats.activitynet import write_tadkit_json
+
+    path = Path(out_dir) / GROUND_TRUTH_FILE
+    write_tadkit_json(gt, path)
+    return path
+
+
+def write_test_page(gt: AnnotationSet, dets: DetectionSet, config: Config, out_dir: Path,
+                    report: Report | None = None) -> Path:
+    """``report.html`` beside report.json: the `tadkit view` page of this run (``report``: its scores,
+    reused instead of scoring again)."""
+    from tadkit.commands.view import PAGE_FILE
+    from tadkit.viz.report_html import Run, ViewSpec, write_view
+
+    protocol = config.test.protocol
+    spec = ViewSpec(gt=gt, protocol=protocol, subset=config.data.subset_test, blocked=config.test.blocked_videos,
+                    tiou=config.test.tiou_thresholds,  # as evaluate_report: one threshold list for every protocol
+                    other_protocols={p: config.test.tiou_thresholds for p in PROTOCOLS if p != protocol},
+                    annotations=str(config.data.annotations), title=f"tadkit test: {Path(out_dir).resolve().name}")
+    run = Run(name=Path(out_dir).resolve().name, dets=dets, method=str(config.model.name or ""),
+              predictions=str(Path(out_dir) / "results.json"),
+              scores=None if report is None else report.to_dict())
+    return write_view(Path(out_dir) / PAGE_FILE, spec, [run])
 
 
 #: timelines draw every detection scoring at least this fraction of the run's best score

@@ -59,6 +59,11 @@ def register(subparsers) -> None:
     parser.add_argument("--max-proposals", type=float, default=100,
                         help="--proposals: largest average number of proposals per video (default 100)")
     parser.add_argument("--out", default=None, help="also write the full result as JSON to this file (atomic)")
+    parser.add_argument("--html", default=None, metavar="REPORT_HTML",
+                        help="also write the `tadkit view` page of GT + predictions (one offline HTML file; "
+                        "with --compare: both runs side by side); see docs/view.md")
+    parser.add_argument("--videos", default=None, metavar="VIDEO_DIR",
+                        help="--html: directory of the video files, played on the page")
     _add_protocol_arguments(parser)
     uncertainty = parser.add_argument_group("uncertainty (bootstrap over videos)")
     uncertainty.add_argument("--bootstrap", type=int, default=None, metavar="N",
@@ -91,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
     from tadkit.utils.io import write_json
 
     tiou = parse_tiou(args.tiou) if args.tiou is not None else None  # bad specs fail before any I/O
+    if args.html and (args.proposals or args.preset or args.all_presets or args.compare_bins
+                      or (args.duration_bins and not args.analysis)):
+        raise TadkitError("--html shows detections scored with --protocol (not --proposals / --preset / "
+                          "--all-presets / --duration-bins / --compare-bins)", field="html")
     if args.compare is not None:
         return _run_compare(args, tiou)
     if args.pred is None:
@@ -139,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
             write_json(args.out, payload)
         except OSError as error:
             raise TadkitError(f"cannot write result ({error.strerror})", file=args.out, field="out") from None
+    if args.html:
+        _write_html(args, gt, [(args.pred, pred, payload.get("bootstrap"))], tiou)
     for warning in getattr(result, "warnings", None) or []:
         print(f"tadkit eval: warning: {warning}", file=sys.stderr)
     if args.format == "json":
@@ -297,6 +308,8 @@ def _run_compare(args: argparse.Namespace, tiou) -> int:
             write_json(args.out, payload)
         except OSError as error:
             raise TadkitError(f"cannot write result ({error.strerror})", file=args.out, field="out") from None
+    if args.html:
+        _write_html(args, gt, [(path, dets, None) for path, dets in zip(args.compare, preds)], tiou)
     for result in (ra, rb):
         for warning in result.warnings:
             print(f"tadkit eval: warning: {warning}", file=sys.stderr)
@@ -306,3 +319,18 @@ def _run_compare(args: argparse.Namespace, tiou) -> int:
         print(f"A = {args.compare[0]}\n{ra.format_table()}\n\nB = {args.compare[1]}\n{rb.format_table()}\n\n"
               f"{cmp.format_table()}")
     return 0
+
+
+def _write_html(args: argparse.Namespace, gt, runs: list, tiou) -> None:
+    """``--html``: the `tadkit view` page of GT + these predictions (one run, or two to compare)."""
+    from pathlib import Path
+
+    from tadkit.viz.report_html import Run, ViewSpec, write_view
+
+    spec = ViewSpec(gt=gt, protocol=args.protocol, subset=args.subset, blocked=args.blocked, tiou=tiou,
+                    unknown_videos=args.unknown_videos, annotations=str(args.gt),
+                    title=f"tadkit eval: {Path(runs[-1][0]).name}")
+    write_view(args.html, spec, [Run(name=Path(path).name, dets=dets, predictions=str(path), bootstrap=boot)
+                                 for path, dets, boot in runs],
+               videos_dir=args.videos, compare_resamples=args.bootstrap or 1000)
+    print(f"tadkit eval: wrote {args.html}", file=sys.stderr)

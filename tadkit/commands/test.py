@@ -20,7 +20,8 @@ def register(subparsers) -> None:
         "test", help="detect on the test subset and evaluate a checkpoint",
         description="Runs the model of CKPT over the config's test subset, writes results.json (ActivityNet "
         "format), detections_thumos14.txt (when the classes have THUMOS ids), report.json and report.txt "
-        "(mAP per tIoU under both official protocols, per-duration mAP) and PNG plots. Given a directory "
+        "(mAP per tIoU under both official protocols, per-duration mAP), ground_truth.json (the GT scored), "
+        "report.html (the `tadkit view` page) and PNG plots. Given a directory "
         "written by `tadkit train --seeds`, tests every seed into OUT/seed_<s>/ and writes OUT/summary.json "
         "and summary.txt (mean, std, min, max over seeds; combined seed + video-bootstrap interval).",
     )
@@ -39,6 +40,7 @@ def register(subparsers) -> None:
                         help="seeds directory: video resamples per seed for the combined interval (default 1000)")
     add_method_module_argument(parser)
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--no-html", action="store_true", help="skip report.html (the `tadkit view` page)")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
 
@@ -89,7 +91,7 @@ def evaluate_checkpoint(config_path, checkpoint, out_dir: Path, args, fuse: list
     config.model = stored.model  # the checkpoint's model is what runs; its method drives the data and decoding
     model = fused_model(model, stored, list(config.test.fuse) + list(args.fuse if fuse is None else fuse),
                         config.test.fuse_streams, key="clip" if method_of(config).data_kind == "frames" else "features")
-    outputs = run_test(model, config, out_dir, progress=not args.no_progress)
+    outputs = run_test(model, config, out_dir, progress=not args.no_progress, html=not args.no_html)
     history = Path(checkpoint).parent / "history.json"  # training curves / evaluations when beside a run dir
     if not args.no_plots:
         outputs.files.update(plot_outputs(outputs.gt, outputs.dets, outputs.report, history, out_dir, config=config))
