@@ -464,6 +464,11 @@ TABLE: dict[str, Row] = {
         check=lambda ws, out: len(json.loads((ws.root / "data" / "anet_cpu" / "annotations.json").read_text())
                                   ["classes"]) == 20),
     # run as written (on files those tests make) by other test modules
+    **{command: Row(None, RUN_BY + "tests/test_view_browser.py::test_docs_commands_run_as_written")
+       for command in ("tadkit view runs/test_a --out runs/test_a/view.html",
+                       "tadkit view runs/test_a --videos videos/ --out runs/test_a/report.html",
+                       "tadkit view runs/test_a --compare runs/test_b --out compare.html",
+                       "tadkit eval --gt GT --pred PRED --protocol thumos14 --subset test --html report.html")},
     "tadkit convert afsd-official checkpoint_rgb.ckpt afsd_rgb.pt": Row(None, RUN_BY + "tests/test_afsd_official_e2e.py::"
                                                                          "test_docs_commands_detect_thumos14_classes_on_a_synthetic_video"),
     "tadkit detect my_video.mp4 --checkpoint afsd_rgb.pt --out detections.json": Row(
