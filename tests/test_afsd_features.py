@@ -230,3 +230,18 @@ def test_anet_head_strides_and_per_sample_normalisation() -> None:
             sample = {**batch, "targets": batch["targets"][i:i + 1], "meta": batch["meta"][i:i + 1]}
             alone.append(model.loss(one, sample)[key])
         torch.testing.assert_close(together[key], torch.stack(alone).mean(), rtol=1e-5, atol=1e-6)
+
+
+def test_config_lists_of_lists_equal_the_checkpoints_tuples_in_the_test_note() -> None:
+    """`tadkit test` notes config-vs-checkpoint differences; a YAML list of pairs is no difference."""
+    from types import SimpleNamespace
+
+    from tadkit.commands.test import model_section_notes
+
+    model = build_afsd(**dict(KW, clip_length=768), **ANET)
+    stored = SimpleNamespace(model=SimpleNamespace(name="afsd"))
+    config = SimpleNamespace(model=SimpleNamespace(name="afsd", kwargs=dict(ANET)))
+    assert model_section_notes(config, stored, model) == []
+    config.model.kwargs = dict(ANET, scale_ranges=[[0, 31]] + ANET["scale_ranges"][1:])
+    (note,) = model_section_notes(config, stored, model)
+    assert "scale_ranges" in note

@@ -157,12 +157,16 @@ def model_section_notes(config, stored, model) -> list[str]:
                      "the checkpoint's model is used")
     actual = model.config_dict() if callable(getattr(model, "config_dict", None)) else {}
     asked = resolved_model_kwargs(model, dict(config.model.kwargs or {}))
-    differing = sorted(k for k, v in asked.items() if k in actual and actual[k] != v
-                       and not (isinstance(v, (list, tuple)) and list(actual[k]) == list(v)))
+    differing = sorted(k for k, v in asked.items() if k in actual and _plain(actual[k]) != _plain(v))
     if differing:
         notes.append(f"model.kwargs {', '.join(differing)} in the config differ from the checkpoint's; the "
                      "checkpoint's values are used (the config's model section does not rebuild the model)")
     return notes
+
+
+def _plain(value):
+    """Tuples as lists, all the way down (a YAML list and a dataclass tuple are the same setting)."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def resolved_model_kwargs(model, kwargs: dict) -> dict:
