@@ -120,6 +120,7 @@ class Report:
     durations: Any  # DurationBreakdown (A2Net Table I bins) under the config's protocol
     primary: str  # the config's protocol
     extra: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # printed above the tables (e.g. skipped videos)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -130,7 +131,7 @@ class Report:
         }
 
     def format(self) -> str:
-        lines = []
+        lines = [f"note: {note}" for note in self.notes] + ([""] if self.notes else [])
         for name in [self.primary] + [p for p in self.results if p != self.primary]:
             lines.append(self.results[name].format_table())
             lines.append("")
@@ -195,14 +196,17 @@ def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool 
     from tadkit.evaluation import write_activitynet_json, write_thumos_txt
     from tadkit.utils.io import write_json, write_text
 
+    from tadkit.engine.data import collate_fn_for, method_of, skipped_videos
+
     out_dir = Path(out_dir)
     dataset = build_dataset(config, training=False, progress=progress)
+    skipped = skipped_videos(dataset, config.data.subset_test)
     if len(dataset) == 0:
+        why = f"; {skipped.message('nothing is left to test')}" if skipped is not None else ""
         raise TadkitError(
-            f"no test samples: subset {config.data.subset_test!r} has no video with features",
+            f"no test samples: subset {config.data.subset_test!r} has no video with features{why}",
             file=config.data.annotations, field="data.subset_test",
         )
-    from tadkit.engine.data import collate_fn_for, method_of
     from tadkit.engine.inference import predict
 
     predictions = predict(model, dataset, collate_fn_for(method_of(config).data_kind), batch_size=config.test.batch_size,
@@ -222,9 +226,15 @@ def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool 
     report = evaluate_report(gt, dets, config)
     report.extra["num_test_videos"] = len(gt.videos)
     report.extra["num_detections"] = len(dets)
+    if skipped is not None:  # their GT stays in the evaluation: say why it can only be missed
+        report.extra["skipped_videos"] = skipped.to_dict()
+        report.notes.append(skipped.message(TEST_SKIP_CONSEQUENCE))
     write_json(files["report"], report.to_dict())
     write_text(files["table"], report.format() + "\n")
     return TestOutputs(gt=gt, dets=dets, report=report, files=files)
+
+
+TEST_SKIP_CONSEQUENCE = "they have no detections, so their ground truth counts as missed"
 
 
 def plot_outputs(
@@ -298,9 +308,10 @@ def single_video_store(features_path: Path, work_dir: Path, *, fps: float | None
     written by ``tadkit extract`` (fps, step, stack, timestamps), or the ``fps``/``stride_frames``
     arguments. Without any of them the seconds would be guesses, so that is an error.
     """
-    from tadkit.data.features import FEATURES_JSON, FeatureSpec, FeatureStore
+    from tadkit.data.features import FEATURES_JSON, FeatureSpec, FeatureStore, open_feature_array
+    from tadkit.utils.io import check_input_file
 
-    features_path = Path(features_path)
+    features_path = check_input_file(features_path, "feature file", field="input")
     if (features_path.parent / FEATURES_JSON).exists() and fps is None and stride_frames is None:
         return FeatureStore(features_path.parent)
     sidecar = features_path.with_suffix(".json")
@@ -322,9 +333,10 @@ def single_video_store(features_path: Path, work_dir: Path, *, fps: float | None
             file=str(features_path), field="timing",
         )
     work_dir.mkdir(parents=True, exist_ok=True)
-    array = np.load(features_path, mmap_mode="r")
-    if array.ndim != 2:
-        raise TadkitError(f"expected a (T, D) array, got shape {array.shape}", file=str(features_path), field="shape")
+    # the user's file, checked and named before the one-video store (a temp dir linking to it) reads it
+    array = open_feature_array(features_path, features_path.stem)
+    if array.shape[0] == 0:
+        raise TadkitError("holds no features (T = 0)", file=str(features_path), field="length")
     target = work_dir / f"{features_path.stem}.npy"
     if target.resolve() != features_path.resolve():
         target.unlink(missing_ok=True)
@@ -371,9 +383,15 @@ def _detect_one_video(model: nn.Module, store: Any, video: Any, config: Config, 
                       progress: bool) -> DetectionSet:
     from tadkit.engine.data import build_dataset
 
+    from tadkit.engine.data import skipped_videos
+
     annotations = AnnotationSet(videos={video.video_id: video}, classes=list(classes), source="detect")
     config = Config.from_dict({**config.to_dict(), "data": {**config.to_dict()["data"], "subset_test": DETECT_SUBSET}})
     dataset = build_dataset(config, training=False, progress=False, annotations=annotations, store=store)
+    skipped = skipped_videos(dataset, DETECT_SUBSET)
+    if skipped is not None:
+        raise TadkitError(f"the video is too short for this model: it has {skipped.reason}", video=video.video_id,
+                          field="data.min_features")
     return detect_dataset(model, dataset, config, progress=progress)
 
 

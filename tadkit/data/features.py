@@ -348,6 +348,12 @@ def _open_array(path: Path, key: str | None, video_id: str) -> np.ndarray:
     return array
 
 
+def open_feature_array(path: str | Path, video_id: str, key: str | None = None) -> np.ndarray:
+    """One (T, D) floating-point array of a feature file, memory-mapped, never unpickled; a missing,
+    empty, cut, object-dtype or wrongly shaped file is a TadkitError naming the file and the video."""
+    return _open_array(Path(path), key, video_id)
+
+
 def _check_video_id(video_id: str) -> None:
     if not video_id or "/" in video_id or "\\" in video_id or video_id in (".", "..", "features"):
         raise TadkitError(f"unusable as a file name: {video_id!r}", video=video_id, field="video_id")
@@ -1160,6 +1166,7 @@ __all__ = [
     "a2net_thumos_fps",
     "fps_table_by_name",
     "first_non_finite",
+    "open_feature_array",
     "frames_at",
     "save_features",
     "subsample_store",

@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from tadkit import __version__
 from tadkit.engine.checkpoint import (
+    LINK_SUFFIX,
     RESUME_KEYS,
     CheckpointManager,
     capture_rng_state,
@@ -70,9 +71,11 @@ from tadkit.utils.io import (
     WRITE_ONLY_ERRNOS,
     DirectoryLock,
     DirectoryLocked,
+    TEMP_SUFFIX,
     WriteFailure,
     ensure_writable_dir,
     lock_directory,
+    remove_stale_temps,
     translate_write_errors,
     write_failure,
     write_json,
@@ -99,6 +102,7 @@ class TrainResult:
     best: dict[str, Any] | None = None  # {"metric", "value", "epoch"}
     resumed_from: int | None = None  # epoch of the checkpoint the run continued from
     metrics: dict[str, float] = field(default_factory=dict)  # of the last evaluation
+    skipped: Any = None  # SkippedVideos of the training subset (tadkit.engine.data), or None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -710,6 +714,8 @@ class Trainer:
             length = f"{self.cfg.iterations} iterations" if self.by_iteration else f"{self.cfg.epochs} epochs"
             self.log(f"training {self.config.model.name} for {length}: {len(self.data.train)} samples, "
                      f"global batch {self.cfg.batch_size} over {ctx.world_size} process(es), device {ctx.device}")
+        if self.data.skipped is not None:
+            self.log(self.data.skipped.message(TRAIN_SKIP_CONSEQUENCE), console=True)
         self.ddp_model = wrap_ddp(self.module, ctx, self.cfg.find_unused_parameters)
         if self.by_iteration:
             self._fit_iterations()
@@ -734,6 +740,7 @@ class Trainer:
             best=self.best,
             resumed_from=self.resumed_from,
             metrics=self.last_metrics,
+            skipped=self.data.skipped,
         )
 
     def _fit_iterations(self) -> None:
@@ -831,6 +838,7 @@ def train(
 
 
 RESUME_HINT = "checkpoints already written are intact; free space (or choose another --out) and rerun with --resume"
+TRAIN_SKIP_CONSEQUENCE = "the model is not trained on them"
 
 
 @dataclass
@@ -874,6 +882,8 @@ def _claim_run_dir(out_dir: Path, ctx: DistContext) -> _RunDirClaim:
                     "choose another --out", file=str(out_dir), field="out_dir",
                 ) from None
             claim = _RunDirClaim(out_dir, lock, created)
+            # a run killed mid-write (kill -9) left its temp checkpoint / history / link files behind
+            remove_stale_temps(out_dir, patterns=(f".*{TEMP_SUFFIX}", f".*{LINK_SUFFIX}"))
         except TadkitError as error:
             problem = error
         except OSError as error:  # anything else the file system says: still one clear line, on every rank

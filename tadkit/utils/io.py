@@ -33,6 +33,9 @@ WRITE_FAILURES: dict[int, str] = {
 }
 
 
+TEMP_SUFFIX = ".tmp"  # atomic_open's temp files are ".<name>.<random>.tmp" beside their target
+
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -111,7 +114,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
     path = Path(path)
     with translate_write_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
@@ -146,10 +149,61 @@ def torch_save(obj: Any, path: str | os.PathLike) -> None:
 
 
 def numpy_save(path: str | os.PathLike, array: Any) -> None:
+    """``np.save`` through :func:`atomic_open`, with the bytes written checked.
+
+    On a full disk numpy's ``tofile`` raises an OSError without an errno ("N requested and M written")
+    and a short write can also pass silently; both become "no space left on device" naming ``path``
+    (previous file intact, no temp file left).
+    """
+    import io as _io
+
     import numpy as np
 
+    array = np.asanyarray(array)
+    header = _io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+    expected = len(header.getvalue()) + array.nbytes if array.dtype != object else None
     with atomic_open(path, "wb") as handle:
-        np.save(handle, array)
+        try:
+            np.save(handle, array)
+            handle.flush()
+        except OSError as error:
+            if error.errno is not None:
+                raise
+            raise OSError(errno.ENOSPC, f"short write ({error})") from error
+        written = os.fstat(handle.fileno()).st_size
+        if expected is not None and written != expected:
+            raise OSError(errno.ENOSPC, f"short write: {written} of {expected} bytes")
+
+
+def remove_stale_temps(*directories: str | os.PathLike, patterns: tuple[str, ...] = (f".*{TEMP_SUFFIX}",)) -> list[Path]:
+    """Delete the temp files a killed writer (kill -9) left in ``directories`` (by default
+    ``.<name>.*.tmp`` of :func:`atomic_open`); returns them. Call it only while holding the directory's
+    lock (:func:`lock_directory`): a live writer's temp file looks the same."""
+    removed = []
+    for directory in directories:
+        directory = Path(directory)
+        if not directory.is_dir():
+            continue
+        for path in sorted({p for pattern in patterns for p in directory.glob(pattern)}):
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
+                if path.is_file() and not path.is_symlink():
+                    path.unlink()
+                    removed.append(path)
+    return removed
+
+
+def check_input_file(path: str | os.PathLike, what: str = "file", *, field: str | None = None) -> Path:
+    """``path`` as a Path when it is a readable regular file; otherwise one TadkitError saying whether it
+    is missing or a directory (not "not found" for a directory)."""
+    path = Path(path)
+    if path.is_dir():
+        raise TadkitError(f"is a directory, expected a {what}", file=str(path), field=field)
+    if not path.exists():
+        raise TadkitError(f"{what} not found", file=str(path), field=field)
+    if not path.is_file():
+        raise TadkitError(f"is not a regular file, expected a {what}", file=str(path), field=field)
+    return path
 
 
 # --------------------------------------------------------------------------------------------------
@@ -276,11 +330,14 @@ __all__ = [
     "WRITE_FAILURES",
     "WRITE_ONLY_ERRNOS",
     "WriteFailure",
+    "TEMP_SUFFIX",
     "atomic_open",
+    "check_input_file",
     "ensure_writable_dir",
     "lock_directory",
     "lock_holder",
     "numpy_save",
+    "remove_stale_temps",
     "torch_save",
     "translate_write_errors",
     "write_failure",
