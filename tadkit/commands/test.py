@@ -33,7 +33,10 @@ def run(args) -> int:
     from tadkit.engine.data import method_of
     from tadkit.pipeline import plot_outputs, run_test
 
+    from tadkit.utils.io import ensure_writable_dir
+
     config = load_config(args.config, args.overrides)
+    ensure_writable_dir(args.out, hint="choose a writable --out")  # before the model runs over the test subset
     model, stored = load_checkpoint_model(args.checkpoint)
     for note in model_section_notes(config, stored, model):
         print(f"tadkit test: note: {note}", file=sys.stderr)

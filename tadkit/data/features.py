@@ -42,7 +42,7 @@ import numpy as np
 from tadkit.utils.progress import progress as tqdm  # a bar on a terminal, plain lines in a log
 
 from tadkit.errors import TadkitError
-from tadkit.utils.io import atomic_open, numpy_save, write_json
+from tadkit.utils.io import atomic_open, check_input_file, numpy_save, write_json
 
 FEATURES_JSON = "features.json"
 FORMAT_TAG = "tadkit-features/1"
@@ -311,8 +311,7 @@ def _mmap_npz_member(path: Path, key: str) -> np.ndarray | None:
 
 def _open_array(path: Path, key: str | None, video_id: str) -> np.ndarray:
     """Open one (T, D) array lazily; any failure is a TadkitError naming file, video and field."""
-    if not path.is_file():
-        raise TadkitError("feature file is missing", file=path, video=video_id, field="path")
+    check_input_file(path, "feature file", field="path", video=video_id, missing="feature file is missing")
     try:
         if key is None:
             array = np.load(path, mmap_mode="r", allow_pickle=False)

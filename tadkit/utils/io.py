@@ -193,16 +193,17 @@ def remove_stale_temps(*directories: str | os.PathLike, patterns: tuple[str, ...
     return removed
 
 
-def check_input_file(path: str | os.PathLike, what: str = "file", *, field: str | None = None) -> Path:
-    """``path`` as a Path when it is a readable regular file; otherwise one TadkitError saying whether it
-    is missing or a directory (not "not found" for a directory)."""
+def check_input_file(path: str | os.PathLike, what: str = "file", *, field: str | None = None,
+                     video: str | None = None, missing: str | None = None) -> Path:
+    """``path`` as a Path when it is a regular file; otherwise one TadkitError saying whether it is
+    missing (``missing``, default "<what> not found") or a directory (not "not found" for a directory)."""
     path = Path(path)
     if path.is_dir():
-        raise TadkitError(f"is a directory, expected a {what}", file=str(path), field=field)
+        raise TadkitError(f"is a directory, expected a {what}", file=str(path), video=video, field=field)
     if not path.exists():
-        raise TadkitError(f"{what} not found", file=str(path), field=field)
+        raise TadkitError(missing or f"{what} not found", file=str(path), video=video, field=field)
     if not path.is_file():
-        raise TadkitError(f"is not a regular file, expected a {what}", file=str(path), field=field)
+        raise TadkitError(f"is not a regular file, expected a {what}", file=str(path), video=video, field=field)
     return path
 
 
