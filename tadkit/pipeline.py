@@ -165,11 +165,12 @@ def make_evaluate_fn(config: Config, out_dir: Path) -> Callable[[nn.Module, int]
     state: dict[str, Any] = {}
 
     def evaluate_fn(model: nn.Module, epoch: int) -> dict[str, float]:
-        from tadkit.engine.data import build_dataset
+        from tadkit.engine.data import build_dataset, skipped_videos
         from tadkit.evaluation import evaluate
 
         if "dataset" not in state:
             state["dataset"] = build_dataset(config, training=False, progress=False)
+            evaluate_fn.skipped = skipped_videos(state["dataset"], config.data.subset_test)  # the trainer logs it
         dataset = state["dataset"]
         dets = detect_dataset(model, dataset, config, progress=False)
         result = evaluate(dataset.annotations, dets, config.test.protocol, config.test.tiou_thresholds)
@@ -177,6 +178,7 @@ def make_evaluate_fn(config: Config, out_dir: Path) -> Callable[[nn.Module, int]
         metrics["average_mAP"] = float(result.average_mAP)
         return metrics
 
+    evaluate_fn.skipped = None  # type: ignore[attr-defined]
     return evaluate_fn
 
 
@@ -194,9 +196,8 @@ def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool 
     """Detect on the test subset, write ActivityNet JSON + THUMOS txt + the report (JSON and text)."""
     from tadkit.engine.data import build_dataset
     from tadkit.evaluation import write_activitynet_json, write_thumos_txt
-    from tadkit.utils.io import write_json, write_text
-
     from tadkit.engine.data import collate_fn_for, method_of, skipped_videos
+    from tadkit.utils.io import write_json, write_text
 
     out_dir = Path(out_dir)
     dataset = build_dataset(config, training=False, progress=progress)
@@ -381,9 +382,7 @@ def detect_frame_store(model: nn.Module, store: Any, video_id: str, config: Conf
 
 def _detect_one_video(model: nn.Module, store: Any, video: Any, config: Config, classes: list[str],
                       progress: bool) -> DetectionSet:
-    from tadkit.engine.data import build_dataset
-
-    from tadkit.engine.data import skipped_videos
+    from tadkit.engine.data import build_dataset, skipped_videos
 
     annotations = AnnotationSet(videos={video.video_id: video}, classes=list(classes), source="detect")
     config = Config.from_dict({**config.to_dict(), "data": {**config.to_dict()["data"], "subset_test": DETECT_SUBSET}})

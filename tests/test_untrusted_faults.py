@@ -103,12 +103,16 @@ def test_acrnet_videos_too_short_for_the_method_are_reported_by_train_and_test(s
     config = acrnet_config(synth, tmp_path / "acrnet.yaml")
     setting = f"data.min_features={min_features}"
 
-    code, out, _ = run(capsys, "train", config, "--out", tmp_path / "run", "--set", setting, "--no-progress")
+    code, out, _ = run(capsys, "train", config, "--out", tmp_path / "run", "--set", setting, "--set",
+                       "train.eval_every=1", "--no-progress")
     assert code == 0
+    log = (tmp_path / "run" / "train.log").read_text()
     if skipped_train:
-        assert f"skipped {len(skipped_train)} video(s) of subset 'validation'" in out
-        log = (tmp_path / "run" / "train.log").read_text()
+        assert f"note: skipped {len(skipped_train)} video(s) of subset 'validation'" in out
         assert f"fewer than {min_features} features (data.min_features): {', '.join(skipped_train)}" in log
+    evaluation_note = (f"skipped 1 video(s) of subset 'test' with fewer than {min_features} features "
+                       f"(data.min_features): {shortest_test}; the per-epoch evaluation gives them no detections")
+    assert evaluation_note in log and evaluation_note in out
 
     code, out, _ = run(capsys, "test", config, "--checkpoint", tmp_path / "run" / "last.pt", "--out",
                        tmp_path / "test", "--set", setting, "--no-plots", "--no-progress")
@@ -416,6 +420,8 @@ def test_a_missing_protocol_is_reported_before_the_predictions_are_read(synth, t
     path.write_text(json.dumps({"results": {}}))
     code, _, err = run(capsys, "eval", "--gt", synth / "annotations.json", "--pred", path, "--subset", "test")
     assert code == 2 and "--protocol is required" in err
+    code, _, err = run(capsys, "eval", "--gt", synth / "annotations.json", "--compare", path, path, "--subset", "test")
+    assert code == 2 and "--protocol is required with --compare" in err
 
 
 def test_negative_prediction_times_are_counted_like_reversed_ones(synth, tmp_path, capsys):

@@ -262,6 +262,8 @@ def _run_compare(args: argparse.Namespace, tiou) -> int:
 
     if args.proposals or args.analysis:
         raise TadkitError("--compare scores detections only (no --proposals / --analysis)", field="compare")
+    if args.protocol is None:  # before two prediction files are parsed
+        raise TadkitError("--protocol is required with --compare", field="protocol")
     gt = load_annotations(args.gt, format=args.gt_format, subset=args.subset)
     preds = [load_predictions(path, format=args.pred_format, class_ids=gt.external_ids or None, strict=args.strict)
              for path in args.compare]

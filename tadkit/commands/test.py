@@ -32,7 +32,6 @@ def run(args) -> int:
     from tadkit.engine.config import load_config
     from tadkit.engine.data import method_of
     from tadkit.pipeline import plot_outputs, run_test
-
     from tadkit.utils.io import ensure_writable_dir
 
     config = load_config(args.config, args.overrides)

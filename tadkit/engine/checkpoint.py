@@ -130,11 +130,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise TadkitError("not a readable PyTorch checkpoint (it asks for more memory than there is)",
                           file=str(path)) from None
     except Exception as error:  # noqa: BLE001 - a text or cut file fails anywhere in the unpickler (KeyError too)
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        reason = f"{type(error).__name__}: {first}" if first and not isinstance(error, (pickle.UnpicklingError,
-                                                                                        RuntimeError)) else first
-        raise TadkitError(f"not a readable PyTorch checkpoint ({reason or type(error).__name__})",
-                          file=str(path)) from None
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        # PyTorch's own messages explain themselves; a bare KeyError(104) needs its type to mean anything
+        explained = isinstance(error, (pickle.UnpicklingError, RuntimeError)) and text
+        reason = text if explained else f"{type(error).__name__}: {text}".rstrip(": ")
+        raise TadkitError(f"not a readable PyTorch checkpoint ({reason})", file=str(path)) from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise TadkitError(
@@ -244,7 +244,7 @@ def load_checkpoint_model(path: str | os.PathLike, device: str | torch.device = 
         model = build_model(str(data["model_name"]), **model_config)
     except TadkitError as error:
         raise TadkitError(error.message, file=str(path), field=error.field or "model_name") from None
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, RuntimeError, MemoryError) as error:  # RuntimeError: the allocator
         raise TadkitError(f"cannot build the model from model_config: {error}", file=str(path), field="model_config") from None
     state = strip_ddp_prefix(data["model"])
     try:

@@ -102,7 +102,7 @@ class TrainResult:
     best: dict[str, Any] | None = None  # {"metric", "value", "epoch"}
     resumed_from: int | None = None  # epoch of the checkpoint the run continued from
     metrics: dict[str, float] = field(default_factory=dict)  # of the last evaluation
-    skipped: Any = None  # SkippedVideos of the training subset (tadkit.engine.data), or None
+    notes: list[str] = field(default_factory=list)  # what the run left out (skipped videos), also in train.log
 
 
 # --------------------------------------------------------------------------------------------------
@@ -431,6 +431,8 @@ class Trainer:
         self.ddp_model: nn.Module = self.module
         self.writer: Any = None
         self.log = RunLog(None, False)
+        self._eval_skip_logged = False  # the evaluation subset's skipped videos are logged once
+        self.notes: list[str] = []  # TrainResult.notes
         self._sums: dict[str, torch.Tensor] = {}  # loss sums since the last record
         self._counts: dict[str, int] = {}
 
@@ -612,12 +614,21 @@ class Trainer:
                 self.scheduler.step()
         return self._reduce(sums, counts)
 
+    def _note(self, message: str) -> None:
+        """Something the user must know about the run's data: train.log, the console, TrainResult.notes."""
+        self.log(message, console=True)
+        self.notes.append(message)
+
     def evaluate(self, at: int) -> dict[str, float]:
         """``evaluate_fn`` on every rank (so it can shard with predict); rank 0's result wins."""
         self.module.eval()
         with torch.no_grad():
             metrics = self.evaluate_fn(self.module, at) if self.evaluate_fn is not None else {}
         self.module.train()
+        skipped = getattr(self.evaluate_fn, "skipped", None)  # set by pipeline.make_evaluate_fn
+        if skipped is not None and not self._eval_skip_logged:
+            self._note(skipped.message(EVAL_SKIP_CONSEQUENCE))
+            self._eval_skip_logged = True
         metrics = {str(k): float(v) for k, v in (metrics or {}).items()}
         return broadcast_object(metrics, self.ctx)
 
@@ -715,7 +726,7 @@ class Trainer:
             self.log(f"training {self.config.model.name} for {length}: {len(self.data.train)} samples, "
                      f"global batch {self.cfg.batch_size} over {ctx.world_size} process(es), device {ctx.device}")
         if self.data.skipped is not None:
-            self.log(self.data.skipped.message(TRAIN_SKIP_CONSEQUENCE), console=True)
+            self._note(self.data.skipped.message(TRAIN_SKIP_CONSEQUENCE))
         self.ddp_model = wrap_ddp(self.module, ctx, self.cfg.find_unused_parameters)
         if self.by_iteration:
             self._fit_iterations()
@@ -740,7 +751,7 @@ class Trainer:
             best=self.best,
             resumed_from=self.resumed_from,
             metrics=self.last_metrics,
-            skipped=self.data.skipped,
+            notes=self.notes,
         )
 
     def _fit_iterations(self) -> None:
@@ -839,6 +850,7 @@ def train(
 
 RESUME_HINT = "checkpoints already written are intact; free space (or choose another --out) and rerun with --resume"
 TRAIN_SKIP_CONSEQUENCE = "the model is not trained on them"
+EVAL_SKIP_CONSEQUENCE = "the per-epoch evaluation gives them no detections, so their ground truth counts as missed"
 
 
 @dataclass

@@ -160,19 +160,21 @@ def numpy_save(path: str | os.PathLike, array: Any) -> None:
     import numpy as np
 
     array = np.asanyarray(array)
-    header = _io.BytesIO()
+    if array.dtype.hasobject:
+        raise ValueError("numpy_save writes numeric arrays only (object arrays would be pickled)")
+    header = _io.BytesIO()  # np.save writes a version 1.0 header unless it is over 64 KiB
     np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
-    expected = len(header.getvalue()) + array.nbytes if array.dtype != object else None
+    expected = len(header.getvalue()) + array.nbytes
     with atomic_open(path, "wb") as handle:
         try:
-            np.save(handle, array)
+            np.save(handle, array, allow_pickle=False)
             handle.flush()
         except OSError as error:
             if error.errno is not None:
                 raise
             raise OSError(errno.ENOSPC, f"short write ({error})") from error
         written = os.fstat(handle.fileno()).st_size
-        if expected is not None and written != expected:
+        if written != expected:
             raise OSError(errno.ENOSPC, f"short write: {written} of {expected} bytes")
 
 
