@@ -335,10 +335,11 @@ def single_video_store(features_path: Path, work_dir: Path, *, fps: float | None
         )
     work_dir.mkdir(parents=True, exist_ok=True)
     # the user's file, checked and named before the one-video store (a temp dir linking to it) reads it
-    array = open_feature_array(features_path, features_path.stem)
+    key = "features" if features_path.suffix.lower() == ".npz" else None  # a single-array .npz: any name
+    array = open_feature_array(features_path, features_path.stem, key)
     if array.shape[0] == 0:
         raise TadkitError("holds no features (T = 0)", file=str(features_path), field="length")
-    target = work_dir / f"{features_path.stem}.npy"
+    target = work_dir / f"{features_path.stem}{features_path.suffix.lower()}"
     if target.resolve() != features_path.resolve():
         target.unlink(missing_ok=True)
         target.symlink_to(features_path.resolve())  # the store reads it memory-mapped; no second copy

@@ -301,12 +301,16 @@ def write_bad_feature_file(path: Path, kind: str) -> None:
         path.mkdir()
     elif kind == "no rows":
         np.save(path, good[:0])
+    elif kind == "npz under a .npy name":
+        with open(path, "wb") as handle:
+            np.savez(handle, a=good, b=good[:3])
 
 
 @pytest.mark.parametrize("kind, words", [("object", "cannot read features"), ("truncated", "cannot read features"),
                                          ("empty file", "cannot read features"),
                                          ("directory", "is a directory, expected a video or feature file"),
-                                         ("no rows", "holds no features (T = 0)")])
+                                         ("no rows", "holds no features (T = 0)"),
+                                         ("npz under a .npy name", "is an .npz archive, expected one .npy array")])
 def test_detect_on_a_broken_stand_alone_feature_file_names_the_users_file(tmp_path, capsys, kind, words):
     ckpt = model_checkpoint(tmp_path / "a2net.pt")
     path = tmp_path / "mine.npy"
@@ -315,6 +319,20 @@ def test_detect_on_a_broken_stand_alone_feature_file_names_the_users_file(tmp_pa
                        "--no-progress")
     assert code == 2 and f"file {path}" in err and words in err and "Traceback" not in err
     assert "tadkit_detect_" not in err  # never the temporary one-video store
+
+
+def test_detect_reads_a_stand_alone_single_array_npz(tmp_path, capsys):
+    ckpt = model_checkpoint(tmp_path / "a2net.pt")
+    path = tmp_path / "mine.npz"
+    np.savez(path, whatever=np.random.default_rng(0).normal(size=(300, DIM)).astype(np.float32))
+    code, out, err = run(capsys, "detect", path, "--checkpoint", ckpt, "--feature-fps", 30, "--feature-stride", 4,
+                         "--no-progress")
+    assert code == 0, err
+    assert out.startswith("mine: ") and "detections" in out
+    np.savez(path, a=np.zeros((300, DIM), np.float32), b=np.zeros(3))
+    code, _, err = run(capsys, "detect", path, "--checkpoint", ckpt, "--feature-fps", 30, "--feature-stride", 4,
+                       "--no-progress")
+    assert code == 2 and f"file {path}" in err and "has no array 'features' (arrays: ['a', 'b'])" in err
 
 
 # --------------------------------------------------------------------------------------------------

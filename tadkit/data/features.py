@@ -315,6 +315,10 @@ def _open_array(path: Path, key: str | None, video_id: str) -> np.ndarray:
     try:
         if key is None:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
+            if not isinstance(array, np.ndarray):  # np.load goes by content: a zip under a .npy name
+                array.close()
+                raise TadkitError("is an .npz archive, expected one .npy array (rename it to .npz)", file=path,
+                                  video=video_id, field="path")
         else:
             with np.load(path, allow_pickle=False) as archive:
                 names = list(archive.files)
