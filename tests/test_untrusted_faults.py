@@ -369,6 +369,18 @@ def test_a_checkpoint_asking_for_a_huge_model_is_refused_before_allocating(tmp_p
     assert "1000000000000" in err
 
 
+@pytest.mark.parametrize("field, value", [("duration", 1e12), ("fps", 1e9)])
+def test_a_timeline_asking_for_years_of_video_is_refused_before_allocating(synth, tmp_path, capsys, field, value):
+    annotations = json.loads((synth / "annotations.json").read_text())
+    video = sorted(annotations["database"])[0]
+    annotations["database"] = {video: {**annotations["database"][video], field: value}}
+    path = tmp_path / "timeline.json"
+    path.write_text(json.dumps(annotations))
+    code, _, err = run(capsys, "data", "synth", "--out", tmp_path / "out", "--timeline", path, "--dim", 8)
+    assert code == 2 and f"file {path}, video {video}, field {field}" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
 # --------------------------------------------------------------------------------------------------
 # 13. A NaN in a cached feature file
 # --------------------------------------------------------------------------------------------------
