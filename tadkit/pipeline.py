@@ -200,7 +200,7 @@ class Report:
     #: average over it; empty for reports built without one
     summary_tiou: list[float] = field(default_factory=list)
     summary_mAP: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)  # what the reader must not miss (printed under the tables)
+    notes: list[str] = field(default_factory=list)  # what the reader must not miss (printed above the tables)
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -224,7 +224,7 @@ class Report:
         return f"average mAP (tIoU {tiou_range_text(self.summary_tiou)}) {100 * self.summary_mAP[protocol]:.1f}"
 
     def format(self) -> str:
-        lines = []
+        lines = [f"note: {note}" for note in self.notes] + ([""] if self.notes else [])
         for name in [self.primary] + [p for p in self.results if p != self.primary]:
             lines.append(self.results[name].format_table())
             lines.append("")
@@ -236,7 +236,6 @@ class Report:
                          f"dataset kind uses this range): {values}")
             lines.append("")
         lines.append(self.durations.format_table())
-        lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
 
 
@@ -290,19 +289,21 @@ def make_evaluate_fn(config: Config, out_dir: Path) -> Callable[[nn.Module, int]
         return metrics
 
     def evaluate_fn(model: nn.Module, epoch: int) -> dict[str, float]:
-        from tadkit.engine.data import build_dataset, build_validation_dataset, validation_config
+        from tadkit.engine.data import build_dataset, build_validation_dataset, skipped_videos, validation_config
         from tadkit.evaluation.epoch_selection import VAL_PREFIX
 
         if "dataset" not in state:
             state["dataset"] = build_dataset(config, training=False, progress=False)
             if config.data.val_fraction is not None:
                 state["val"] = (build_validation_dataset(config), validation_config(config))
+            evaluate_fn.skipped = skipped_videos(state["dataset"], config.data.subset_test)  # the trainer logs it
         metrics = {}
         if "val" in state:
             metrics.update(scores(model, *state["val"], VAL_PREFIX))
         metrics.update(scores(model, state["dataset"], config, ""))
         return metrics
 
+    evaluate_fn.skipped = None  # type: ignore[attr-defined]
     return evaluate_fn
 
 
@@ -343,17 +344,19 @@ def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool 
     scored ground truth and (``html``) the ``tadkit view`` page ``report.html``."""
     from tadkit.engine.data import build_dataset
     from tadkit.evaluation import write_activitynet_json, write_thumos_txt
+    from tadkit.engine.data import collate_fn_for, method_of, skipped_videos
     from tadkit.utils.io import write_json, write_text
 
     out_dir = Path(out_dir)
     check_test_files(config)
     dataset = build_dataset(config, training=False, progress=progress)
+    skipped = skipped_videos(dataset, config.data.subset_test)
     if len(dataset) == 0:
+        why = f"; {skipped.message('nothing is left to test')}" if skipped is not None else ""
         raise TadkitError(
-            f"no test samples: subset {config.data.subset_test!r} has no video with features",
+            f"no test samples: subset {config.data.subset_test!r} has no video with features{why}",
             file=config.data.annotations, field="data.subset_test",
         )
-    from tadkit.engine.data import collate_fn_for, method_of
     from tadkit.engine.inference import predict
 
     predictions = predict(model, dataset, collate_fn_for(method_of(config).data_kind), batch_size=config.test.batch_size,
@@ -375,6 +378,9 @@ def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool 
     report = evaluate_report(gt, dets, config)
     report.extra["num_test_videos"] = len(gt.videos)
     report.extra["num_detections"] = len(dets)
+    if skipped is not None:  # their GT stays in the evaluation: say why it can only be missed
+        report.extra["skipped_videos"] = skipped.to_dict()
+        report.notes.append(skipped.message(TEST_SKIP_CONSEQUENCE))
     if config.test.video_classifier:
         report.extra["video_classifier"] = str(config.test.video_classifier)
         report.notes.append(f"class labels from the video classifier {config.test.video_classifier} "
@@ -393,6 +399,9 @@ def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool 
     if html:
         files["html"] = write_test_page(gt, dets, config, out_dir, report)
     return TestOutputs(gt=gt, dets=dets, report=report, files=files)
+
+
+TEST_SKIP_CONSEQUENCE = "they have no detections, so their ground truth counts as missed"
 
 
 def write_scored_ground_truth(gt: AnnotationSet, out_dir: Path) -> Path:
@@ -578,9 +587,10 @@ def single_video_store(features_path: Path, work_dir: Path, *, fps: float | None
     written by ``tadkit extract`` (fps, step, stack, timestamps), or the ``fps``/``stride_frames``
     arguments. Without any of them the seconds would be guesses, so that is an error.
     """
-    from tadkit.data.features import FEATURES_JSON, FeatureSpec, FeatureStore
+    from tadkit.data.features import FEATURES_JSON, FeatureSpec, FeatureStore, open_feature_array
+    from tadkit.utils.io import check_input_file
 
-    features_path = Path(features_path)
+    features_path = check_input_file(features_path, "feature file", field="input")
     if (features_path.parent / FEATURES_JSON).exists() and fps is None and stride_frames is None:
         return FeatureStore(features_path.parent)
     sidecar = features_path.with_suffix(".json")
@@ -602,10 +612,12 @@ def single_video_store(features_path: Path, work_dir: Path, *, fps: float | None
             file=str(features_path), field="timing",
         )
     work_dir.mkdir(parents=True, exist_ok=True)
-    array = np.load(features_path, mmap_mode="r")
-    if array.ndim != 2:
-        raise TadkitError(f"expected a (T, D) array, got shape {array.shape}", file=str(features_path), field="shape")
-    target = work_dir / f"{features_path.stem}.npy"
+    # the user's file, checked and named before the one-video store (a temp dir linking to it) reads it
+    key = "features" if features_path.suffix.lower() == ".npz" else None  # a single-array .npz: any name
+    array = open_feature_array(features_path, features_path.stem, key)
+    if array.shape[0] == 0:
+        raise TadkitError("holds no features (T = 0)", file=str(features_path), field="length")
+    target = work_dir / f"{features_path.stem}{features_path.suffix.lower()}"
     if target.resolve() != features_path.resolve():
         target.unlink(missing_ok=True)
         target.symlink_to(features_path.resolve())  # the store reads it memory-mapped; no second copy
@@ -649,11 +661,15 @@ def detect_frame_store(model: nn.Module, store: Any, video_id: str, config: Conf
 
 def _detect_one_video(model: nn.Module, store: Any, video: Any, config: Config, classes: list[str],
                       progress: bool) -> DetectionSet:
-    from tadkit.engine.data import build_dataset
+    from tadkit.engine.data import build_dataset, skipped_videos
 
     annotations = AnnotationSet(videos={video.video_id: video}, classes=list(classes), source="detect")
     config = Config.from_dict({**config.to_dict(), "data": {**config.to_dict()["data"], "subset_test": DETECT_SUBSET}})
     dataset = build_dataset(config, training=False, progress=False, annotations=annotations, store=store)
+    skipped = skipped_videos(dataset, DETECT_SUBSET)
+    if skipped is not None:
+        raise TadkitError(f"the video is too short for this model: it has {skipped.reason}", video=video.video_id,
+                          field="data.min_features")
     return detect_dataset(model, dataset, config, progress=progress,
                           on_empty=lambda why: print(f"{video.video_id}: {why}"))
 

@@ -29,9 +29,9 @@ def load_official_state_dict(path: str | Path) -> dict[str, Any]:
 
     from tadkit.models.base import strip_ddp_prefix
 
-    path = Path(path)
-    if not path.is_file():
-        raise TadkitError("checkpoint file not found", file=str(path))
+    from tadkit.utils.io import check_input_file
+
+    path = check_input_file(path, "checkpoint file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - corrupt files raise anything from KeyError to UnpicklingError

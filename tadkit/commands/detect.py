@@ -97,20 +97,34 @@ def _extract(args, source: Path, rgb, flow, progress: bool) -> tuple[Any, dict[s
     return features, meta
 
 
-def _video_features(args, source: Path, work: Path, progress: bool) -> tuple[Path, float | None]:
-    """Extract (or reuse) a video's features; write them (+ sidecar) to --features-out or ``work``."""
-    from tadkit.utils.io import numpy_save, write_json
+def _video_features(args, source: Path, work: Path, progress: bool) -> tuple[Path, Any, dict[str, Any]]:
+    """Extract (or reuse) a video's features; write them (+ sidecar) to ``work`` (--features-out gets
+    them only after the detections are printed: a full disk there must not cost the detections)."""
     from tadkit.video.weights import load_i3d
 
     streams = args.stream.split("+")
     rgb = load_i3d() if "rgb" in streams else None
     flow = load_i3d(args.flow_weights, stream="flow") if "flow" in streams else None
     features, meta = _extract(args, source, rgb, flow, progress)
-    keep = Path(args.features_out) if args.features_out else work / "extracted"
-    features_path = keep / f"{source.stem}.npy"
+    features_path = _save_features(work / "extracted", source.stem, features, meta)
+    return features_path, features, meta
+
+
+def _save_features(directory: Path, video_id: str, features: Any, meta: dict[str, Any]) -> Path:
+    """``DIR/<video>.npy`` + its sidecar ``DIR/<video>.json`` (what `tadkit extract` writes)."""
+    from tadkit.utils.io import numpy_save, write_json
+
+    features_path = Path(directory) / f"{video_id}.npy"
     numpy_save(features_path, features)
     write_json(features_path.with_suffix(".json"), meta)
-    return features_path, meta.get("duration")
+    return features_path
+
+
+def _keep_features(args, video_id: str, features: Any, meta: dict[str, Any]) -> None:
+    """--features-out, written after the detections were printed and saved."""
+    if args.features_out:
+        path = _save_features(Path(args.features_out), video_id, features, meta)
+        print(f"features: {path}")
 
 
 NESTED_NOTE = ("{count} segment(s) marked 'in #k' lie inside the higher-scoring segment #k of the same class. "
@@ -161,10 +175,9 @@ def _print_and_write(args, dets, video_id: str, duration: float | None, classes:
 
 def run(args) -> int:
     from tadkit.data.ids import check_video_id
+    from tadkit.utils.io import check_input_file
 
-    source = Path(args.input)
-    if not source.exists():
-        raise TadkitError("no such file", file=str(source), field="input")
+    source = check_input_file(args.input, "video or feature file", field="input")
     check_video_id(source.stem, file=source, field="input")  # names --features-out/<id>.npy and .json, plots, ids
     if args.checkpoint is None:
         return run_zero_shot(args, source)
@@ -199,16 +212,19 @@ def run(args) -> int:
 
     with tempfile.TemporaryDirectory(prefix="tadkit_detect_") as tmp:
         work = Path(tmp)
-        duration = None
+        duration, extracted = None, None
         features_path = source
         if is_video:
-            features_path, duration = _video_features(args, source, work, progress)
+            features_path, features, meta = _video_features(args, source, work, progress)
+            duration, extracted = meta.get("duration"), (features, meta)
         store = single_video_store(features_path, work / "store", fps=args.feature_fps,
                                    stride_frames=args.feature_stride, clip_frames=None)
         dets = detect_feature_store(model, store, features_path.stem, config, classes, duration, progress=progress)
     why = NESTED_WHY_CAS if method_of(config).output_kind == "cas" else NESTED_WHY
     _print_and_write(args, dets, features_path.stem, duration, classes, f"{features_path.stem}: detections",
                      why_nested=why)
+    if extracted is not None:
+        _keep_features(args, features_path.stem, *extracted)
     return 0
 
 
@@ -263,11 +279,6 @@ def run_zero_shot(args, source: Path) -> int:
         features, starts, clip_seconds, duration = _feature_file_timing(args, source)
     else:
         features, meta = _extract(args, source, model, None, progress)
-        if args.features_out:
-            from tadkit.utils.io import numpy_save, write_json
-
-            numpy_save(Path(args.features_out) / f"{video_id}.npy", features)
-            write_json(Path(args.features_out) / f"{video_id}.json", meta)
         starts = np.asarray(meta["timestamps"], dtype=np.float64)
         clip_seconds = float(meta["clip_seconds"])
         duration = float(meta.get("duration") or starts[-1] + clip_seconds)
@@ -283,6 +294,8 @@ def run_zero_shot(args, source: Path) -> int:
     present = list(dict.fromkeys(str(label) for label in result.detections.label)) or [labels[result.selected[0]]]
     _print_and_write(args, result.detections, video_id, duration, present,
                      f"{video_id}: zero-shot Kinetics-400 detections", why_nested=NESTED_WHY_CAS)
+    if source.suffix.lower() not in FEATURE_SUFFIXES:
+        _keep_features(args, video_id, features, meta)
     return 0
 
 

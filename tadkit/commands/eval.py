@@ -104,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_compare(args, tiou)
     if args.pred is None:
         raise TadkitError("--pred is required (or --compare PRED_A PRED_B)", field="pred")
+    if _protocol_missing(args):  # before a million predictions are parsed
+        raise TadkitError("--protocol is required (or use --preset / --all-presets)", field="protocol")
     gt = load_annotations(args.gt, format=args.gt_format, subset=args.subset)
     pred = load_predictions(args.pred, format=args.pred_format, class_ids=gt.external_ids or None,
                             strict=args.strict, require_label=not args.proposals)
@@ -192,6 +194,12 @@ def _add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--plot", default=None, help="--compare-bins / --duration-bins: write the Fig. 1 style PNG")
 
 
+def _protocol_missing(args: argparse.Namespace) -> bool:
+    """No --protocol where one is needed (presets name their own; duration bins default to thumos14)."""
+    return (args.protocol is None and not args.proposals and not (args.preset or args.all_presets)
+            and not (args.duration_bins and not args.analysis or args.compare_bins))
+
+
 def _paper_protocols(args: argparse.Namespace, gt, pred, tiou):
     """(gt, pred, None) to continue with the usual evaluation, or (gt, pred, (payload, text))."""
     from tadkit.evaluation import load_predictions
@@ -261,8 +269,6 @@ def _paper_protocols(args: argparse.Namespace, gt, pred, tiou):
             raise TadkitError("--compare-bins draws a figure: give --plot OUT.png", field="plot")
         return gt, pred, (payload, "\n".join(notes + [text]))
 
-    if args.protocol is None and not args.proposals:
-        raise TadkitError("--protocol is required (or use --preset / --all-presets)", field="protocol")
     if notes:  # stderr: --format json keeps exactly one JSON object on stdout
         print("\n".join(notes), file=sys.stderr)
     return gt, pred, None
@@ -294,6 +300,8 @@ def _run_compare(args: argparse.Namespace, tiou) -> int:
 
     if args.proposals or args.analysis:
         raise TadkitError("--compare scores detections only (no --proposals / --analysis)", field="compare")
+    if args.protocol is None:  # before two prediction files are parsed
+        raise TadkitError("--protocol is required with --compare", field="protocol")
     gt = load_annotations(args.gt, format=args.gt_format, subset=args.subset)
     preds = [load_predictions(path, format=args.pred_format, class_ids=gt.external_ids or None, strict=args.strict)
              for path in args.compare]

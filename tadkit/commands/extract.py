@@ -68,7 +68,7 @@ def collect_videos(inputs: list[Path]) -> list[Path]:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from tadkit.utils.io import numpy_save, write_json
+    from tadkit.utils.io import ensure_writable_dir, numpy_save, write_json
     from tadkit.video.decode import video_id_of
     from tadkit.video.extract import STREAMS, ExtractSettings, extract_video, finished
     from tadkit.video.flow import make_tvl1
@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     videos = collect_videos(args.inputs)
     wanted = STREAMS[args.stream]
     # Everything that can fail for all videos fails here, before any work.
+    ensure_writable_dir(args.out, hint="choose a writable --out")
     model = load_i3d(args.weights, stream="rgb") if "rgb" in wanted else None
     flow_model = None
     if "flow" in wanted:

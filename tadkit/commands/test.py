@@ -80,11 +80,12 @@ def evaluate_checkpoint(config_path, checkpoint, out_dir: Path, args, fuse: list
     from tadkit.commands import load_method_modules
     from tadkit.evaluation.epoch_selection import read_epoch_selection
     from tadkit.pipeline import check_test_files, plot_outputs, run_test
-    from tadkit.utils.io import write_json
+    from tadkit.utils.io import ensure_writable_dir, write_json
 
     load_method_modules(args)
     config = load_config(config_path, args.overrides)  # before the checkpoint: a plug-in comes from here
     check_test_files(config)
+    ensure_writable_dir(out_dir, hint="choose a writable --out")  # before the model runs over the test subset
     model, stored = load_checkpoint_model(checkpoint)
     for note in model_section_notes(config, stored, model):
         print(f"tadkit test: note: {note}", file=sys.stderr)

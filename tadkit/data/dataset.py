@@ -151,6 +151,7 @@ class WindowDataset(Dataset):
 
         self.videos: dict[str, _VideoEntry] = {}
         self.skipped: list[str] = []  # videos with fewer than min_features features
+        self.min_features = int(min_features)
         self.plans: list[WindowPlan] = []
         iterator = tqdm(
             self.annotations.videos.values(), desc="index windows", unit="video", disable=not progress, leave=False
@@ -344,7 +345,8 @@ class VideoDataset(Dataset):
             feature_store.check(self.annotations, scan_values=False, progress=progress)
         ids = list(self.annotations.videos)
         labels = video_label_matrix(self.annotations, ids, require_labels=require)
-        self.skipped: list[str] = []
+        self.skipped: list[str] = []  # videos with fewer than min_features features
+        self.min_features = int(min_features)
         self._records: list[_VideoRecord] = []
         fixed = getattr(getattr(feature_store, "spec", None), "fixed_length", None) is not None
         iterator = tqdm(ids, desc="index videos", unit="video", disable=not progress, leave=False)

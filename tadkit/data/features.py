@@ -43,7 +43,7 @@ from tadkit.utils.progress import progress as tqdm  # a bar on a terminal, plain
 
 from tadkit.data.ids import check_video_id, is_usable_video_id
 from tadkit.errors import TadkitError
-from tadkit.utils.io import atomic_open, numpy_save, write_json
+from tadkit.utils.io import atomic_open, check_input_file, numpy_save, write_json
 
 FEATURES_JSON = "features.json"
 FORMAT_TAG = "tadkit-features/1"
@@ -312,11 +312,14 @@ def _mmap_npz_member(path: Path, key: str) -> np.ndarray | None:
 
 def _open_array(path: Path, key: str | None, video_id: str) -> np.ndarray:
     """Open one (T, D) array lazily; any failure is a TadkitError naming file, video and field."""
-    if not path.is_file():
-        raise TadkitError("feature file is missing", file=path, video=video_id, field="path")
+    check_input_file(path, "feature file", field="path", video=video_id, missing="feature file is missing")
     try:
         if key is None:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
+            if not isinstance(array, np.ndarray):  # np.load goes by content: a zip under a .npy name
+                array.close()
+                raise TadkitError("is an .npz archive, expected one .npy array (rename it to .npz)", file=path,
+                                  video=video_id, field="path")
         else:
             with np.load(path, allow_pickle=False) as archive:
                 names = list(archive.files)
@@ -347,6 +350,12 @@ def _open_array(path: Path, key: str | None, video_id: str) -> np.ndarray:
             file=path, video=video_id, field="dtype"
         )
     return array
+
+
+def open_feature_array(path: str | Path, video_id: str, key: str | None = None) -> np.ndarray:
+    """One (T, D) floating-point array of a feature file, memory-mapped, never unpickled; a missing,
+    empty, cut, object-dtype or wrongly shaped file is a TadkitError naming the file and the video."""
+    return _open_array(Path(path), key, video_id)
 
 
 def frames_at(annotation: Any, fps: float) -> float | None:
@@ -1156,6 +1165,7 @@ __all__ = [
     "a2net_thumos_fps",
     "fps_table_by_name",
     "first_non_finite",
+    "open_feature_array",
     "frames_at",
     "save_features",
     "subsample_store",

@@ -37,7 +37,7 @@ import numpy as np
 from tadkit.data.features import FEATURES_JSON, FeatureSpec, a2net_thumos_fps, save_features
 from tadkit.data.ids import check_video_id
 from tadkit.errors import TadkitError
-from tadkit.utils.io import write_json
+from tadkit.utils.io import ensure_writable_dir, write_json
 from tadkit.utils.progress import progress
 
 __all__ = ["DUPLICATE_POLICIES", "GAP_POLICIES", "IMPORT_LAYOUTS", "ImportReport", "VideoImport", "import_features",
@@ -224,6 +224,7 @@ def _a2net_video(
                           file=blocks[0][2].parent, video=video, field="feat_spa")
     blocks.sort(key=lambda item: item[0])
     length = max(start + len(b) for start, b, _ in blocks)
+    _check_span(video, blocks, length, expected)  # before allocating what a file name may ask for
     out = np.zeros((length, dims.pop()), dtype=blocks[0][1].dtype)
     covered = np.zeros(length, dtype=bool)
     owner = np.full(length, -1, dtype=np.int64)
@@ -256,6 +257,26 @@ def _a2net_video(
         note = "video end unknown (no duration given): features end with the last window"
     info = VideoImport(video, len(out), len(blocks), _gaps(covered), trimmed, note=note)
     return out, info
+
+
+def _check_span(video: str, blocks: list[tuple[int, np.ndarray, Path]], length: int, expected: int | None) -> None:
+    """Bound the features a video's windows ask for by what its data can need: the video's own length
+    (from its duration) plus one window of padding, or without a duration no more uncovered features
+    than covered ones (a real release tiles its videos). A ``begin_frame`` of 4e12 is refused here,
+    not by an allocator."""
+    starts = np.array([start for start, _, _ in blocks], dtype=np.int64)
+    stops = starts + np.array([len(b) for _, b, _ in blocks], dtype=np.int64)
+    reach = np.maximum.accumulate(stops)  # blocks are sorted by start: union length without a mask
+    covered = int(np.sum(np.clip(stops - np.maximum(starts, np.concatenate([[0], reach[:-1]])), 0, None)))
+    longest = int(np.max(stops - starts))
+    limit = expected + longest if expected is not None else 2 * covered
+    if length <= limit:
+        return
+    far = int(np.argmax(stops))
+    bound = (f"the video has {expected} features by its duration" if expected is not None
+             else f"its windows cover only {covered} features (pass --annotations to bound it by the duration)")
+    raise TadkitError(f"begin_frame puts this window at features {int(starts[far])}..{length}, past the video's "
+                      f"end: {bound}", file=blocks[far][2], video=video, field="begin_frame")
 
 
 def _a2net_expected_lengths(annotations: Any, videos: list[str], fps: float | None) -> dict[str, int]:
@@ -387,7 +408,7 @@ def import_features(
     if (out / FEATURES_JSON).exists() and not overwrite:
         raise TadkitError("already holds a feature directory; choose another --out or pass --overwrite",
                           file=out / FEATURES_JSON, field="out")
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(out, hint="choose a writable --out")  # read-only or full: one clear error, before any work
     videos: list[VideoImport] = []
     dropped: dict[str, str] = {}
     duplicates: dict[str, list[str]] = {}

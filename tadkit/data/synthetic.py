@@ -629,6 +629,20 @@ def _load_annotation_file(path: str) -> AnnotationSet:
     return load_annotations(path)
 
 
+# Bounds on what an annotation file may ask `data synth --timeline` to generate: the longest real video
+# datasets hold runs for hours, not days, and no camera records at thousands of frames per second.
+MAX_TIMELINE_SECONDS = 24 * 3600.0
+MAX_TIMELINE_FPS = 1000.0
+
+
+def _check_timeline_size(file: str | None, video_id: str, duration: float, fps: float) -> None:
+    if not duration <= MAX_TIMELINE_SECONDS:
+        raise TadkitError(f"duration {duration:g} s is longer than any real video ({MAX_TIMELINE_SECONDS:g} s at most); "
+                          "synthesizing it would allocate its features", file=file, video=video_id, field="duration")
+    if not fps <= MAX_TIMELINE_FPS:
+        raise TadkitError(f"fps {fps:g} is above {MAX_TIMELINE_FPS:g}", file=file, video=video_id, field="fps")
+
+
 def timeline_from_annotations(source: AnnotationSet, config: SynthConfig) -> AnnotationSet:
     """Keep every real segment; fill in durations (last end + margin) and fps (config.fps) when missing."""
     if config.subsets is not None:
@@ -653,6 +667,7 @@ def timeline_from_annotations(source: AnnotationSet, config: SynthConfig) -> Ann
                     file=config.timeline, video=video_id, field="duration",
                 )
         fps = video.fps if video.fps and video.fps > 0 else config.fps
+        _check_timeline_size(config.timeline, video_id, float(duration), float(fps))  # before any allocation
         frames = video.num_frames if video.num_frames and video.fps else num_frames(duration, fps)
         videos[video_id] = replace(
             video, duration=float(duration), fps=float(fps), segments=list(video.segments),

@@ -42,7 +42,7 @@ from torch import nn
 
 from tadkit.errors import TadkitError
 from tadkit.models.base import strip_ddp_prefix
-from tadkit.utils.io import atomic_open, torch_save
+from tadkit.utils.io import atomic_open, check_input_file, torch_save
 
 CHECKPOINT_FORMAT = "tadkit-checkpoint/1"
 LAST = "last.pt"
@@ -52,6 +52,7 @@ REQUIRED_KEYS = ("model_name", "model_config", "model", "epoch")
 RESUME_KEYS = ("optimizer", "scheduler", "global_step", "rng", "config")
 TRAINING_STATE_KEYS = ("optimizer", "scheduler", "scaler", "rng", "sampler")  # what a weights-only file drops
 SNAPSHOT_FULL = "full"
+LINK_SUFFIX = ".link"  # last.pt / best.pt are made as ".<name>.<pid>.link" then renamed
 
 
 def epoch_filename(epoch: int, prefix: str = "epoch") -> str:
@@ -129,14 +130,18 @@ def save_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike) -> Path
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
                     require: tuple[str, ...] = REQUIRED_KEYS) -> dict[str, Any]:
     """Load a tadkit checkpoint with ``weights_only=True``; anything else is a clear TadkitError."""
-    path = Path(path)
-    if not path.is_file():
-        raise TadkitError("checkpoint not found", file=str(path))
+    path = check_input_file(path, "checkpoint")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise TadkitError(f"not a readable PyTorch checkpoint ({first})", file=str(path)) from None
+    except MemoryError:
+        raise TadkitError("not a readable PyTorch checkpoint (it asks for more memory than there is)",
+                          file=str(path)) from None
+    except Exception as error:  # noqa: BLE001 - a text or cut file fails anywhere in the unpickler (KeyError too)
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        # PyTorch's own messages explain themselves; a bare KeyError(104) needs its type to mean anything
+        explained = isinstance(error, (pickle.UnpicklingError, RuntimeError)) and text
+        reason = text if explained else f"{type(error).__name__}: {text}".rstrip(": ")
+        raise TadkitError(f"not a readable PyTorch checkpoint ({reason})", file=str(path)) from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise TadkitError(
@@ -163,7 +168,7 @@ def weights_only(payload: Mapping[str, Any]) -> dict[str, Any]:
 
 def _link_or_copy(src: Path, dst: Path) -> None:
     """Atomically make ``dst`` hold ``src``: a hard link (no second write of a large file) or a copy."""
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link")
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}{LINK_SUFFIX}")
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
     try:
@@ -342,10 +347,11 @@ def load_checkpoint_model(path: str | os.PathLike, device: str | torch.device = 
     if not isinstance(model_config, dict):
         raise TadkitError("model_config must be a mapping", file=str(path), field="model_config")
     try:
+        check_config_fits_weights(path, data["model"], lambda: spec.build(**model_config))
         model = spec.build(**model_config)
     except TadkitError as error:
         raise TadkitError(error.message, file=str(path), field=error.field or "model_name") from None
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, RuntimeError, MemoryError) as error:  # RuntimeError: the allocator
         raise TadkitError(f"cannot build the model from model_config: {error}", file=str(path), field="model_config") from None
     state = strip_ddp_prefix(data["model"])
     try:
@@ -356,6 +362,28 @@ def load_checkpoint_model(path: str | os.PathLike, device: str | torch.device = 
     model.to(device)
     model.eval()
     return model, config
+
+
+def check_config_fits_weights(path: str | os.PathLike, state: Mapping[str, Any], build: Any) -> None:
+    """Refuse a ``model_config`` that asks for other tensors than the checkpoint's weights, before any
+    memory is allocated: ``build()`` runs on the meta device (shapes only), so a hostile size such as
+    ``in_dim: 10**12`` costs nothing and the weights bound what the file may ask for."""
+    if not isinstance(state, Mapping):
+        raise TadkitError(f"model must be a state_dict (names -> tensors), got {type(state).__name__}",
+                          file=str(path), field="model")
+    try:
+        with torch.device("meta"):
+            probe = build()
+    except (NotImplementedError, RuntimeError):  # a model that computes values while it is built
+        return  # cannot be probed on meta; strict loading still compares every tensor
+    wanted = {name: tuple(t.shape) for name, t in probe.state_dict().items()}
+    given = {name: tuple(t.shape) for name, t in strip_ddp_prefix(state).items() if isinstance(t, torch.Tensor)}
+    wrong = sorted(name for name in wanted.keys() & given.keys() if wanted[name] != given[name])
+    if wrong:
+        name = wrong[0]
+        raise TadkitError(f"weights do not fit the model: its model_config makes {name} of shape "
+                          f"{list(wanted[name])} but the checkpoint's is {list(given[name])} ({len(wrong)} tensor(s) "
+                          "differ)", file=str(path), field="model")
 
 
 def model_config_of(model: nn.Module, fallback: Mapping[str, Any]) -> dict[str, Any]:

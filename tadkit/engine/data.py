@@ -27,6 +27,38 @@ class TrainData:
     train: Any  # torch Dataset
     collate_fn: Callable[[list[Any]], dict[str, Any]] | None = None  # None: collate_windows
     classes: list[str] | None = None  # class names stored in checkpoints (None: the dataset's own)
+    skipped: "SkippedVideos | None" = None  # videos of the training subset the dataset left out
+
+
+@dataclass
+class SkippedVideos:
+    """Videos a dataset left out (too few features for the method); every command reports them the same way."""
+
+    subset: str
+    ids: list[str]
+    reason: str
+
+    SHOWN = 20  # ids listed in a message; the JSON report has them all
+
+    def message(self, consequence: str) -> str:
+        shown = ", ".join(self.ids[: self.SHOWN])
+        more = f", ... ({len(self.ids) - self.SHOWN} more)" if len(self.ids) > self.SHOWN else ""
+        return (f"skipped {len(self.ids)} video(s) of subset {self.subset!r} with {self.reason}: "
+                f"{shown}{more}; {consequence}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"subset": self.subset, "count": len(self.ids), "ids": list(self.ids), "reason": self.reason}
+
+
+def skipped_videos(dataset: Any, subset: str) -> SkippedVideos | None:
+    """The videos ``dataset`` skipped (its ``skipped`` ids; ``min_features`` says why), or None."""
+    ids = [str(v) for v in (getattr(dataset, "skipped", None) or ())]
+    if not ids:
+        return None
+    min_features = getattr(dataset, "min_features", None)
+    reason = (f"fewer than {min_features} features (data.min_features)" if min_features is not None
+              else "too few features for the method")
+    return SkippedVideos(subset, ids, reason)
 
 
 def method_of(config: Config):
@@ -288,13 +320,15 @@ def build_train_data(config: Config) -> TrainData:
     if not classes:
         raise TadkitError("the training set has no class list (checkpoints store it for detection)",
                           file=config.data.annotations, field="classes")
+    skipped = skipped_videos(dataset, config.data.subset_train)
     transform = spec.transform()
     if transform is not None:
         dataset = _Transformed(dataset, transform)
-    return TrainData(dataset, collate_fn_for(spec.data_kind), classes)
+    return TrainData(dataset, collate_fn_for(spec.data_kind), classes, skipped)
 
 
 __all__ = [
+    "SkippedVideos",
     "VAL_SUBSET",
     "TrainData",
     "build_dataset",
@@ -307,6 +341,7 @@ __all__ = [
     "dataset_classes",
     "fps_table",
     "method_of",
+    "skipped_videos",
     "scan_feature_values",
     "validation_config",
     "validation_split",

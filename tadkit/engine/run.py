@@ -83,6 +83,9 @@ def run_train(
         config, out_dir, args.resume, build_datasets_fn, evaluate_fn, progress=not args.no_progress
     )
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun: only rank 0 reports
+        if args.no_progress:  # with progress the trainer already showed them as they came
+            for note in result.notes:  # also in train.log
+                print(f"note: {note}")
         print(f"trained {result.epoch} epoch(s); checkpoints, history.json and train.log in {out_dir}")
         if result.best is not None:
             unit = "step" if "step" in result.best else "epoch"  # iteration-based runs record the step

@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from tadkit import __version__
 from tadkit.engine.checkpoint import (
+    LINK_SUFFIX,
     RESUME_KEYS,
     CheckpointManager,
     capture_rng_state,
@@ -104,6 +105,7 @@ class TrainResult:
     best: dict[str, Any] | None = None  # {"metric", "value", "epoch"}
     resumed_from: int | None = None  # epoch of the checkpoint the run continued from
     metrics: dict[str, float] = field(default_factory=dict)  # of the last evaluation
+    notes: list[str] = field(default_factory=list)  # what the run left out (skipped videos), also in train.log
 
 
 # --------------------------------------------------------------------------------------------------
@@ -434,6 +436,8 @@ class Trainer:
         self.ddp_model: nn.Module = self.module
         self.writer: Any = None
         self.log = RunLog(None, False)
+        self._eval_skip_logged = False  # the evaluation subset's skipped videos are logged once
+        self.notes: list[str] = []  # TrainResult.notes
         self._sums: dict[str, torch.Tensor] = {}  # loss sums since the last record
         self._counts: dict[str, int] = {}
 
@@ -615,12 +619,21 @@ class Trainer:
                 self.scheduler.step()
         return self._reduce(sums, counts)
 
+    def _note(self, message: str) -> None:
+        """Something the user must know about the run's data: train.log, the console, TrainResult.notes."""
+        self.log(message, console=True)
+        self.notes.append(message)
+
     def evaluate(self, at: int) -> dict[str, float]:
         """``evaluate_fn`` on every rank (so it can shard with predict); rank 0's result wins."""
         self.module.eval()
         with torch.no_grad():
             metrics = self.evaluate_fn(self.module, at) if self.evaluate_fn is not None else {}
         self.module.train()
+        skipped = getattr(self.evaluate_fn, "skipped", None)  # set by pipeline.make_evaluate_fn
+        if skipped is not None and not self._eval_skip_logged:
+            self._note(skipped.message(EVAL_SKIP_CONSEQUENCE))
+            self._eval_skip_logged = True
         metrics = {str(k): float(v) for k, v in (metrics or {}).items()}
         return broadcast_object(metrics, self.ctx)
 
@@ -742,6 +755,8 @@ class Trainer:
         if ctx.is_main:
             for note in [*self.start_notes, *self._disk_notes()]:
                 self.log(note, console=True)
+        if self.data.skipped is not None:
+            self._note(self.data.skipped.message(TRAIN_SKIP_CONSEQUENCE))
         self.ddp_model = wrap_ddp(self.module, ctx, self.cfg.find_unused_parameters)
         if self.by_iteration:
             self._fit_iterations()
@@ -766,6 +781,7 @@ class Trainer:
             best=self.best,
             resumed_from=self.resumed_from,
             metrics=self.last_metrics,
+            notes=self.notes,
         )
 
     def _fit_iterations(self) -> None:
@@ -867,6 +883,8 @@ def train(
 
 
 RESUME_HINT = "checkpoints already written are intact; free space (or choose another --out) and rerun with --resume"
+TRAIN_SKIP_CONSEQUENCE = "the model is not trained on them"
+EVAL_SKIP_CONSEQUENCE = "the per-epoch evaluation gives them no detections, so their ground truth counts as missed"
 
 
 @dataclass
@@ -911,7 +929,8 @@ def _claim_run_dir(out_dir: Path, ctx: DistContext) -> _RunDirClaim:
                     "choose another --out", file=str(out_dir), field="out_dir",
                 ) from None
             # the lock is ours, so no writer is alive here: a temp file is what a killed run left behind
-            claim = _RunDirClaim(out_dir, lock, created, stale=remove_stale_tmp(out_dir, extra_suffixes=(".link",)))
+            claim = _RunDirClaim(out_dir, lock, created,
+                                 stale=remove_stale_tmp(out_dir, extra_suffixes=(LINK_SUFFIX,)))
         except TadkitError as error:
             problem = error
         except OSError as error:  # anything else the file system says: still one clear line, on every rank

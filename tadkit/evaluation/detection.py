@@ -177,6 +177,9 @@ class EvalResult:
                    "reversed ones scored as [end, start], as TH14evalDet.m does")
             notes.append(f"{c['degenerate_preds']} predictions with end <= start, {c.get('reversed_preds', 0)} "
                          f"reversed ({how}; --strict refuses reversed ones)")
+        if c.get("negative_time_preds"):
+            notes.append(f"{c['negative_time_preds']} predictions with a negative start or end (before the video "
+                         "begins; scored as given)")
         if c.get("blocked_videos_dropped"):
             notes.append(f"{c['blocked_videos_dropped']} blocked GT videos dropped")
         if c.get("num_ambiguous"):

@@ -340,6 +340,9 @@ def load_predictions(
         raise TadkitError(f"unknown prediction format {format!r}; choose {', '.join(PREDICTION_FORMATS)}",
                           file=str(path), field="format")
     text = _read_text(path)
+    if not text.strip():  # one rule for every format: an empty file is a failed export, not "no detections"
+        raise TadkitError("prediction file is empty (zero detections are written as {\"results\": {}} in JSON or "
+                          "a header-only CSV)", file=str(path))
     format = format or detect_prediction_format(path, text)
     if format == "activitynet":
         return read_activitynet_json(path, text=text, strict=strict, require_label=require_label)

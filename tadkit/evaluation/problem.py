@@ -315,6 +315,8 @@ def prepare(
         # end <= start among the predictions read (end < start: "reversed"); scored like the official codes
         "degenerate_preds": int((pred.end <= pred.start).sum()),
         "reversed_preds": int((pred.end < pred.start).sum()),
+        # a start or end before the video begins: kept and scored as given, but counted like reversed ones
+        "negative_time_preds": int(((pred.start < 0) | (pred.end < 0)).sum()),
         "degenerate_preds_evaluated": int((p_end <= p_start).sum()),
         **unit_counts,
     }

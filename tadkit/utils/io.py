@@ -33,6 +33,9 @@ WRITE_FAILURES: dict[int, str] = {
 }
 
 
+TEMP_SUFFIX = ".tmp"  # atomic_open's temp files are ".<name>.<random>.tmp" beside their target
+
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -101,7 +104,6 @@ def translate_write_errors(path: str | os.PathLike, what: str = "write", hint: s
         raise failure from error
 
 
-TMP_SUFFIX = ".tmp"  # atomic_open's temp files: ".<name>.<random>.tmp" beside the target
 
 
 @contextlib.contextmanager
@@ -114,7 +116,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
     path = Path(path)
     with translate_write_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
@@ -149,10 +151,47 @@ def torch_save(obj: Any, path: str | os.PathLike) -> None:
 
 
 def numpy_save(path: str | os.PathLike, array: Any) -> None:
+    """``np.save`` through :func:`atomic_open`, with the bytes written checked.
+
+    On a full disk numpy's ``tofile`` raises an OSError without an errno ("N requested and M written")
+    and a short write can also pass silently; both become "no space left on device" naming ``path``
+    (previous file intact, no temp file left).
+    """
+    import io as _io
+
     import numpy as np
 
+    array = np.asanyarray(array)
+    if array.dtype.hasobject:
+        raise ValueError("numpy_save writes numeric arrays only (object arrays would be pickled)")
+    header = _io.BytesIO()  # np.save writes a version 1.0 header unless it is over 64 KiB
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+    expected = len(header.getvalue()) + array.nbytes
     with atomic_open(path, "wb") as handle:
-        np.save(handle, array)
+        try:
+            np.save(handle, array, allow_pickle=False)
+            handle.flush()
+        except OSError as error:
+            if error.errno is not None:
+                raise
+            raise OSError(errno.ENOSPC, f"short write ({error})") from error
+        written = os.fstat(handle.fileno()).st_size
+        if written != expected:
+            raise OSError(errno.ENOSPC, f"short write: {written} of {expected} bytes")
+
+
+def check_input_file(path: str | os.PathLike, what: str = "file", *, field: str | None = None,
+                     video: str | None = None, missing: str | None = None) -> Path:
+    """``path`` as a Path when it is a regular file; otherwise one TadkitError saying whether it is
+    missing (``missing``, default "<what> not found") or a directory (not "not found" for a directory)."""
+    path = Path(path)
+    if path.is_dir():
+        raise TadkitError(f"is a directory, expected a {what}", file=str(path), video=video, field=field)
+    if not path.exists():
+        raise TadkitError(missing or f"{what} not found", file=str(path), video=video, field=field)
+    if not path.is_file():
+        raise TadkitError(f"is not a regular file, expected a {what}", file=str(path), video=video, field=field)
+    return path
 
 
 # --------------------------------------------------------------------------------------------------
@@ -199,7 +238,7 @@ def remove_stale_tmp(directory: str | os.PathLike, extra_suffixes: tuple[str, ..
     Call it only while the directory is yours (e.g. under :func:`lock_directory`): a writer that is
     still running would lose its temp file.
     """
-    suffixes = (TMP_SUFFIX, *extra_suffixes)
+    suffixes = (TEMP_SUFFIX, *extra_suffixes)
     removed: list[tuple[Path, int]] = []
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(directory):
@@ -300,7 +339,9 @@ __all__ = [
     "WRITE_FAILURES",
     "WRITE_ONLY_ERRNOS",
     "WriteFailure",
+    "TEMP_SUFFIX",
     "atomic_open",
+    "check_input_file",
     "ensure_writable_dir",
     "lock_directory",
     "lock_holder",

@@ -84,7 +84,16 @@ def _read_entry(npy: Path, meta_path: Path, settings: ExtractSettings, key: str)
     ok = (isinstance(meta, dict) and meta.get("cache_key") == key and features.ndim == 2
           and features.dtype == np.float32 and features.shape[1] == feature_dim(settings.streams)
           and len(meta.get("timestamps", ())) == features.shape[0])
-    return (features, meta) if ok else None
+    if not ok:
+        return None
+    from tadkit.data.features import first_non_finite
+
+    bad = first_non_finite(features)
+    if bad is not None:  # a damaged entry (extraction of a decodable video gives finite features)
+        print(f"note: cached features {npy} hold a non-finite value (feature {bad[0]}, column {bad[1]}); "
+              "extracting again", file=sys.stderr)
+        return None
+    return features, meta
 
 
 def cached_extract(

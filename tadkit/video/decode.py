@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from tadkit.errors import TadkitError
+from tadkit.utils.io import check_input_file
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts")
 
@@ -68,8 +69,7 @@ def _open(path: str | Path):
     import av
 
     path = Path(path)
-    if not path.is_file():
-        raise TadkitError("video file not found", file=str(path), video=video_id_of(path))
+    check_input_file(path, "video file", video=video_id_of(path))
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError, ValueError) as error:

@@ -452,7 +452,7 @@ def convert_videos(
     Videos that fail are reported in the summary (the others are still converted); their files are
     not written.
     """
-    from tadkit.utils.io import ensure_writable_dir, lock_directory, write_json
+    from tadkit.utils.io import ensure_writable_dir, lock_directory, remove_stale_tmp, write_json
     from tadkit.utils.progress import progress
     from tadkit.video.decode import video_id_of
 
@@ -465,6 +465,8 @@ def convert_videos(
         _flow_fn_or_error(None)  # fail before any work when TV-L1 is missing
     ensure_writable_dir(out_dir)
     with lock_directory(out_dir, hint="another `tadkit data frames` is writing there"):
+        for folder in (out_dir, out_dir / "rgb", out_dir / "flow"):  # a killed run's half-written frames
+            remove_stale_tmp(folder)
         index_path = out_dir / INDEX_FILE
         index = read_index(out_dir)
         if index is not None and index["videos"]:
