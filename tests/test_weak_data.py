@@ -61,7 +61,8 @@ def test_samples_are_whole_videos_with_meta_and_labels(data):
     mid = by_id["v_mid"]
     np.testing.assert_allclose(mid.features, interpolate_reference(raw["v_mid"], 50), rtol=1e-5, atol=1e-5)
     assert mid.meta == {"video_id": "v_mid", "t0": 0.0, "step": pytest.approx(40.0 / 50), "valid_length": 50,
-                        "fps": 30.0, "frame_num": 1200, "duration": 40.0, "num_features": 300}
+                        "fps": 30.0, "frame_num": 1200, "duration": 40.0, "num_features": 300,
+                        "feature_fps": 30.0, "stride_frames": 4.0}  # the features' own time mapping (ACRNet's CAS)
     assert mid.video_labels.tolist() == [1.0, 0.0, 1.0]  # jump twice counts once
     long = by_id["v_long"]  # no labels is fine at test; the annotated frame count wins over duration x fps
     assert long.video_labels.tolist() == [0.0, 0.0, 0.0] and long.meta["frame_num"] == 2251
