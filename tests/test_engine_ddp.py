@@ -26,7 +26,9 @@ def test_two_gloo_processes_match_one_process_and_gather_each_video_once(tmp_pat
     two_procs = start([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                        str(SUPPORT), args[0], args[1], str(double), *args[2:]])
     finish(one_proc)
-    finish(two_procs)
+    ranks = [json.loads(line) for line in finish(two_procs).splitlines() if line.startswith('{"rank"')]
+    # the process group was destroyed when train() returned, not left to interpreter shutdown
+    assert sorted(r["rank"] for r in ranks) == [0, 1] and all(r["process_group_threads"] == [] for r in ranks)
 
     one = json.loads((single / "history.json").read_text())["epochs"]
     two = json.loads((double / "history.json").read_text())["epochs"]
