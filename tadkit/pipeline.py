@@ -189,8 +189,12 @@ class TestOutputs:
     files: dict[str, Path]
 
 
-def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool = True) -> TestOutputs:
-    """Detect on the test subset, write ActivityNet JSON + THUMOS txt + the report (JSON and text)."""
+def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool = True) -> TestOutputs | None:
+    """Detect on the test subset, write ActivityNet JSON + THUMOS txt + the report (JSON and text).
+
+    In a process group (``torchrun -m tadkit.cli test``) every rank predicts its share of the windows
+    and the predictions are gathered; rank 0 evaluates and writes, the other ranks return None.
+    """
     from tadkit.engine.data import build_dataset
     from tadkit.evaluation import write_activitynet_json, write_thumos_txt
     from tadkit.utils.io import write_json, write_text
@@ -207,6 +211,10 @@ def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool 
 
     predictions = predict(model, dataset, collate_fn_for(method_of(config).data_kind), batch_size=config.test.batch_size,
                           progress=progress, desc="detect")
+    from tadkit.engine.distributed import current_context
+
+    if not current_context().is_main:  # under torchrun each rank predicted its share; rank 0 has them all
+        return None
     dets = detections_from_predictions(predictions, dataset.annotations, config)
     gt = dataset.annotations
     files = {"results": out_dir / "results.json", "report": out_dir / "report.json", "table": out_dir / "report.txt"}

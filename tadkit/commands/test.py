@@ -41,7 +41,17 @@ def run(args) -> int:
     model = fused_model(model, stored, list(config.test.fuse) + list(args.fuse), config.test.fuse_streams,
                         key="clip" if method_of(config).data_kind == "frames" else "features")
     out_dir = Path(args.out)
-    outputs = run_test(model, config, out_dir, progress=not args.no_progress)
+    from tadkit.engine.distributed import cleanup_distributed, init_distributed
+
+    ctx = init_distributed("cpu")  # under torchrun: each rank predicts its share of the windows (gloo)
+    finished = False
+    try:
+        outputs = run_test(model, config, out_dir, progress=not args.no_progress)
+        finished = True
+    finally:
+        cleanup_distributed(ctx, synchronize=finished)
+    if outputs is None:  # not rank 0: rank 0 evaluates the gathered predictions and writes
+        return 0
     print(outputs.report.format())
     if not args.no_plots:
         history = Path(args.checkpoint).parent / "history.json"  # training curves when run beside a run dir
