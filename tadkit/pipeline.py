@@ -339,9 +339,13 @@ class TestOutputs:
 
 
 def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool = True,
-             html: bool = True) -> TestOutputs:
+             html: bool = True) -> TestOutputs | None:
     """Detect on the test subset, write ActivityNet JSON + THUMOS txt + the report (JSON and text), the
-    scored ground truth and (``html``) the ``tadkit view`` page ``report.html``."""
+    scored ground truth and (``html``) the ``tadkit view`` page ``report.html``.
+
+    In a process group (``torchrun -m tadkit.cli test``) every rank predicts its share of the windows
+    and the predictions are gathered; rank 0 evaluates and writes, the other ranks return None.
+    """
     from tadkit.engine.data import build_dataset
     from tadkit.evaluation import write_activitynet_json, write_thumos_txt
     from tadkit.engine.data import collate_fn_for, method_of, skipped_videos
@@ -361,6 +365,10 @@ def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool 
 
     predictions = predict(model, dataset, collate_fn_for(method_of(config).data_kind), batch_size=config.test.batch_size,
                           progress=progress, desc="detect")
+    from tadkit.engine.distributed import current_context
+
+    if not current_context().is_main:  # under torchrun each rank predicted its share; rank 0 has them all
+        return None
     log = PostprocessLog()
     dets = detections_from_predictions(predictions, dataset.annotations, config, log)
     trace = log.steps

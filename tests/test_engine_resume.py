@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from test_engine_support import finished_but_aborted_at_teardown, toy_config_dict
+from test_engine_support import toy_config_dict
 
 SUPPORT = Path(__file__).with_name("test_engine_support.py")
 TIMEOUT = 240.0
@@ -37,18 +37,17 @@ def start(command: list[str]) -> subprocess.Popen:
     return subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def finish(proc: subprocess.Popen) -> None:
-    """Wait for a started process; fail with its output unless it exits 0."""
+def finish(proc: subprocess.Popen) -> str:
+    """Wait for a started process; fail with its output unless it exits 0 (under torchrun: every rank,
+    teardown included). Returns its stdout."""
     try:
         stdout, stderr = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         proc.kill()
         stdout, stderr = proc.communicate()
         pytest.fail(f"{proc.args} timed out\n{stderr[-3000:]}")
-    if "torch.distributed.run" in proc.args and finished_but_aborted_at_teardown(
-            proc.returncode, stdout, stderr, '"global_step"'):  # rank 0 printed its result line
-        return
     assert proc.returncode == 0, f"{' '.join(map(str, proc.args))}\n{stdout[-2000:]}\n{stderr[-4000:]}"
+    return stdout
 
 
 def run_to_end(config: Path, out: Path, *extra: str) -> None:

@@ -58,6 +58,8 @@ def run(args) -> int:
     if args.checkpoint is None:
         raise TadkitError("--checkpoint is required with a YAML config", field="--checkpoint")
     outputs, _, selection = evaluate_checkpoint(args.config, args.checkpoint, Path(args.out), args)
+    if outputs is None:  # a torchrun rank other than 0
+        return 0
     print(outputs.report.format())
     if selection is not None:
         from tadkit.evaluation.epoch_selection import format_epoch_selection
@@ -92,7 +94,17 @@ def evaluate_checkpoint(config_path, checkpoint, out_dir: Path, args, fuse: list
     config.model = stored.model  # the checkpoint's model is what runs; its method drives the data and decoding
     model = fused_model(model, stored, list(config.test.fuse) + list(args.fuse if fuse is None else fuse),
                         config.test.fuse_streams, key="clip" if method_of(config).data_kind == "frames" else "features")
-    outputs = run_test(model, config, out_dir, progress=not args.no_progress, html=not args.no_html)
+    from tadkit.engine.distributed import cleanup_distributed, init_distributed
+
+    ctx = init_distributed("cpu")  # under torchrun: each rank predicts its share of the windows (gloo)
+    finished = False
+    try:
+        outputs = run_test(model, config, out_dir, progress=not args.no_progress, html=not args.no_html)
+        finished = True
+    finally:
+        cleanup_distributed(ctx, synchronize=finished)
+    if outputs is None:  # not rank 0: rank 0 evaluates the gathered predictions and writes
+        return None, config, None
     history = Path(checkpoint).parent / "history.json"  # training curves / evaluations when beside a run dir
     if not args.no_plots:
         outputs.files.update(plot_outputs(outputs.gt, outputs.dets, outputs.report, history, out_dir, config=config))

@@ -8,6 +8,8 @@ code path. Backend: NCCL on CUDA, gloo on CPU.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import gc
 import os
 import warnings
 from dataclasses import dataclass
@@ -65,10 +67,11 @@ def select_device(preference: str, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", index)
 
 
-def init_distributed(device: str = "auto") -> DistContext:
+def init_distributed(device: str = "auto", timeout_s: float | None = None) -> DistContext:
     """Join the job ``torchrun`` started (RANK / WORLD_SIZE / LOCAL_RANK / MASTER_* in the environment).
 
-    Without those variables (or with WORLD_SIZE=1) this is a plain single process.
+    Without those variables (or with WORLD_SIZE=1) this is a plain single process. ``timeout_s``: how
+    long a collective may wait for the other ranks (default: PyTorch's, 30 min for gloo).
     """
     world_size = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
@@ -81,7 +84,10 @@ def init_distributed(device: str = "auto") -> DistContext:
     backend = "nccl" if torch_device.type == "cuda" else "gloo"
     owns = False
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, init_method="env://", world_size=world_size, rank=rank)
+        _import_before_the_group_exists()
+        timeout = None if timeout_s is None else datetime.timedelta(seconds=timeout_s)
+        dist.init_process_group(backend=backend, init_method="env://", world_size=world_size, rank=rank,
+                                timeout=timeout)
         owns = True
     return DistContext(rank, world_size, local_rank, torch_device, backend, owns)
 
@@ -96,13 +102,32 @@ def current_context() -> DistContext:
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, device, str(backend), False)
 
 
+def _import_before_the_group_exists() -> None:
+    """Import ``torch.distributed.nn.functional`` while there is no process group yet.
+
+    Its functions take ``group=group.WORLD`` as a default argument, evaluated at import. DDP imports
+    the module lazily, i.e. after ``init_process_group``, so the defaults would capture the live WORLD
+    group and keep it (its gloo worker threads and TCP connections) alive after
+    ``destroy_process_group``, until the garbage collection of interpreter shutdown destroyed it,
+    racing the other ranks' teardown: the "terminate called without an active exception" abort of a
+    finished run. Imported first, the defaults are None (= the default group at call time).
+    """
+    import torch.distributed.nn.functional  # noqa: F401
+
+
 def cleanup_distributed(ctx: DistContext, synchronize: bool = False) -> None:
     """Destroy the process group this process created; ``synchronize``: all ranks meet at a barrier
-    first (only when every rank is known to get here, i.e. after a successful run)."""
+    first (only when every rank is known to get here, i.e. after a successful run).
+
+    The group's C++ object (gloo: its worker threads and connections) goes when the last reference
+    does. Callers drop their DDP wrappers before calling this; the collection below frees the ones
+    caught in reference cycles, so the group is torn down here, not during interpreter shutdown.
+    """
     if ctx.owns_group and dist.is_initialized():
         if synchronize and ctx.is_distributed:
             dist.barrier()
         dist.destroy_process_group()
+        gc.collect()
 
 
 def barrier(ctx: DistContext) -> None:

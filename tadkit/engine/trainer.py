@@ -838,6 +838,7 @@ def train(
     ctx = init_distributed(config.train.device)
     claim: _RunDirClaim | None = None
     finished = False
+    trainer: Trainer | None = None
     try:
         claim = _claim_run_dir(out_dir, ctx)  # writable and ours, before any data is loaded
         if not resume and last.exists():
@@ -876,9 +877,9 @@ def train(
     finally:
         if claim is not None:
             claim.release()
-        # after a successful run every rank tears the group down at the same moment: a rank that
-        # destroys it while another still writes its last checkpoint can abort at exit under gloo
-        # ("terminate called without an active exception")
+        # the DDP wrapper holds the process group: dropped first, the group (gloo threads and
+        # connections) is destroyed inside cleanup_distributed, after every rank passed its barrier
+        trainer = model = None  # noqa: F841
         cleanup_distributed(ctx, synchronize=finished)
 
 

@@ -74,16 +74,27 @@ class _Pack:
     gray: np.ndarray | None
 
 
+@dataclass
+class InputBatch:
+    """Network inputs of up to ``batch`` consecutive stacks of one video (NDHWC float32 arrays)."""
+
+    rgb: np.ndarray | None  # (B, stack, crop, crop, 3) in [-1, 1], or None without the rgb stream
+    flow: np.ndarray | None  # (B, stack, crop, crop, 2) in [-1, 1], or None without the flow stream
+    starts: list[float]  # start time (s) of each stack
+
+
 def _model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _run(model: I3D, batch: list[np.ndarray]) -> np.ndarray:
-    """(B, S, H, W, C) frames -> (B, 1024) features. The NDHWC array viewed as NCDHW is already
-    PyTorch's channels_last_3d layout, the fast one for CPU convolutions: no copy."""
-    x = torch.from_numpy(np.stack(batch)).permute(0, 4, 1, 2, 3)
-    x = x.to(_model_device(model))
-    with torch.inference_mode():
+def run_i3d(model: I3D, inputs: np.ndarray | torch.Tensor, *, non_blocking: bool = False, amp: bool = False) -> np.ndarray:
+    """(B, S, H, W, C) frames -> (B, 1024) float32 features. The NDHWC array viewed as NCDHW is already
+    PyTorch's channels_last_3d layout, the fast one for CPU convolutions: no copy. ``non_blocking``
+    with a pinned CPU tensor overlaps the copy to the GPU; ``amp``: float16 autocast (CUDA only)."""
+    x = torch.from_numpy(inputs) if isinstance(inputs, np.ndarray) else inputs
+    device = _model_device(model)
+    x = x.permute(0, 4, 1, 2, 3).to(device, non_blocking=non_blocking)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
         features, _ = model(x)
     return features.float().cpu().numpy()
 
@@ -114,6 +125,127 @@ class _Counter:
             yield item
 
 
+class StackReader:
+    """The decoding half of extraction: one video -> :class:`InputBatch` es, no network involved.
+
+    Runs in the main process or in a DataLoader worker (it holds only paths and settings until
+    iterated). After iteration, :attr:`num_frames` and :attr:`last_time` describe what was decoded;
+    a video shorter than one stack raises :class:`TadkitError` at the end of the iteration.
+    """
+
+    def __init__(self, path: str | Path, settings: ExtractSettings, batch: int = 1, flow_fn: FlowFn | None = None) -> None:
+        settings.validate()
+        if batch < 1:
+            raise TadkitError(f"batch must be >= 1, got {batch}", field="batch")
+        self.path = Path(path)
+        self.video = video_id_of(self.path)
+        self.settings = settings
+        self.batch = batch
+        self.wanted = STREAMS[settings.streams]
+        self.flow_fn = flow_fn
+        self.info = probe_video(self.path)
+        self.used_fps = self.info.native_fps if settings.fps is None else float(settings.fps)
+        self.spec = Preprocess(settings.short_side, settings.crop)
+        self.num_frames = 0
+        self.last_time = 0.0
+
+    @property
+    def expected_stacks(self) -> int:
+        """Stacks the container's header promises (0 when it does not say)."""
+        info, settings = self.info, self.settings
+        estimate = info.num_frames if settings.fps is None else round((info.duration or 0.0) * self.used_fps)
+        return num_stacks(estimate, settings.window, settings.step)
+
+    def _transform(self, frame: np.ndarray) -> _Pack:
+        try:
+            return _Pack(
+                rgb=preprocess_rgb(frame, self.spec) if "rgb" in self.wanted else None,
+                gray=to_gray(frame, self.spec) if "flow" in self.wanted else None,
+            )
+        except ValueError as error:  # frame smaller than the crop after resizing
+            raise TadkitError(str(error), file=str(self.path), video=self.video, field="frame size") from None
+
+    def __iter__(self) -> Iterator[InputBatch]:
+        settings, stack = self.settings, self.settings.stack
+        flows = None
+        if "flow" in self.wanted:
+            flows = FlowCache(self.flow_fn or make_tvl1(), settings.crop, FlowSpec(settings.flow_bound))
+        frames = _Counter(iter_frames(self.path, settings.fps))
+        windows = iter_windows(frames, settings.window, settings.step, self._transform)
+        emitted = 0
+        for group in _batched(windows, self.batch):
+            rgb = np.stack([np.stack([p.rgb for p in w.items[:stack]]) for w in group]) if "rgb" in self.wanted else None
+            flow = np.stack([flows.stack(w.start, [p.gray for p in w.items]) for w in group]) if flows else None
+            emitted += len(group)
+            yield InputBatch(rgb, flow, [w.start_time for w in group])
+        self.num_frames, self.last_time = frames.count, frames.last_time
+        if emitted == 0:
+            raise TadkitError(
+                f"video has {frames.count} frames at {self.used_fps:g} fps, fewer than one stack of {settings.window}",
+                file=str(self.path),
+                video=self.video,
+                field="num_frames",
+            )
+
+    def metadata(self, features: np.ndarray, starts: list[float], weights: str) -> dict[str, Any]:
+        """The ``<video_id>.json`` of the finished video (call after iterating)."""
+        settings, info, fps = self.settings, self.info, self.settings.fps
+        meta = {
+            "video": str(self.path),
+            "video_id": self.video,
+            "fps": self.used_fps,
+            "native_fps": info.native_fps,
+            "num_frames": self.num_frames,
+            "stack": settings.stack,
+            "step": settings.step,
+            "streams": list(self.wanted),
+            "feature_dim": int(features.shape[1]),
+            "num_features": int(features.shape[0]),
+            "timestamps": [round(float(t), 6) for t in starts],
+            "clip_seconds": settings.stack / self.used_fps,
+            # decoded length vs the container's claim: a large gap means a truncated or corrupt file
+            "duration": round(self.last_time + 1.0 / self.used_fps, 6),
+            "container_duration": info.duration,
+            "resample": "native" if fps is None else "nearest",
+            "requested_fps": fps,
+            "preprocess": {"short_side": settings.short_side, "crop": settings.crop, "resize": "PIL bilinear"},
+            "weights": weights,
+        }
+        if "flow" in self.wanted:
+            meta["flow"] = {"method": "TV-L1 (OpenCV defaults)", "bound": settings.flow_bound}
+        return meta
+
+
+def weights_description(model: I3D | None, flow_model: I3D | None, streams: str) -> str:
+    """Which weights made each stream (the metadata's ``weights``)."""
+    wanted = STREAMS[streams]
+    weights = []
+    if "rgb" in wanted:
+        weights.append(f"rgb: {getattr(model, 'weights_source', 'unknown')}")
+    if "flow" in wanted:
+        weights.append(f"flow: {getattr(flow_model, 'weights_source', 'unknown')}")
+    return "; ".join(weights)
+
+
+def check_models(streams: str, model: I3D | None, flow_model: I3D | None) -> None:
+    wanted = STREAMS[streams]
+    if "rgb" in wanted and model is None:
+        raise TadkitError("the rgb stream needs an RGB I3D model", field="model")
+    if "flow" in wanted and flow_model is None:
+        raise TadkitError("the flow stream needs flow I3D weights (--flow-weights PATH)", field="flow_weights")
+
+
+def features_of(batch: InputBatch, model: I3D | None, flow_model: I3D | None, *, non_blocking: bool = False,
+                amp: bool = False) -> np.ndarray:
+    """(B, 1024 per stream) features of one input batch, RGB first."""
+    parts = []
+    if batch.rgb is not None:
+        parts.append(run_i3d(model, batch.rgb, non_blocking=non_blocking, amp=amp))
+    if batch.flow is not None:
+        parts.append(run_i3d(flow_model, batch.flow, non_blocking=non_blocking, amp=amp))
+    return np.concatenate(parts, axis=1)
+
+
 def extract_video(
     path: str | Path,
     model: I3D | None,
@@ -127,7 +259,7 @@ def extract_video(
     flow_fn: FlowFn | None = None,
     progress: bool = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Features (T, 1024 * n_streams) float32 and metadata of one video.
+    """Features (T, 1024 * n_streams) float32 and metadata of one video, decoded in this process.
 
     ``model`` is the RGB I3D (from :func:`tadkit.video.weights.load_i3d`), ``flow_model`` the 2-channel
     flow I3D; each is needed only if its stream is requested. ``flow_fn`` overrides TV-L1 (tests).
@@ -137,87 +269,22 @@ def extract_video(
     settings.validate()
     if batch < 1:
         raise TadkitError(f"batch must be >= 1, got {batch}", field="batch")
-    wanted = STREAMS[streams]
-    if "rgb" in wanted and model is None:
-        raise TadkitError("the rgb stream needs an RGB I3D model", field="model")
-    if "flow" in wanted and flow_model is None:
-        raise TadkitError("the flow stream needs flow I3D weights (--flow-weights PATH)", field="flow_weights")
-    if "flow" in wanted and flow_fn is None:
+    check_models(streams, model, flow_model)
+    if "flow" in STREAMS[streams] and flow_fn is None:
         flow_fn = make_tvl1()
-
-    path = Path(path)
-    video = video_id_of(path)
-    info = probe_video(path)
-    used_fps = info.native_fps if fps is None else float(fps)
-    spec = Preprocess(settings.short_side, settings.crop)
-
-    def transform(frame: np.ndarray) -> _Pack:
-        try:
-            return _Pack(
-                rgb=preprocess_rgb(frame, spec) if "rgb" in wanted else None,
-                gray=to_gray(frame, spec) if "flow" in wanted else None,
-            )
-        except ValueError as error:  # frame smaller than the crop after resizing
-            raise TadkitError(str(error), file=str(path), video=video, field="frame size") from None
-
-    frames = _Counter(iter_frames(path, fps))
-    windows = iter_windows(frames, settings.window, step, transform)
-    flows = FlowCache(flow_fn, settings.crop, FlowSpec(settings.flow_bound)) if "flow" in wanted else None
-
-    estimate = info.num_frames if fps is None else round((info.duration or 0.0) * used_fps)
-    bar = tqdm(total=num_stacks(estimate, settings.window, step) or None, desc=video, unit="stack", disable=not progress, leave=False)
+    reader = StackReader(path, settings, batch, flow_fn)
+    bar = tqdm(total=reader.expected_stacks or None, desc=reader.video, unit="stack", disable=not progress, leave=False)
     chunks: list[np.ndarray] = []
     starts: list[float] = []
     try:
-        for group in _batched(windows, batch):
-            parts = []
-            if "rgb" in wanted:
-                parts.append(_run(model, [np.stack([p.rgb for p in w.items[:stack]]) for w in group]))
-            if "flow" in wanted:
-                parts.append(_run(flow_model, [flows.stack(w.start, [p.gray for p in w.items]) for w in group]))
-            chunks.append(np.concatenate(parts, axis=1))
-            starts.extend(w.start_time for w in group)
-            bar.update(len(group))
+        for inputs in reader:
+            chunks.append(features_of(inputs, model, flow_model))
+            starts.extend(inputs.starts)
+            bar.update(len(inputs.starts))
     finally:
         bar.close()
-
-    if not chunks:
-        raise TadkitError(
-            f"video has {frames.count} frames at {used_fps:g} fps, fewer than one stack of {settings.window}",
-            file=str(path),
-            video=video,
-            field="num_frames",
-        )
     features = np.ascontiguousarray(np.concatenate(chunks, axis=0), dtype=np.float32)
-    weights = []
-    if "rgb" in wanted:
-        weights.append(f"rgb: {getattr(model, 'weights_source', 'unknown')}")
-    if "flow" in wanted:
-        weights.append(f"flow: {getattr(flow_model, 'weights_source', 'unknown')}")
-    meta = {
-        "video": str(path),
-        "video_id": video,
-        "fps": used_fps,
-        "native_fps": info.native_fps,
-        "num_frames": frames.count,
-        "stack": stack,
-        "step": step,
-        "streams": list(wanted),
-        "feature_dim": int(features.shape[1]),
-        "num_features": int(features.shape[0]),
-        "timestamps": [round(float(t), 6) for t in starts],
-        "clip_seconds": stack / used_fps,
-        # decoded length vs the container's claim: a large gap means a truncated or corrupt file
-        "duration": round(frames.last_time + 1.0 / used_fps, 6),
-        "container_duration": info.duration,
-        "resample": "native" if fps is None else "nearest",
-        "requested_fps": fps,
-        "preprocess": {"short_side": settings.short_side, "crop": settings.crop, "resize": "PIL bilinear"},
-        "weights": "; ".join(weights),
-    }
-    if "flow" in wanted:
-        meta["flow"] = {"method": "TV-L1 (OpenCV defaults)", "bound": settings.flow_bound}
-    return features, meta
+    return features, reader.metadata(features, starts, weights_description(model, flow_model, streams))
 
 
 def feature_dim(streams: str) -> int:
@@ -247,4 +314,16 @@ def finished(out_dir: Path, video_id: str, settings: ExtractSettings) -> bool:
     )
 
 
-__all__ = ["STREAMS", "ExtractSettings", "extract_video", "feature_dim", "finished"]
+__all__ = [
+    "STREAMS",
+    "ExtractSettings",
+    "InputBatch",
+    "StackReader",
+    "check_models",
+    "extract_video",
+    "feature_dim",
+    "features_of",
+    "finished",
+    "run_i3d",
+    "weights_description",
+]

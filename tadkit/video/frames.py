@@ -437,6 +437,60 @@ class FramesSummary:
     failed: dict[str, str]  # video -> error message
 
 
+PARTS_DIR = ".frames-parts"  # per-rank index entries of a torchrun run, merged into frames.json by rank 0
+
+
+def _part_path(out_dir: Path, rank: int) -> Path:
+    return out_dir / PARTS_DIR / f"rank{rank}.json"
+
+
+def _merge_parts(out_dir: Path, index: dict[str, Any], settings: FrameSettings) -> bool:
+    """Fold the per-rank entries a torchrun run left (finished or killed) into ``index``; True if any.
+
+    An entry counts only if its files are complete; the part files go once the index is written.
+    """
+    parts = sorted((out_dir / PARTS_DIR).glob("rank*.json")) if (out_dir / PARTS_DIR).is_dir() else []
+    for part in parts:
+        try:
+            entries = json.loads(part.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # written atomically, so only a foreign file gets here; its videos are redone
+        if not isinstance(entries, dict):
+            continue
+        for video, entry in entries.items():
+            if isinstance(video, str) and _entry_complete(out_dir, video, entry, settings):
+                index["videos"][video] = entry
+    return bool(parts)
+
+
+def _remove_parts(out_dir: Path) -> None:
+    folder = out_dir / PARTS_DIR
+    if folder.is_dir():
+        for part in folder.glob("rank*.json"):
+            part.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _open_index(out_dir: Path, settings: FrameSettings, merge_parts: bool = True) -> dict[str, Any]:
+    """The index to continue: ``frames.json`` checked against ``settings``, plus (``merge_parts``: the
+    process holding the lock) what an interrupted torchrun run finished, written back at once."""
+    from tadkit.utils.io import write_json
+
+    index_path = out_dir / INDEX_FILE
+    index = read_index(out_dir)
+    if index is not None and index["videos"]:
+        check_index(index, settings, index_path)
+        index = {**index, **settings.index_header()}
+    else:
+        index = {**settings.index_header(), "videos": {}}
+    if merge_parts and _merge_parts(out_dir, index, settings):
+        index["videos"] = dict(sorted(index["videos"].items()))
+        write_json(index_path, index)
+        _remove_parts(out_dir)
+    return index
+
+
 def convert_videos(
     inputs: Iterable[str | Path],
     out_dir: str | Path,
@@ -446,58 +500,83 @@ def convert_videos(
     overwrite: bool = False,
     flow_fn: FlowFn | None = None,
     show_progress: bool = True,
+    ctx: Any = None,
 ) -> FramesSummary:
     """Convert every video not yet done; ``frames.json`` is rewritten after each one.
 
     Videos that fail are reported in the summary (the others are still converted); their files are
-    not written.
+    not written. ``ctx`` (a :class:`tadkit.engine.distributed.DistContext` of a torchrun job): this
+    rank converts its share (:func:`tadkit.video.sharding.rank_share`) and records each finished video
+    in ``OUT/.frames-parts/rank<R>.json``; rank 0 holds the directory lock and, after every rank is
+    done, writes ``frames.json`` once. The summary is the whole job's on every rank.
     """
-    from tadkit.utils.io import ensure_writable_dir, lock_directory, remove_stale_tmp, write_json
+    from tadkit.engine.distributed import DistContext, all_gather_objects, broadcast_object
+    from tadkit.utils.io import ensure_writable_dir, lock_directory, write_json
     from tadkit.utils.progress import progress
     from tadkit.video.decode import video_id_of
+    from tadkit.video.sharding import rank_share
 
     settings.validate()
     if jobs < 1:
         raise TadkitError(f"jobs must be >= 1, got {jobs}", field="jobs")
+    ctx = ctx or DistContext()
     videos = find_videos(inputs)
     out_dir = Path(out_dir)
     if settings.flow and flow_fn is None:
         _flow_fn_or_error(None)  # fail before any work when TV-L1 is missing
-    ensure_writable_dir(out_dir)
-    with lock_directory(out_dir, hint="another `tadkit data frames` is writing there"):
-        for folder in (out_dir, out_dir / "rgb", out_dir / "flow"):  # a killed run's half-written frames
-            remove_stale_tmp(folder)
+    lock, problem = None, None
+    if ctx.is_main:
+        try:
+            ensure_writable_dir(out_dir)
+            lock = lock_directory(out_dir, hint="another `tadkit data frames` is writing there")
+            index = _open_index(out_dir, settings)
+        except TadkitError as error:
+            problem = error
+    # every rank stops with rank 0's one clear error (as text: not every TadkitError unpickles)
+    reason = broadcast_object(None if problem is None else str(problem), ctx)
+    if reason is not None:
+        if lock is not None:
+            lock.release()
+        raise problem if problem is not None else TadkitError(reason)
+    try:
+        if not ctx.is_main:
+            index = _open_index(out_dir, settings, merge_parts=False)  # rank 0 has merged and written it
         index_path = out_dir / INDEX_FILE
-        index = read_index(out_dir)
-        if index is not None and index["videos"]:
-            check_index(index, settings, index_path)
-            index = {**index, **settings.index_header()}
-        else:
-            index = {**settings.index_header(), "videos": {}}
+        mine = rank_share(videos, ctx.rank, ctx.world_size).videos if ctx.is_distributed else videos
 
         todo: list[Path] = []
         skipped: list[str] = []
-        for path in videos:
+        for path in mine:
             video = video_id_of(path)
             if not overwrite and _entry_complete(out_dir, video, index["videos"].get(video), settings):
                 skipped.append(video)
             else:
                 todo.append(path)
 
+        from tadkit.video.sharding import remove_stale_partials
+
+        for stream in settings.streams:  # temp files a killed run left for the videos this rank converts
+            remove_stale_partials(out_dir / stream, {video_id_of(p) for p in todo}, (".npy",))
         summary = FramesSummary(written=[], skipped=skipped, failed={})
+        entries: dict[str, Any] = {}  # this rank's finished videos (torchrun)
 
         def record(video: str, status: str, result: Any) -> None:
-            if status == "ok":
+            if status != "ok":
+                summary.failed[video] = str(result)
+                if not ctx.is_distributed and index["videos"].pop(video, None) is not None:
+                    write_json(index_path, index)  # --overwrite of a now unreadable video
+                return
+            summary.written.append(video)
+            if ctx.is_distributed:
+                entries[video] = result
+                write_json(_part_path(out_dir, ctx.rank), entries)
+            else:
                 index["videos"][video] = result
                 index["videos"] = dict(sorted(index["videos"].items()))
                 write_json(index_path, index)
-                summary.written.append(video)
-            else:
-                summary.failed[video] = str(result)
-                if index["videos"].pop(video, None) is not None:  # --overwrite of a now unreadable video
-                    write_json(index_path, index)
 
-        bar = progress(total=len(todo), desc="frames", unit="video", disable=not show_progress)
+        desc = f"frames [rank {ctx.rank}/{ctx.world_size}]" if ctx.is_distributed else "frames"
+        bar = progress(total=len(todo), desc=desc, unit="video", disable=not show_progress)
         try:
             if jobs == 1 or len(todo) <= 1:
                 for path in todo:
@@ -522,7 +601,33 @@ def convert_videos(
                         bar.update(1)
         finally:
             bar.close()
+        if ctx.is_distributed:
+            summary = _finish_distributed(out_dir, index, summary, entries, ctx, all_gather_objects)
+    finally:
+        if lock is not None:
+            lock.release()
     return summary
+
+
+def _finish_distributed(out_dir: Path, index: dict[str, Any], summary: FramesSummary, entries: dict[str, Any],
+                        ctx: Any, gather: Callable) -> FramesSummary:
+    """Every rank's results in one summary; rank 0 writes ``frames.json`` (after all ranks finished)."""
+    from tadkit.utils.io import write_json
+
+    parts = gather((summary.written, summary.skipped, summary.failed, entries), ctx)
+    merged = FramesSummary(written=[], skipped=[], failed={})
+    for written, skipped, failed, rank_entries in parts:
+        merged.written.extend(written)
+        merged.skipped.extend(skipped)
+        merged.failed.update(failed)
+        index["videos"].update(rank_entries)
+    for video in merged.failed:
+        index["videos"].pop(video, None)  # --overwrite of a now unreadable video
+    if ctx.is_main:
+        index["videos"] = dict(sorted(index["videos"].items()))
+        write_json(out_dir / INDEX_FILE, index)
+        _remove_parts(out_dir)
+    return merged
 
 
 # --------------------------------------------------------------------------------------------------
@@ -557,16 +662,34 @@ def register_frames_command(data_subparsers: argparse._SubParsersAction) -> argp
     return parser
 
 
+FAILURES_FILE = "frames_failures.json"
+
+
 def run_frames_command(args: argparse.Namespace) -> int:
+    from tadkit.engine.distributed import cleanup_distributed, init_distributed
+    from tadkit.video.sharding import JOB_TIMEOUT_S, write_failure_list
+
     settings = FrameSettings(fps=float(args.fps), size=int(args.size), flow=bool(args.flow),
                              flow_source=args.flow_source)
-    summary = convert_videos(args.inputs, args.out, settings, jobs=args.jobs, overwrite=args.overwrite)
+    settings.validate()
+    ctx = init_distributed("cpu", timeout_s=JOB_TIMEOUT_S)  # under torchrun: this rank's share
+    finished = False
+    try:
+        summary = convert_videos(args.inputs, args.out, settings, jobs=args.jobs, overwrite=args.overwrite, ctx=ctx)
+        if ctx.is_main:
+            write_failure_list(Path(args.out) / FAILURES_FILE, summary.failed)
+        finished = True
+    finally:
+        cleanup_distributed(ctx, synchronize=finished)
+    if not ctx.is_main:  # rank 0 reports for the job; the exit code is the same on every rank
+        return 2 if summary.failed else 0
     print(f"{args.out}: {len(summary.written)} video(s) written, {len(summary.skipped)} already done"
-          + (f", {len(summary.failed)} failed" if summary.failed else ""))
+          + (f", {len(summary.failed)} failed" if summary.failed else "")
+          + (f" by {ctx.world_size} ranks" if ctx.is_distributed else ""))
     if summary.failed:
         lines = list(summary.failed.values())
         for line in lines[1:]:
             print(f"  failed: {line}", file=sys.stderr)
         more = f" (and {len(lines) - 1} more video(s), listed above)" if len(lines) > 1 else ""
-        raise TadkitError(f"{lines[0]}{more}; finished videos are kept")
+        raise TadkitError(f"{lines[0]}{more}; finished videos are kept (list: {FAILURES_FILE})")
     return 0
