@@ -464,6 +464,17 @@ TABLE: dict[str, Row] = {
         check=lambda ws, out: len(json.loads((ws.root / "data" / "anet_cpu" / "annotations.json").read_text())
                                   ["classes"]) == 20),
     # run as written (on files those tests make) by other test modules
+    **{command: Row(None, RUN_BY + "tests/test_docs_dataset_of_videos.py::" + test)
+       for command, test in (
+           ("torchrun --nproc_per_node 2 -m tadkit.cli extract videos/ --out features/ --workers 1",
+            "test_one_node_extraction_and_frames"),
+           ("torchrun --nproc_per_node 2 -m tadkit.cli data frames videos/ --out frames/",
+            "test_one_node_extraction_and_frames"),
+           ("torchrun --nnodes 2 --nproc_per_node $GPUS_PER_NODE --rdzv-backend c10d --rdzv-endpoint $HEAD:$PORT "
+            "--rdzv-id features-1 -m tadkit.cli extract videos/ --out features/ --workers 1",
+            "test_two_nodes_with_c10d_rendezvous"),
+           ("torchrun --nproc_per_node 2 -m tadkit.cli test run.yaml --checkpoint runs/ecm/last.pt --out runs/ecm/test",
+            "test_tadkit_test_gathers_across_ranks"))},
     **{command: Row(None, RUN_BY + "tests/test_view_browser.py::test_docs_commands_run_as_written")
        for command in ("tadkit view runs/test_a --out runs/test_a/view.html",
                        "tadkit view runs/test_a --videos videos/ --out runs/test_a/report.html",
