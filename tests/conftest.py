@@ -43,3 +43,19 @@ def _private_feature_cache(tmp_path_factory, request, monkeypatch):
 
     name = hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:16]
     monkeypatch.setenv("TADKIT_FEATURE_CACHE", str(tmp_path_factory.getbasetemp() / "feature_cache" / name))
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """Every Figure a plot function saves, in order."""
+    import tadkit.viz.plots as plots
+
+    captured = []
+    real_save = plots._save
+
+    def capture(fig, path):
+        captured.append(fig)
+        return real_save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", capture)
+    return captured

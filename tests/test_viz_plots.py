@@ -197,20 +197,6 @@ def test_pr_curve(tmp_path):
 # --------------------------------------------------------------------------------------------- #
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    """Every Figure a plot function saves, in order."""
-    import tadkit.viz.plots as plots
-
-    captured = []
-    real_save = plots._save
-
-    def capture(fig, path):
-        captured.append(fig)
-        return real_save(fig, path)
-
-    monkeypatch.setattr(plots, "_save", capture)
-    return captured
 
 
 def _collection(ax, label):

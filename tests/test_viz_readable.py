@@ -12,20 +12,6 @@ import pytest
 from tadkit.engine.config import find_config, load_config
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    """Every Figure a plot function saves, in order."""
-    import tadkit.viz.plots as plots
-
-    captured = []
-    real_save = plots._save
-
-    def capture(fig, path):
-        captured.append(fig)
-        return real_save(fig, path)
-
-    monkeypatch.setattr(plots, "_save", capture)
-    return captured
 
 
 def visible_axes(fig):
