@@ -202,8 +202,11 @@ def test_zero_shot_real_weights_find_clean_and_jerk(shared, capsys):
     if not rgb_weights_path().is_file():
         pytest.skip(f"needs {rgb_weights_path()} (run `tadkit weights i3d`)")
     assert main(["detect", str(video), "--no-progress", "--top", "1"]) == 0
-    row = capsys.readouterr().out.splitlines()[-1].split()
-    start, end, label = float(row[0]), float(row[1]), " ".join(row[2:-1])
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["#", "start"])
+    row = lines[header + 1].split()  # "1  start  end  label words  score" (the first row is never nested)
+    assert row[0] == "1"
+    start, end, label = float(row[1]), float(row[2]), " ".join(row[3:-1])
     gt = (5.82, 16.20)  # ActivityNet v1.3 validation ground truth, "Clean and jerk"
     tiou = (min(end, gt[1]) - max(start, gt[0])) / (max(end, gt[1]) - min(start, gt[0]))
     print(f"top-1: {label} [{start}, {end}] tIoU {tiou:.2f}")

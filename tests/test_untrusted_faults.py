@@ -227,8 +227,24 @@ def test_detect_prints_and_saves_its_detections_before_a_full_features_out(fake_
     assert temp_files(keep) == [] and not (keep / "clip.npy").exists()
 
 
+def write_tiny_video(path: Path, frames: int = 20, fps: int = 10) -> Path:
+    """A real, decodable H.264 clip (32 x 32 noise)."""
+    import av
+
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        for _ in range(frames):
+            image = av.VideoFrame.from_ndarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), format="rgb24")
+            container.mux(stream.encode(image))
+        container.mux(stream.encode())
+    return path
+
+
 def test_extract_on_a_full_disk_is_one_clear_error(fake_i3d, tmp_path, capsys, monkeypatch):
-    _, video = fake_i3d
+    video = write_tiny_video(tmp_path / "clip.mp4")  # decoded for real: the extraction job's own reader
     out_dir = tmp_path / "features"
     full_disk_numpy_save(monkeypatch, where=out_dir)
     code, _, err = run(capsys, "extract", video, "--out", out_dir)

@@ -511,7 +511,7 @@ def convert_videos(
     done, writes ``frames.json`` once. The summary is the whole job's on every rank.
     """
     from tadkit.engine.distributed import DistContext, all_gather_objects, broadcast_object
-    from tadkit.utils.io import ensure_writable_dir, lock_directory, write_json
+    from tadkit.utils.io import ensure_writable_dir, lock_directory, remove_stale_tmp, write_json
     from tadkit.utils.progress import progress
     from tadkit.video.decode import video_id_of
     from tadkit.video.sharding import rank_share
@@ -529,6 +529,9 @@ def convert_videos(
         try:
             ensure_writable_dir(out_dir)
             lock = lock_directory(out_dir, hint="another `tadkit data frames` is writing there")
+            # the lock is ours and no rank writes before the broadcast below: any temp file is a killed run's
+            for folder in (out_dir, out_dir / "rgb", out_dir / "flow"):
+                remove_stale_tmp(folder)
             index = _open_index(out_dir, settings)
         except TadkitError as error:
             problem = error
