@@ -352,7 +352,6 @@ def run_test(model: nn.Module, config: Config, out_dir: Path, *, progress: bool 
     from tadkit.utils.io import write_json, write_text
 
     out_dir = Path(out_dir)
-    check_test_files(config)
     dataset = build_dataset(config, training=False, progress=progress)
     skipped = skipped_videos(dataset, config.data.subset_test)
     if len(dataset) == 0:
