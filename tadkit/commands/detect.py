@@ -1,7 +1,9 @@
-"""`tadkit detect INPUT [--checkpoint CKPT]`: actions in one new video (or one feature file).
+"""`tadkit detect INPUT [--checkpoint CKPT [--fuse FLOW_CKPT]]`: actions in one new video (or one feature file).
 
 Without ``--checkpoint`` the detector is zero-shot: the 400 Kinetics actions of I3D's own classifier
-(:mod:`tadkit.video.zeroshot`). Extracted features are cached (:mod:`tadkit.video.cache`).
+(:mod:`tadkit.video.zeroshot`). Extracted features are cached (:mod:`tadkit.video.cache`). ``--fuse``
+averages an end-to-end RGB model with its flow model as the official two-stream test does
+(:mod:`tadkit.commands.stream_fusion`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ def register(subparsers) -> None:
     parser.add_argument("input", help="video file or feature file")
     parser.add_argument("--checkpoint", default=None,
                         help="tadkit checkpoint (from tadkit train / convert); omit for zero-shot Kinetics-400")
+    parser.add_argument("--fuse", default=None, metavar="FLOW_CKPT",
+                        help="end-to-end (frame) models: the flow checkpoint of --checkpoint's RGB model; the video "
+                        "is decoded to RGB and TV-L1 flow frames (needs the flow extra), each model reads its stream "
+                        "and their raw outputs are averaged before decoding (the official RGB + flow fusion)")
     parser.add_argument("--config", help="YAML config whose data/test sections override the checkpoint's")
     add_set_option(parser, "config overrides; without --checkpoint zero-shot settings such as "
                    "class_threshold=0.1 max_classes=3 smooth=1 cas.gamma=0 nms.iou_threshold=0.4")
@@ -59,7 +65,7 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def _class_names(checkpoint: dict, model) -> list[str]:
+def checkpoint_classes(checkpoint: dict, model) -> list[str]:
     classes = [str(c) for c in checkpoint.get("classes") or []]
     getter = getattr(model, "config_dict", None)
     num = getter().get("num_classes") if callable(getter) else None
@@ -180,6 +186,8 @@ def run(args) -> int:
     source = check_input_file(args.input, "video or feature file", field="input")
     check_video_id(source.stem, file=source, field="input")  # names --features-out/<id>.npy and .json, plots, ids
     if args.checkpoint is None:
+        if args.fuse:
+            raise TadkitError("--fuse needs --checkpoint (the RGB model; --fuse names its flow model)", field="--fuse")
         return run_zero_shot(args, source)
 
     from tadkit.commands import load_method_modules
@@ -199,9 +207,14 @@ def run(args) -> int:
 
         config = Config.from_dict(apply_overrides(ckpt_config.to_dict(), args.overrides)[0], file=args.checkpoint,
                                   from_data=True)
-    classes = _class_names(checkpoint, model)
+    classes = checkpoint_classes(checkpoint, model)
     progress = not args.no_progress
     is_video = source.suffix.lower() not in FEATURE_SUFFIXES
+    if args.fuse:
+        from tadkit.commands.stream_fusion import StreamCheckpoint, fuse_rgb_flow, read_stream_checkpoint
+
+        rgb = StreamCheckpoint(str(args.checkpoint), model, ckpt_config, classes)
+        model, config = fuse_rgb_flow(rgb, read_stream_checkpoint(args.fuse), config)  # refusals before decoding
     if method_of(config).data_kind == "frames":
         if not is_video:
             raise TadkitError(f"method {method_of(config).name!r} detects from video frames; pass the video, not "
@@ -230,13 +243,15 @@ def run(args) -> int:
 
 def detect_frames(args, source: Path, model, config, classes: list[str], progress: bool) -> int:
     """End-to-end checkpoints: decode the video to the training frames' rate and size (``data.frame_fps``,
-    ``data.frame_size``, stream ``data.stream``) as `tadkit data frames` does, then run the clips."""
+    ``data.frame_size``, stream(s) ``data.stream``: ``rgb+flow`` for a fused pair) as `tadkit data frames`
+    does, then run the clips."""
     from tadkit.data.frames import FrameStore
     from tadkit.pipeline import detect_frame_store
     from tadkit.video.frames import FrameSettings, convert_videos
 
     data = config.data
-    settings = FrameSettings(fps=float(data.frame_fps), size=int(data.frame_size), flow=data.stream == "flow")
+    settings = FrameSettings(fps=float(data.frame_fps), size=int(data.frame_size),
+                             flow="flow" in str(data.stream).split("+"))
     with tempfile.TemporaryDirectory(prefix="tadkit_detect_") as tmp:
         frames_dir = Path(tmp) / "frames"
         summary = convert_videos([source], frames_dir, settings, show_progress=progress)
