@@ -484,6 +484,9 @@ TABLE: dict[str, Row] = {
                                                                          "test_docs_commands_detect_thumos14_classes_on_a_synthetic_video"),
     "tadkit detect my_video.mp4 --checkpoint afsd_rgb.pt --out detections.json": Row(
         None, RUN_BY + "tests/test_afsd_official_e2e.py::test_docs_commands_detect_thumos14_classes_on_a_synthetic_video"),
+    **{command: Row(None, RUN_BY + "tests/test_afsd_fuse.py::test_fused_detections_are_the_official_fusion_of_the_two_streams")
+       for command in ("tadkit convert afsd-official checkpoint_flow.ckpt afsd_flow.pt",
+                       "tadkit detect my_video.mp4 --checkpoint afsd_rgb.pt --fuse afsd_flow.pt --out fused.json")},
     "tadkit train tiny.yaml --seeds 0,1 --out runs/tiny": Row(None, RUN_BY + "tests/test_seeds.py::seeds_run"),
     "tadkit test runs/tiny --out results/tiny --bootstrap 200 --no-plots": Row(None, RUN_BY + "tests/test_seeds.py::seeds_run"),
     "tadkit extract video.mp4 --out features/ --weights rgb_imagenet.pt": Row(
