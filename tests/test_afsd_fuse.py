@@ -90,6 +90,14 @@ def converted(workspace: Path) -> Path:
     return workspace
 
 
+def frame_store(root: Path) -> Path:
+    """`tadkit data frames my_video.mp4 --flow` (RGB + flow frames as the official npy files), once."""
+    frames = root / "frames"
+    if not (frames / "frames.json").exists():
+        assert main(["data", "frames", str(root / "my_video.mp4"), "--out", str(frames), "--flow"]) == 0
+    return frames
+
+
 def official_fusion_detections(root: Path, streams: tuple[str, ...] = ("rgb", "flow")) -> list[tuple[str, float, float, float]]:
     """The official fused test of ``my_video`` from its RGB and flow frames (`tadkit data frames --flow`):
     (label, start s, end s, score) in the official output order. ``streams=("rgb",)``: the RGB model alone."""
@@ -97,9 +105,7 @@ def official_fusion_detections(root: Path, streams: tuple[str, ...] = ("rgb", "f
     from tadkit.engine.checkpoint import load_checkpoint_model
     from tadkit.methods.afsd.inference import detect_video
 
-    frames = root / "frames"
-    if not (frames / "frames.json").exists():
-        assert main(["data", "frames", str(root / "my_video.mp4"), "--out", str(frames), "--flow"]) == 0
+    frames = frame_store(root)
     rgb_model, config = load_checkpoint_model(root / "afsd_rgb.pt")
     flow_model, _ = load_checkpoint_model(root / "afsd_flow.pt")
     classes = torch.load(root / "afsd_rgb.pt", weights_only=True)["classes"]
@@ -221,3 +227,43 @@ def test_a_feature_checkpoint_is_refused(converted: Path, capsys) -> None:
                    str(converted / "afsd_flow.pt")) == 2
     err = capsys.readouterr().err
     assert "reads features; --fuse fuses two end-to-end (frame) checkpoints" in err
+
+
+def _test_fused(root: Path, out: str, *extra: str) -> int:
+    """`tadkit test afsd/thumos14_frames --checkpoint RGB --fuse FLOW` on the frame store of ``my_video``
+    (one GT so the evaluation has something to score; batch 1 as detect)."""
+    from tadkit.data.formats.activitynet import write_tadkit_json
+    from tadkit.data.records import AnnotationSet, Segment, VideoAnnotation
+
+    frames = frame_store(root)
+    duration = json.loads((frames / "frames.json").read_text())["videos"]["my_video"]["duration"]
+    classes = torch.load(root / "afsd_rgb.pt", weights_only=True)["classes"]
+    video = VideoAnnotation("my_video", "test", duration, 10.0, [Segment(3.0, 8.0, "BaseballPitch")])
+    write_tadkit_json(AnnotationSet({"my_video": video}, list(classes)), root / "annotations.json")
+    return main(["test", "afsd/thumos14_frames", "--checkpoint", str(root / "afsd_rgb.pt"), "--fuse",
+                 str(root / "afsd_flow.pt"), "--set", f"data.annotations={root / 'annotations.json'}", "--set",
+                 f"data.frames={frames}", "--set", "test.batch_size=1", *extra, "--out", str(root / out),
+                 "--no-plots", "--no-html", "--no-progress"])
+
+
+def test_tadkit_test_fuses_the_pair_on_frames_as_detect_does(converted: Path) -> None:
+    """The official evaluation of the fusion reads stored RGB and flow frames with both checkpoints:
+    `tadkit test --fuse` on a frame store gives detect --fuse's detections (data.stream and
+    test.fuse_streams follow from the pair)."""
+    assert _test_fused(converted, "test_fused") == 0
+    got = _by_class_then_start(_rows(converted / "test_fused" / "results.json"))
+    expected = _by_class_then_start(_rows(converted / "fused.json"))
+    assert len(got) == len(expected) > 100
+    assert [r[0] for r in got] == [r[0] for r in expected]
+    np.testing.assert_allclose([r[1:] for r in got], [r[1:] for r in expected], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--set", "test.fuse_streams=[[0,3],[0,2]]"), "an RGB + flow frame pair reads channels [[0, 3], [3, 5]]"),
+    (("--fuse", "afsd_flow.pt"), "2 checkpoints to fuse; end-to-end models fuse as one RGB"),
+])
+def test_tadkit_test_refuses_other_frame_fusions(converted: Path, extra, message, capsys) -> None:
+    extra = tuple(str(converted / a) if a.endswith(".pt") else a for a in extra)
+    capsys.readouterr()
+    assert _test_fused(converted, "test_refused", *extra) == 2
+    assert message in capsys.readouterr().err and not (converted / "test_refused" / "results.json").exists()

@@ -117,8 +117,28 @@ def fuse_rgb_flow(rgb: StreamCheckpoint, flow: StreamCheckpoint, config: Any) ->
     check_stream_pair(rgb, flow)
     values = config.to_dict()
     fused_config = Config.from_dict({**values, "data": {**values["data"], "stream": FUSED_STREAM}})
+    fused_config.source = config.source  # errors keep naming the user's config file
     return FusedModel([rgb.model, flow.model], FUSED_SLICES, key="clip"), fused_config
 
 
-__all__ = ["FUSED_SLICES", "FUSED_STREAM", "StreamCheckpoint", "check_stream_pair", "fuse_rgb_flow",
+def fuse_frame_checkpoints(path: str | Path, model: Any, stored: Any, fuse_paths: list[str], config: Any) -> tuple[Any, Any]:
+    """`tadkit test --checkpoint RGB --fuse FLOW` of end-to-end models: the checked pair reading the
+    ``rgb+flow`` frames of ``config``'s store (``data.stream`` and ``test.fuse_streams`` follow; set by
+    hand they must say the same)."""
+    from tadkit.commands.detect import checkpoint_classes
+    from tadkit.engine.checkpoint import load_checkpoint
+
+    if len(fuse_paths) != 1:
+        raise TadkitError(f"{len(fuse_paths)} checkpoints to fuse; end-to-end models fuse as one RGB (--checkpoint) "
+                          "and one flow model (--fuse)", field="test.fuse")
+    streams = config.test.fuse_streams
+    if streams is not None and [list(s) for s in streams] != FUSED_SLICES:
+        raise TadkitError(f"is {streams}; an RGB + flow frame pair reads channels {FUSED_SLICES} of the "
+                          f"{FUSED_STREAM} clips (leave it unset)", file=config.source, field="test.fuse_streams")
+    raw = load_checkpoint(path, map_location="cpu", require=("model_name", "model_config", "model"))
+    rgb = StreamCheckpoint(str(path), model, stored, checkpoint_classes(raw, model))
+    return fuse_rgb_flow(rgb, read_stream_checkpoint(fuse_paths[0]), config)
+
+
+__all__ = ["FUSED_SLICES", "FUSED_STREAM", "StreamCheckpoint", "check_stream_pair", "fuse_frame_checkpoints", "fuse_rgb_flow",
            "read_stream_checkpoint"]

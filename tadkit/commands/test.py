@@ -92,8 +92,14 @@ def evaluate_checkpoint(config_path, checkpoint, out_dir: Path, args, fuse: list
     for note in model_section_notes(config, stored, model):
         print(f"tadkit test: note: {note}", file=sys.stderr)
     config.model = stored.model  # the checkpoint's model is what runs; its method drives the data and decoding
-    model = fused_model(model, stored, list(config.test.fuse) + list(args.fuse if fuse is None else fuse),
-                        config.test.fuse_streams, key="clip" if method_of(config).data_kind == "frames" else "features")
+    fuse_paths = list(config.test.fuse) + list(args.fuse if fuse is None else fuse)
+    if fuse_paths and method_of(config).data_kind == "frames":  # an RGB + a flow end-to-end model: checked pair
+        from tadkit.commands.stream_fusion import fuse_frame_checkpoints
+
+        model, config = fuse_frame_checkpoints(checkpoint, model, stored, fuse_paths, config)
+    else:
+        model = fused_model(model, stored, fuse_paths, config.test.fuse_streams,
+                            key="clip" if method_of(config).data_kind == "frames" else "features")
     from tadkit.engine.distributed import cleanup_distributed, init_distributed
 
     ctx = init_distributed("cpu")  # under torchrun: each rank predicts its share of the windows (gloo)
