@@ -62,8 +62,9 @@ def workspace(tmp_path_factory) -> Path:
     assert main(["data", "synth", "--video", "--out", str(data), "--seed", "3", "--videos", "1", "--subset", "test",
                  "--video-duration", "30", "--video-size", "112"]) == 0
     sorted((data / "videos").glob("*.mp4"))[0].rename(root / "my_video.mp4")
-    torch.save({"epoch": 15, "model": official_bdnet(in_channels=3, seed=0)}, root / "checkpoint_rgb.ckpt")
-    torch.save({"epoch": 16, "model": official_bdnet(in_channels=2, seed=1)}, root / "checkpoint_flow.ckpt")
+    # the release's format: train.py's save_model writes model.module.state_dict(), a bare state dict
+    torch.save(official_bdnet(in_channels=3, seed=0), root / "checkpoint_rgb.ckpt")
+    torch.save(official_bdnet(in_channels=2, seed=1), root / "checkpoint_flow.ckpt")
     return root
 
 
