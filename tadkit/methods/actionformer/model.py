@@ -205,9 +205,10 @@ class ActionFormerConfig:
 
     @property
     def divisors(self) -> list[int]:
-        """Per level: the length must be a multiple of this for the official sliding-chunk attention."""
-        strides = [self.scale_factor**i for i in range(self.backbone_arch[2] + 1)]
-        return [s * (w // 2) * 2 if w > 1 else s for s, w in zip(strides, self.window_sizes)]
+        """What the official code requires ``max_seq_len`` (and pads test inputs) to be a multiple of: per output
+        level, stride x 2 (window // 2). As there, output level l is paired with backbone level l's window
+        (the two differ only when ``fpn_start_level`` > 0)."""
+        return [s * (w // 2) * 2 if w > 1 else s for s, w in zip(self.fpn_strides, self.window_sizes)]
 
     @property
     def max_div_factor(self) -> int:
