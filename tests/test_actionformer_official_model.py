@@ -340,23 +340,3 @@ def test_actionformer_padded_length_follows_the_official_preprocessing():
     with pytest.raises(ValueError):
         model.padded_length(2305, training=True)
 
-
-@pytest.mark.shared
-def test_official_actionformer_checkpoint_file_read_by_convert_keeps_the_ema_weights(fixture, tmp_path):
-    """`tadkit convert` reads the file (weights_only=True); the importer then loads state_dict_ema."""
-    from tadkit.commands.convert import load_official_state_dict
-
-    arrays, meta = fixture
-    state = official_state(arrays)
-    ema = {k: v * 0.5 for k, v in state.items()}
-    path = tmp_path / "epoch_034.pth.tar"
-    torch.save({"epoch": 35, "state_dict": {f"module.{k}": v for k, v in state.items()},
-                "state_dict_ema": {f"module.{k}": v for k, v in ema.items()}, "scheduler": {"last_epoch": 7}}, path)
-    read = load_official_state_dict(path)
-    assert set(read) == {"state_dict", "state_dict_ema"}
-    loaded = from_official_state_dict(read, source=str(path), **meta["model"]).official_state_dict()
-    assert all(torch.equal(loaded[k], ema[k]) for k in state)
-    torch.save({"epoch": 1, "state_dict": state, "state_dict_ema": dict(ema, bad="text")}, path)
-    with pytest.raises(TadkitError) as error:
-        load_official_state_dict(path)
-    assert error.value.field == "bad" and str(path) in str(error.value)

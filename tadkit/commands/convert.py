@@ -24,10 +24,10 @@ from tadkit.utils.cli_options import add_set_option
 
 def load_official_state_dict(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``; accept a raw state_dict or one nested under
-    ``"state_dict"`` / ``"model"`` (official training scripts save ``{"epoch", "model", "optimizer"}``).
-    A file with a ``"state_dict_ema"`` next to its ``"state_dict"`` (ActionFormer's train.py) keeps both,
-    ``{"state_dict": ..., "state_dict_ema": ...}``, for the importer to choose."""
+    ``"state_dict"`` / ``"model"`` (official training scripts save ``{"epoch", "model", "optimizer"}``)."""
     import torch
+
+    from tadkit.models.base import strip_ddp_prefix
 
     from tadkit.utils.io import check_input_file
 
@@ -38,18 +38,6 @@ def load_official_state_dict(path: str | Path) -> dict[str, Any]:
         text = str(error).strip()
         reason = f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
         raise TadkitError(f"cannot read a PyTorch checkpoint (weights_only=True): {reason}", file=str(path)) from error
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict_ema"), dict):
-        return {key: _tensor_state_dict(obj[key], path) for key in ("state_dict", "state_dict_ema")
-                if isinstance(obj.get(key), dict)}
-    return _tensor_state_dict(obj, path)
-
-
-def _tensor_state_dict(obj: Any, path: Path) -> dict[str, Any]:
-    """``obj`` (or its ``"state_dict"`` / ``"model"`` entry) as a non-empty dict of tensors, ``module.`` stripped."""
-    import torch
-
-    from tadkit.models.base import strip_ddp_prefix
-
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
             if isinstance(obj.get(key), dict):
