@@ -56,6 +56,7 @@ SCHEDULER_UNITS = ("epoch", "iteration")
 DEVICES = ("auto", "cpu", "cuda")
 ZERO_LENGTH = ("keep", "drop", "error")
 SNAPSHOT_STATES = ("weights", "full")
+WEIGHT_DECAY_PARAMS = ("all", "weights")
 
 
 
@@ -173,11 +174,15 @@ class TrainConfig:
     scheduler: str = _opt("multistep", choices=SCHEDULERS)
     scheduler_unit: str = _opt("epoch", choices=SCHEDULER_UNITS, doc="step the LR schedule per epoch or per iteration")
     warmup: int = _opt(0, check=NON_NEGATIVE, doc="linear warm-up length in scheduler units")
+    warmup_epochs: int | None = _opt(None, check=NON_NEGATIVE, doc="warm-up length in epochs (x steps per epoch in a per-iteration schedule); overrides warmup")
+    warmup_from_zero: bool = _opt(False, doc="warm-up lr = lr x step / (warmup - 1): 0 at the first step, lr from step warmup - 1 on (ActionFormer's LinearWarmupCosineAnnealingLR); false = lr x (step + 1) / (warmup + 1)")
     min_lr_factor: float = _opt(0.0, check=UNIT_INTERVAL, doc="cosine: final lr = lr x this")
     lr_decay_iterations: list[int] = _opt([], check=ALL_POSITIVE, doc="multistep per iteration: lr *= lr_gamma after these steps")
     batch_size: int = _opt(48, check=POSITIVE, doc="GLOBAL batch: split evenly over DDP processes")
     lr: float = _opt(1e-4, check=POSITIVE)
     weight_decay: float = _opt(0.0, check=NON_NEGATIVE)
+    weight_decay_params: str = _opt("all", choices=WEIGHT_DECAY_PARAMS, doc="which parameters weight decay applies to: all, or weights = only the weight of Linear / Conv layers (no decay on biases, norms, scales: ActionFormer's make_optimizer)")
+    model_ema_decay: float | None = _opt(None, check=OPEN_UNIT, doc="keep an exponential moving average of the weights (updated after every optimizer step, ActionFormer 0.999); evaluation, best.pt, tadkit test / detect use it; null = off")
     lr_decay_epochs: list[int] = _opt([30], check=INCREASING_POSITIVE, doc="lr *= lr_gamma after these epochs")
     lr_gamma: float = _opt(0.1, check=OPEN_UNIT_LEFT)
     seed: int = _opt(1, check=NON_NEGATIVE)
