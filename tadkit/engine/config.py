@@ -46,7 +46,7 @@ BASE_KEY = "_base_"
 
 # Choice lists shared with tadkit.data / tadkit.evaluation come from torch-free modules.
 from tadkit.data.choices import FPS_TABLES, PROTOCOLS, RESAMPLE_MODES  # noqa: E402
-DATA_MODES = ("sliding", "resample")
+DATA_MODES = ("sliding", "resample", "video")
 PAD_MODES = ("repeat", "zero")
 START_GRIDS = ("features", "frames")
 TIME_BASES = ("duration", "features")
@@ -103,8 +103,10 @@ class DataConfig:
     subset_test: str | list[str] = _opt("test", doc="subset(s) to evaluate on")
     val_fraction: float | None = _opt(None, check=OPEN_UNIT, doc="hold out this fraction of the training videos (seeded by val_seed, never a test video) as a validation split; evaluations then score it too (val_* metrics)")
     val_seed: int = _opt(0, check=NON_NEGATIVE, doc="seed of the val_fraction split (fixed across training seeds)")
-    mode: str = _opt("sliding", choices=DATA_MODES)
-    window: int = _opt(128, check=POSITIVE, doc="sliding window length in features")
+    mode: str = _opt("sliding", choices=DATA_MODES, doc="sliding windows | resample (whole video to resample_length) | video (whole video at its own rate; training cuts at most window features, ActionFormer's truncate_feats)")
+    window: int = _opt(128, check=POSITIVE, doc="sliding window length in features (mode video: the longest training sample, max_seq_len)")
+    trunc_thresh: float = _opt(0.5, check=UNIT_INTERVAL, doc="mode video, training: a random cut is accepted when a segment keeps this share of its length")
+    crop_ratio: list[float] | None = _opt(None, check=(lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1, "must be [lo, hi] with 0 < lo <= hi <= 1"), doc="mode video, training: also cut videos shorter than window to a random share in [lo, hi] (ActionFormer [0.9, 1.0]); null = off")
     stride_train: int | None = _opt(None, check=POSITIVE, doc="null = window // 4 (A2Net)")
     stride_test: int | None = _opt(None, check=POSITIVE, doc="null = window // 2 (A2Net)")
     min_gt_coverage: float | None = _opt(None, check=UNIT_INTERVAL, doc="null = 0.9 sliding / 0 resample")
@@ -133,7 +135,7 @@ class DataConfig:
         sliding = self.mode == "sliding"
         return {
             "mode": self.mode,
-            "window": self.window if sliding else self.resample_length,
+            "window": self.window if self.mode in ("sliding", "video") else self.resample_length,
             "stride": (self.stride_train if training else self.stride_test) if sliding else None,
             "subset": self.subset_train if training else self.subset_test,
             "training": training,
@@ -148,6 +150,8 @@ class DataConfig:
             "time_base": self.time_base,
             "min_features": self.min_features,
             "feature_subsample": self.feature_subsample,
+            "trunc_thresh": self.trunc_thresh,
+            "crop_ratio": None if self.crop_ratio is None else tuple(self.crop_ratio),
         }
 
 
