@@ -340,3 +340,64 @@ def test_actionformer_padded_length_follows_the_official_preprocessing():
     with pytest.raises(ValueError):
         model.padded_length(2305, training=True)
 
+
+
+# --------------------------------------------------------------------------------------------------
+# `tadkit convert actionformer-official`
+# --------------------------------------------------------------------------------------------------
+
+
+def _set_options(meta: dict) -> list[str]:
+    """Every official model setting of the fixture as ``--set key=<JSON>`` (JSON is YAML)."""
+    options = []
+    for key, value in meta["model"].items():
+        options += ["--set", f"{key}={json.dumps(value)}"]
+    return options
+
+
+def _one_line_error(capsys, *needles: str) -> None:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.shared
+def test_official_actionformer_convert_cli_loads_the_ema_of_a_training_file(fixture, tmp_path, capsys):
+    """The file the authors' train.py writes (DataParallel ``module.`` keys, ``state_dict_ema``) converts to
+    a tadkit checkpoint that ``tadkit test`` / ``detect`` rebuild with the EMA weights and the settings."""
+    from tadkit.cli import main
+    from tadkit.engine.checkpoint import load_checkpoint_model
+
+    arrays, meta = fixture
+    state = official_state(arrays)
+    src, dst = tmp_path / "epoch_034.pth.tar", tmp_path / "out" / "actionformer.pt"
+    torch.save({"epoch": 35, "state_dict": {f"module.{k}": v - 1.0 for k, v in state.items()},
+                "state_dict_ema": {f"module.{k}": v for k, v in state.items()},
+                "scheduler": {"last_epoch": 7}, "optimizer": {"state": {}, "param_groups": []}}, src)
+    assert main(["convert", "actionformer-official", str(src), str(dst), *_set_options(meta)]) == 0
+    model, _ = load_checkpoint_model(dst)
+    loaded = model.official_state_dict()
+    assert set(loaded) == set(state) and all(torch.equal(loaded[k], state[k]) for k in state)
+    assert model.config_dict() == official_model(arrays, meta).config_dict()
+    assert [p.name for p in dst.parent.iterdir()] == ["actionformer.pt"]
+
+
+@pytest.mark.shared
+def test_official_actionformer_convert_cli_refuses_a_wrong_shape_or_an_extra_key(fixture, tmp_path, capsys):
+    from tadkit.cli import main
+
+    arrays, meta = fixture
+    state = official_state(arrays)
+    key = "reg_head.offset_head.conv.weight"
+    cases = {
+        "shape.pth": (dict(state, **{key: torch.zeros(3, *state[key].shape[1:])}), key),
+        "extra.pth": (dict(state, **{"cls_head.extra.weight": torch.zeros(2)}), "cls_head.extra.weight"),
+    }
+    for name, (sd, field) in cases.items():
+        src, dst = tmp_path / name, tmp_path / "out" / f"{name}.pt"
+        torch.save({"state_dict": sd, "state_dict_ema": sd}, src)
+        assert main(["convert", "actionformer-official", str(src), str(dst), *_set_options(meta)]) == 2
+        _one_line_error(capsys, str(src), field)
+        assert not dst.parent.exists() or not any(dst.parent.iterdir())
