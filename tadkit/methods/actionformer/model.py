@@ -593,7 +593,13 @@ class ActionFormer(nn.Module):
     def padded_length(self, length: int, training: bool) -> int:
         """The official batch length for a longest input of ``length`` steps: training pads to ``max_seq_len``
         (longer inputs are an error; the data side crops them); test pads to ``max_seq_len`` or, when longer,
-        to the next multiple of ``max_div_factor``."""
+        to the next multiple of ``max_div_factor``.
+
+        Padding steps are not neutral at the edge: after the embedding they hold ReLU(LayerNorm bias), which the
+        convs and max-pools next to the last real step read, where an unpadded input reads zeros. So a video
+        batched with longer ones gets its batch-of-one outputs only if it is padded when alone too (its length
+        is not itself a padded length), and, with ``use_abs_pe``, if the batch is not longer than
+        ``max_seq_len`` (longer test inputs stretch the position table)."""
         c = self.config
         if training:
             if length > c.max_seq_len:
