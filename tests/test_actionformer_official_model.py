@@ -142,20 +142,29 @@ def test_official_actionformer_eval_heads_match_every_level_of_every_video(fixtu
 
 @pytest.mark.shared
 def test_official_actionformer_heads_of_a_padded_batch_equal_each_video_alone(fixture):
-    """Videos batched together (each padded to the common length) give their single-video outputs."""
+    """Videos batched together give their single-video outputs when each is padded alone too (see
+    ActionFormer.padded_length); with use_abs_pe only videos of one padded length share a batch."""
     arrays, meta = fixture
     model = official_model(arrays, meta).double()
-    feats = [torch.from_numpy(arrays[f"input/v{b}/feats"]).double() for b in range(num_videos(meta))]
-    length = model.padded_length(max(f.shape[-1] for f in feats), training=True)
-    batch = torch.stack([F.pad(f, (0, length - f.shape[-1])) for f in feats])
-    mask = torch.arange(length)[None] < torch.tensor([f.shape[-1] for f in feats])[:, None]
-    with torch.no_grad():
-        together = model.forward_heads(batch, mask)
-        for b in range(len(feats)):
-            alone = model.forward_heads(batch[b : b + 1], mask[b : b + 1])
-            for level in range(len(alone.cls_logits)):
-                torch.testing.assert_close(together.cls_logits[level][b], alone.cls_logits[level][0], rtol=1e-9, atol=1e-9)
-                torch.testing.assert_close(together.offsets[level][b], alone.offsets[level][0], rtol=1e-9, atol=1e-9)
+    feats = {b: torch.from_numpy(arrays[f"input/v{b}/feats"]).double() for b in range(num_videos(meta))}
+    alone_length = {b: model.padded_length(f.shape[-1], training=False) for b, f in feats.items()}
+    padded = [b for b, f in feats.items() if alone_length[b] > f.shape[-1]]
+    groups = [[b for b in padded if alone_length[b] == n] for n in sorted({alone_length[b] for b in padded})]
+    if not model.config.use_abs_pe:
+        groups = [padded]
+    for group in groups:
+        length = max(alone_length[b] for b in group)
+        batch = torch.stack([F.pad(feats[b], (0, length - feats[b].shape[-1])) for b in group])
+        mask = torch.arange(length)[None] < torch.tensor([feats[b].shape[-1] for b in group])[:, None]
+        with torch.no_grad():
+            together = model.forward_heads(batch, mask)
+            for i, b in enumerate(group):
+                x, m = padded_input(model, arrays[f"input/v{b}/feats"])
+                alone = model.forward_heads(x.double(), m)
+                for level in range(len(alone.cls_logits)):
+                    n = alone.cls_logits[level].shape[1]
+                    for ours, single in ((together.cls_logits, alone.cls_logits), (together.offsets, alone.offsets)):
+                        torch.testing.assert_close(ours[level][i, :n], single[level][0], rtol=1e-9, atol=1e-9)
 
 
 # --------------------------------------------------------------------------------------------------
