@@ -99,13 +99,50 @@ def generalized_cross_entropy(aas: torch.Tensor, pseudo: torch.Tensor, q: float 
     return pos + neg
 
 
+def sigmoid_focal_loss(
+    logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0,
+    reduction: Reduction = "none",
+) -> torch.Tensor:
+    """Sigmoid focal loss (Lin et al. 2017, RetinaNet) on logits and 0..1 targets of the same shape:
+    ``alpha_t (1 - p_t)^gamma BCE(logits, target)``, with ``p_t = p y + (1 - p)(1 - y)`` and
+    ``alpha_t = alpha y + (1 - alpha)(1 - y)`` (no alpha weighting when ``alpha < 0``). Computed in
+    float32 at least (ActionFormer's ``.float()``), so soft targets (label smoothing) are fine."""
+    logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    target = target.to(logits.dtype)
+    prob = torch.sigmoid(logits)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p_t = prob * target + (1 - prob) * (1 - target)
+    loss = bce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
+    return _reduce(loss, reduction)
+
+
+def centre_diou_loss(
+    pred: torch.Tensor, target: torch.Tensor, reduction: Reduction = "none", eps: float = 1e-8
+) -> torch.Tensor:
+    """``1 - DIoU`` (Zheng et al. 2020) of non-negative (..., 2) distance-form segments around the
+    same point: ``1 - inter / union + (centre distance / enclosing length)^2``, where the centre
+    distance is ``(r - l - r* + l*) / 2`` and the enclosing length ``max(l, l*) + max(r, r*)``; both
+    denominators are clamped at ``eps`` (ActionFormer's ``ctr_diou_loss_1d``)."""
+    pl, pr = pred[..., 0], pred[..., 1]
+    tl, tr = target[..., 0], target[..., 1]
+    inter = torch.minimum(pl, tl) + torch.minimum(pr, tr)
+    union = (pl + pr) + (tl + tr) - inter
+    iou = inter / union.clamp(min=eps)
+    enclosing = torch.maximum(pl, tl) + torch.maximum(pr, tr)
+    centre_distance = 0.5 * (pr - pl - tr + tl)
+    return _reduce(1.0 - iou + torch.square(centre_distance / enclosing.clamp(min=eps)), reduction)
+
 
 __all__ = [
     "Reduction",
     "generalized_cross_entropy",
     "background_alpha",
+    "centre_diou_loss",
     "distance_giou_loss",
     "distance_iou",
+    "sigmoid_focal_loss",
     "smooth_l1",
     "softmax_focal_loss",
 ]

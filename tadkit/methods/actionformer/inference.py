@@ -1,0 +1,135 @@
+"""ActionFormer's decoding of one video: head outputs -> detections in seconds (official
+``inference_single_video`` + ``postprocessing``).
+
+Per pyramid level (the official per-level filtering, kept per level on purpose):
+
+1. class probabilities ``sigmoid(logit)``, zero on padding steps, flattened over (point, class);
+2. keep those ``> pre_nms_thresh``, then the ``pre_nms_topk`` most probable (ties: lower index);
+3. segment ``[t - left * stride, t + right * stride]`` on the level-0 feature grid from the point's
+   offsets; keep segments longer than ``duration_thresh`` feature steps.
+
+Then over all levels: :func:`tadkit.postprocess.voting.nms_with_voting` (multiclass Gaussian
+soft-NMS, voting when class-agnostic, ``max_seg_num`` cap), and feature steps -> seconds exactly as
+the official code: ``(x * feat_stride + 0.5 * feat_num_frames) / fps`` (a feature step's time is the
+centre of its ``feat_num_frames``-frame window), clipped to ``[0, duration]``. All arithmetic stays
+in the head outputs' dtype (float32 officially).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from tadkit.errors import TadkitError, reject_unknown_fields
+from tadkit.postprocess.voting import VotingNMSMethod, nms_with_voting
+
+__all__ = ["ActionFormerTestConfig", "decode_video", "level_candidates"]
+
+
+@dataclass(frozen=True)
+class ActionFormerTestConfig:
+    """The official ``test_cfg`` (names and THUMOS14 I3D defaults of ``configs/thumos_i3d.yaml``).
+
+    ``ext_score_file`` (ActivityNet's external video-level classifier scores) is read by the
+    evaluation step, not by :func:`decode_video`.
+    """
+
+    pre_nms_thresh: float = 0.001
+    pre_nms_topk: int = 2000
+    iou_threshold: float = 0.1
+    min_score: float = 0.001
+    max_seg_num: int = 200
+    nms_method: VotingNMSMethod = "soft"
+    duration_thresh: float = 0.05
+    multiclass_nms: bool = True
+    nms_sigma: float = 0.5
+    voting_thresh: float = 0.7
+    ext_score_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.nms_method not in ("soft", "hard", "none"):
+            raise TadkitError(f"must be 'soft', 'hard' or 'none', got {self.nms_method!r}", field="test_cfg.nms_method")
+        for name in ("pre_nms_topk", "max_seg_num"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise TadkitError(f"must be a positive integer, got {value!r}", field=f"test_cfg.{name}")
+        if not self.nms_sigma > 0:
+            raise TadkitError(f"must be > 0, got {self.nms_sigma!r}", field="test_cfg.nms_sigma")
+
+    @classmethod
+    def coerce(cls, value: "ActionFormerTestConfig | Mapping[str, Any] | Any") -> "ActionFormerTestConfig":
+        """This class, the official dict, or any dataclass with the same field names."""
+        if isinstance(value, cls):
+            return value
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)
+        if not isinstance(value, Mapping):
+            raise TadkitError(f"expected a mapping, got {type(value).__name__}", field="test_cfg")
+        reject_unknown_fields(cls, value, "test_cfg key(s)", field="test_cfg")
+        return cls(**value)
+
+
+def level_candidates(
+    points: Tensor, cls_logits: Tensor, offsets: Tensor, mask: Tensor, config: ActionFormerTestConfig
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One level's candidates (steps 1-3 of the module docstring): ``(segments (K, 2) on the feature
+    grid, scores (K,), labels (K,))``, most probable first."""
+    num_classes = cls_logits.shape[1]
+    probs = (cls_logits.sigmoid() * mask[:, None]).flatten()
+    above = torch.nonzero(probs > config.pre_nms_thresh).squeeze(1)
+    ranked = torch.sort(probs[above], descending=True, stable=True)
+    top = ranked.indices[: config.pre_nms_topk]
+    flat_index, scores = above[top], ranked.values[: config.pre_nms_topk]
+    point_index = torch.div(flat_index, num_classes, rounding_mode="floor")
+    labels = flat_index - point_index * num_classes
+    pts, dist = points[point_index], offsets[point_index]
+    start = pts[:, 0] - dist[:, 0] * pts[:, 3]
+    end = pts[:, 0] + dist[:, 1] * pts[:, 3]
+    long_enough = (end - start) > config.duration_thresh
+    return torch.stack((start, end), dim=-1)[long_enough], scores[long_enough], labels[long_enough]
+
+
+def decode_video(
+    points: Sequence[Tensor],
+    cls_logits: Sequence[Tensor],
+    offsets: Sequence[Tensor],
+    masks: Sequence[Tensor],
+    test_cfg: ActionFormerTestConfig | Mapping[str, Any] | Any,
+    fps: float,
+    feat_stride: float,
+    feat_num_frames: float,
+    duration: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Detections of one video: ``(segments (K, 2) in seconds, scores (K,), labels (K,))``, score desc.
+
+    Args:
+        points: per level ``(T_l, 4)`` (:func:`.points.make_points`).
+        cls_logits, offsets, masks: per level ``(T_l, C)`` logits, ``(T_l, 2)`` offsets (in strides),
+            ``(T_l,)`` bool (False on padding) of this video.
+        test_cfg: :class:`ActionFormerTestConfig` or the official ``test_cfg`` dict.
+        fps, feat_stride, feat_num_frames, duration: the video's frame rate, frames between two
+            feature steps, frames per feature window, and length in seconds.
+    """
+    config = ActionFormerTestConfig.coerce(test_cfg)
+    if not len(points) == len(cls_logits) == len(offsets) == len(masks):
+        raise TadkitError(
+            f"{len(points)} point levels but {len(cls_logits)} / {len(offsets)} / {len(masks)} output levels",
+            field="heads",
+        )
+    if not fps > 0:
+        raise TadkitError(f"must be > 0, got {fps!r}", field="fps")
+    parts = [level_candidates(*level, config) for level in zip(points, cls_logits, offsets, masks)]
+    segments, scores, labels = (torch.cat(column) for column in zip(*parts))
+    if config.nms_method != "none":
+        segments, scores, labels = nms_with_voting(
+            segments.cpu(), scores.cpu(), labels.cpu(),
+            method=config.nms_method, iou_threshold=config.iou_threshold, min_score=config.min_score,
+            max_seg_num=config.max_seg_num, multiclass=config.multiclass_nms, sigma=config.nms_sigma,
+            voting_thresh=config.voting_thresh,
+        )
+    segments = ((segments * feat_stride + 0.5 * feat_num_frames) / fps).clamp(min=0.0, max=duration)
+    return segments, scores, labels
