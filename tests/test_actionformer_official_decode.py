@@ -31,7 +31,8 @@ from scipy.optimize import linear_sum_assignment
 
 from actionformer_golden import Golden, load_golden
 from tadkit.errors import TadkitError
-from tadkit.methods.actionformer.inference import ActionFormerTestConfig, decode_video, level_candidates
+from tadkit.methods.actionformer.inference import decode_video, level_candidates, resolve_test_config
+from tadkit.methods.actionformer.model import ActionFormerTestConfig
 from tadkit.methods.actionformer.points import make_points
 from tadkit.postprocess.voting import nms_with_voting, vote_segments
 
@@ -96,7 +97,7 @@ def assert_same_detections(ours: tuple[torch.Tensor, ...], official: tuple[np.nd
 
 
 def test_official_actionformer_decode_matches_fixture(golden: Golden) -> None:
-    config = ActionFormerTestConfig.coerce(golden.model["test_cfg"])
+    config = resolve_test_config(golden.model["test_cfg"])
     assert golden.videos, "the fixture has no videos"
     for b, video in enumerate(golden.videos):
         cls, off, mask = golden.eval_outputs(b)
@@ -115,7 +116,7 @@ def test_official_actionformer_decode_fails_with_another_sigma(golden: Golden) -
     b, video = 0, golden.videos[0]
     cls, off, mask = golden.eval_outputs(b)
     points = golden.points([level.shape[0] for level in cls])
-    config = ActionFormerTestConfig.coerce(golden.model["test_cfg"])
+    config = resolve_test_config(golden.model["test_cfg"])
     changed = {**golden.model["test_cfg"], "nms_sigma": config.nms_sigma * 0.5}
     ours = decode_video(points, cls, off, mask, changed, video["fps"], video["feat_stride"], video["feat_num_frames"],
                         video["duration"])
@@ -166,9 +167,9 @@ def test_decode_video_converts_feature_steps_to_seconds_and_clips() -> None:
 
 def test_test_config_rejects_unknown_keys_and_bad_values() -> None:
     with pytest.raises(TadkitError, match="unknown"):
-        ActionFormerTestConfig.coerce({"pre_nms_tresh": 0.1})
+        resolve_test_config({"pre_nms_tresh": 0.1})
     with pytest.raises(TadkitError, match="nms_method"):
-        ActionFormerTestConfig.coerce({"nms_method": "gaussian"})
+        resolve_test_config({"nms_method": "gaussian"})
     with pytest.raises(TadkitError, match="max_seg_num"):
         ActionFormerTestConfig(max_seg_num=0)
 

@@ -17,60 +17,26 @@ in the head outputs' dtype (float32 officially).
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from tadkit.errors import TadkitError, reject_unknown_fields
-from tadkit.postprocess.voting import VotingNMSMethod, nms_with_voting
+from tadkit.methods.actionformer.model import ActionFormerTestConfig
+from tadkit.postprocess.voting import nms_with_voting
 
-__all__ = ["ActionFormerTestConfig", "decode_video", "level_candidates"]
+__all__ = ["decode_video", "level_candidates", "resolve_test_config"]
 
 
-@dataclass(frozen=True)
-class ActionFormerTestConfig:
-    """The official ``test_cfg`` (names and THUMOS14 I3D defaults of ``configs/thumos_i3d.yaml``).
-
-    ``ext_score_file`` (ActivityNet's external video-level classifier scores) is read by the
-    evaluation step, not by :func:`decode_video`.
-    """
-
-    pre_nms_thresh: float = 0.001
-    pre_nms_topk: int = 2000
-    iou_threshold: float = 0.1
-    min_score: float = 0.001
-    max_seg_num: int = 200
-    nms_method: VotingNMSMethod = "soft"
-    duration_thresh: float = 0.05
-    multiclass_nms: bool = True
-    nms_sigma: float = 0.5
-    voting_thresh: float = 0.7
-    ext_score_file: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.nms_method not in ("soft", "hard", "none"):
-            raise TadkitError(f"must be 'soft', 'hard' or 'none', got {self.nms_method!r}", field="test_cfg.nms_method")
-        for name in ("pre_nms_topk", "max_seg_num"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise TadkitError(f"must be a positive integer, got {value!r}", field=f"test_cfg.{name}")
-        if not self.nms_sigma > 0:
-            raise TadkitError(f"must be > 0, got {self.nms_sigma!r}", field="test_cfg.nms_sigma")
-
-    @classmethod
-    def coerce(cls, value: "ActionFormerTestConfig | Mapping[str, Any] | Any") -> "ActionFormerTestConfig":
-        """This class, the official dict, or any dataclass with the same field names."""
-        if isinstance(value, cls):
-            return value
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            value = dataclasses.asdict(value)
-        if not isinstance(value, Mapping):
-            raise TadkitError(f"expected a mapping, got {type(value).__name__}", field="test_cfg")
-        reject_unknown_fields(cls, value, "test_cfg key(s)", field="test_cfg")
-        return cls(**value)
+def resolve_test_config(value: ActionFormerTestConfig | Mapping[str, Any]) -> ActionFormerTestConfig:
+    """The model's :class:`~.model.ActionFormerTestConfig`, or the official ``test_cfg`` dict as one."""
+    if isinstance(value, ActionFormerTestConfig):
+        return value
+    if not isinstance(value, Mapping):
+        raise TadkitError(f"expected a mapping, got {type(value).__name__}", field="test_cfg")
+    reject_unknown_fields(ActionFormerTestConfig, value, "test_cfg key(s)", field="test_cfg")
+    return ActionFormerTestConfig(**dict(value))
 
 
 def level_candidates(
@@ -98,7 +64,7 @@ def decode_video(
     cls_logits: Sequence[Tensor],
     offsets: Sequence[Tensor],
     masks: Sequence[Tensor],
-    test_cfg: ActionFormerTestConfig | Mapping[str, Any] | Any,
+    test_cfg: ActionFormerTestConfig | Mapping[str, Any],
     fps: float,
     feat_stride: float,
     feat_num_frames: float,
@@ -114,7 +80,7 @@ def decode_video(
         fps, feat_stride, feat_num_frames, duration: the video's frame rate, frames between two
             feature steps, frames per feature window, and length in seconds.
     """
-    config = ActionFormerTestConfig.coerce(test_cfg)
+    config = resolve_test_config(test_cfg)
     if not len(points) == len(cls_logits) == len(offsets) == len(masks):
         raise TadkitError(
             f"{len(points)} point levels but {len(cls_logits)} / {len(offsets)} / {len(masks)} output levels",
