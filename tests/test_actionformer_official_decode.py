@@ -31,7 +31,12 @@ from scipy.optimize import linear_sum_assignment
 
 from actionformer_golden import Golden, load_golden
 from tadkit.errors import TadkitError
-from tadkit.methods.actionformer.inference import decode_video, level_candidates, resolve_test_config
+from tadkit.methods.actionformer.inference import (
+    decode_feature_grid,
+    decode_video,
+    level_candidates,
+    resolve_test_config,
+)
 from tadkit.methods.actionformer.model import ActionFormerTestConfig
 from tadkit.methods.actionformer.points import make_points
 from tadkit.postprocess.voting import nms_with_voting, vote_segments
@@ -163,6 +168,19 @@ def test_decode_video_converts_feature_steps_to_seconds_and_clips() -> None:
     segments, _, _ = decode_video(points, [logits], [offsets], [mask], ActionFormerTestConfig(),
                                   fps=25.0, feat_stride=4, feat_num_frames=16, duration=0.5)
     assert torch.allclose(segments, torch.tensor([[0.32, 0.5]]))  # clipped to the duration
+
+
+def test_decode_feature_grid_levels_in_order_without_nms() -> None:
+    points = make_points([2, 1], [1, 2], [(0.0, 4.0), (4.0, 100.0)])
+    logits = [torch.tensor([[_logit(0.2)], [_logit(0.6)]]), torch.tensor([[_logit(0.9)]])]
+    offsets = [torch.ones(2, 2), torch.full((1, 2), 2.0)]
+    masks = [torch.ones(2, dtype=torch.bool), torch.ones(1, dtype=torch.bool)]
+    segments, scores, _ = decode_feature_grid(points, logits, offsets, masks, {"nms_method": "none"})
+    # level 0 first (most probable first within it), then level 1: no global sort without NMS, as officially
+    assert torch.allclose(scores, torch.tensor([0.6, 0.2, 0.9]))
+    assert segments.tolist() == [[0.0, 2.0], [-1.0, 1.0], [-4.0, 4.0]]
+    with pytest.raises(TadkitError, match="levels"):
+        decode_feature_grid(points[:1], logits, offsets, masks, {})
 
 
 def test_test_config_rejects_unknown_keys_and_bad_values() -> None:

@@ -9,7 +9,8 @@ Per pyramid level (the official per-level filtering, kept per level on purpose):
    offsets; keep segments longer than ``duration_thresh`` feature steps.
 
 Then over all levels: :func:`tadkit.postprocess.voting.nms_with_voting` (multiclass Gaussian
-soft-NMS, voting when class-agnostic, ``max_seg_num`` cap), and feature steps -> seconds exactly as
+soft-NMS, voting when class-agnostic, ``max_seg_num`` cap); that far is :func:`decode_feature_grid`
+(segments in feature steps). :func:`decode_video` adds feature steps -> seconds exactly as
 the official code: ``(x * feat_stride + 0.5 * feat_num_frames) / fps`` (a feature step's time is the
 centre of its ``feat_num_frames``-frame window), clipped to ``[0, duration]``. All arithmetic stays
 in the head outputs' dtype (float32 officially).
@@ -26,7 +27,9 @@ from tadkit.errors import TadkitError, reject_unknown_fields
 from tadkit.methods.actionformer.model import ActionFormerTestConfig
 from tadkit.postprocess.voting import nms_with_voting
 
-__all__ = ["decode_video", "level_candidates", "resolve_test_config"]
+__all__ = [
+    "decode_feature_grid", "decode_video", "feature_steps_to_seconds", "level_candidates", "resolve_test_config",
+]
 
 
 def resolve_test_config(value: ActionFormerTestConfig | Mapping[str, Any]) -> ActionFormerTestConfig:
@@ -59,6 +62,49 @@ def level_candidates(
     return torch.stack((start, end), dim=-1)[long_enough], scores[long_enough], labels[long_enough]
 
 
+def decode_feature_grid(
+    points: Sequence[Tensor],
+    cls_logits: Sequence[Tensor],
+    offsets: Sequence[Tensor],
+    masks: Sequence[Tensor],
+    test_cfg: ActionFormerTestConfig | Mapping[str, Any],
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Detections of one video on the level-0 feature grid: ``(segments (K, 2) in feature steps, scores (K,),
+    labels (K,))``, score desc (except ``nms_method="none"``: the candidates in level order, as officially).
+
+    Args:
+        points: per level ``(T_l, 4)`` (:func:`.points.make_points`).
+        cls_logits, offsets, masks: per level ``(T_l, C)`` logits, ``(T_l, 2)`` offsets (in strides),
+            ``(T_l,)`` bool (False on padding) of this video.
+        test_cfg: the model's :class:`~.model.ActionFormerTestConfig` or the official ``test_cfg`` dict.
+    """
+    config = resolve_test_config(test_cfg)
+    if not len(points) == len(cls_logits) == len(offsets) == len(masks):
+        raise TadkitError(
+            f"{len(points)} point levels but {len(cls_logits)} / {len(offsets)} / {len(masks)} output levels",
+            field="heads",
+        )
+    parts = [level_candidates(*level, config) for level in zip(points, cls_logits, offsets, masks)]
+    segments, scores, labels = (torch.cat(column) for column in zip(*parts))
+    if config.nms_method == "none":
+        return segments, scores, labels
+    return nms_with_voting(
+        segments.cpu(), scores.cpu(), labels.cpu(),
+        method=config.nms_method, iou_threshold=config.iou_threshold, min_score=config.min_score,
+        max_seg_num=config.max_seg_num, multiclass=config.multiclass_nms, sigma=config.nms_sigma,
+        voting_thresh=config.voting_thresh,
+    )
+
+
+def feature_steps_to_seconds(segments: Tensor, fps: float, feat_stride: float, feat_num_frames: float,
+                             duration: float) -> Tensor:
+    """The official conversion: ``(x * feat_stride + 0.5 * feat_num_frames) / fps``, clipped to ``[0, duration]``
+    (in the segments' dtype, float32 officially)."""
+    if not fps > 0:
+        raise TadkitError(f"must be > 0, got {fps!r}", field="fps")
+    return ((segments * feat_stride + 0.5 * feat_num_frames) / fps).clamp(min=0.0, max=duration)
+
+
 def decode_video(
     points: Sequence[Tensor],
     cls_logits: Sequence[Tensor],
@@ -70,32 +116,10 @@ def decode_video(
     feat_num_frames: float,
     duration: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Detections of one video: ``(segments (K, 2) in seconds, scores (K,), labels (K,))``, score desc.
+    """Detections of one video in seconds: :func:`decode_feature_grid` then :func:`feature_steps_to_seconds`.
 
-    Args:
-        points: per level ``(T_l, 4)`` (:func:`.points.make_points`).
-        cls_logits, offsets, masks: per level ``(T_l, C)`` logits, ``(T_l, 2)`` offsets (in strides),
-            ``(T_l,)`` bool (False on padding) of this video.
-        test_cfg: :class:`ActionFormerTestConfig` or the official ``test_cfg`` dict.
-        fps, feat_stride, feat_num_frames, duration: the video's frame rate, frames between two
-            feature steps, frames per feature window, and length in seconds.
+    ``fps``, ``feat_stride``, ``feat_num_frames``, ``duration``: the video's frame rate, frames between two
+    feature steps, frames per feature window, and length in seconds.
     """
-    config = resolve_test_config(test_cfg)
-    if not len(points) == len(cls_logits) == len(offsets) == len(masks):
-        raise TadkitError(
-            f"{len(points)} point levels but {len(cls_logits)} / {len(offsets)} / {len(masks)} output levels",
-            field="heads",
-        )
-    if not fps > 0:
-        raise TadkitError(f"must be > 0, got {fps!r}", field="fps")
-    parts = [level_candidates(*level, config) for level in zip(points, cls_logits, offsets, masks)]
-    segments, scores, labels = (torch.cat(column) for column in zip(*parts))
-    if config.nms_method != "none":
-        segments, scores, labels = nms_with_voting(
-            segments.cpu(), scores.cpu(), labels.cpu(),
-            method=config.nms_method, iou_threshold=config.iou_threshold, min_score=config.min_score,
-            max_seg_num=config.max_seg_num, multiclass=config.multiclass_nms, sigma=config.nms_sigma,
-            voting_thresh=config.voting_thresh,
-        )
-    segments = ((segments * feat_stride + 0.5 * feat_num_frames) / fps).clamp(min=0.0, max=duration)
-    return segments, scores, labels
+    segments, scores, labels = decode_feature_grid(points, cls_logits, offsets, masks, test_cfg)
+    return feature_steps_to_seconds(segments, fps, feat_stride, feat_num_frames, duration), scores, labels
