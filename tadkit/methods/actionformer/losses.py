@@ -49,6 +49,14 @@ class LossNormaliser(nn.Module):
         # float64 like the official Python float, so the EMA is the same number after any resume
         self.register_buffer("value", torch.tensor(float(init_loss_norm), dtype=torch.float64))
 
+    def _apply(self, fn: Any, recurse: bool = True) -> "LossNormaliser":
+        """Device moves apply; dtype casts (``model.float()`` / ``.half()``) do not: the EMA stays float64."""
+        value = float(self.value)
+        super()._apply(fn, recurse)
+        if self.value.dtype != torch.float64:
+            self.value = torch.tensor(value, dtype=torch.float64, device=self.value.device)
+        return self
+
     def update(self, num_positives: int) -> float:
         """Move the average towards ``max(num_positives, 1)`` and return the new value."""
         new = self.momentum * float(self.value) + (1.0 - self.momentum) * max(int(num_positives), 1)
