@@ -11,7 +11,8 @@ Tolerances (derived, so they hold for any well-formed fixture):
   IoU in float32 and adds 1e-6 to each length; tadkit computes in float64 without it. Per factor that moves
   ``ln(score)`` by at most ``(2 / sigma) * (2e-6 / L + 4 eps32) + 2 eps32`` (``L``: the shorter length in
   feature steps, at least ``duration_thresh``), so detection ``i`` gets
-  ``rtol_i = 4 eps32 + n_i * that``, ``n_i`` = its class's higher-scored kept detections touching it.
+  ``rtol_i = 4 eps32 + n_i * that``, ``n_i`` = its class's (all classes' when class-agnostic) higher-scored
+  kept detections touching it.
 * Times. Without voting the kept segments are the candidates themselves, converted by the same float32
   operations (bit-equal); voting's weighted mean accumulates float32 rounding over its neighbours, so
   ``atol = 1e-5 * max(1, duration)`` seconds.
@@ -55,7 +56,7 @@ def golden() -> Golden:
 
 
 def _score_rtol(segments: np.ndarray, scores: np.ndarray, labels: np.ndarray, steps_per_second: float,
-                sigma: float, duration_thresh: float) -> np.ndarray:
+                sigma: float, duration_thresh: float, multiclass: bool) -> np.ndarray:
     """Per-detection relative score tolerance (module docstring) from the official output itself."""
     order = np.argsort(-scores, kind="stable")
     rank = np.empty_like(order)
@@ -63,7 +64,8 @@ def _score_rtol(segments: np.ndarray, scores: np.ndarray, labels: np.ndarray, st
     start, end = segments[:, 0], segments[:, 1]
     lengths = np.maximum((end - start) * steps_per_second, duration_thresh)
     touching = (np.maximum(start[:, None], start[None]) <= np.minimum(end[:, None], end[None]))
-    earlier_same_class = (labels[:, None] == labels[None]) & (rank[None] < rank[:, None])
+    same_group = (labels[:, None] == labels[None]) if multiclass else np.ones((len(labels),) * 2, dtype=bool)
+    earlier_same_class = same_group & (rank[None] < rank[:, None])
     shorter = np.minimum(lengths[:, None], lengths[None])
     per_factor = (2.0 / sigma) * (2e-6 / shorter + 4 * EPS32) + 2 * EPS32
     return 4 * EPS32 + np.where(touching & earlier_same_class, per_factor, 0.0).sum(axis=1)
@@ -77,7 +79,7 @@ def assert_same_detections(ours: tuple[torch.Tensor, ...], official: tuple[np.nd
     assert seg.shape == oseg.shape, f"{name}: {len(seg)} detections, official {len(oseg)}"
     duration = float(video["duration"])
     rtol = _score_rtol(oseg.astype(np.float64), osc.astype(np.float64), olab, video["fps"] / video["feat_stride"],
-                       config.nms_sigma, config.duration_thresh)
+                       config.nms_sigma, config.duration_thresh, config.multiclass_nms)
     atol_time = 1e-5 * max(1.0, duration)
     compatible = (
         (lab[None, :] == olab[:, None])
@@ -116,18 +118,28 @@ def test_official_actionformer_decode_matches_fixture(golden: Golden) -> None:
         assert float(ours[0].min()) >= 0.0 and float(ours[0].max()) <= video["duration"]
 
 
-def test_official_actionformer_decode_fails_with_another_sigma(golden: Golden) -> None:
-    """The comparison can fail: a different soft-NMS sigma gives detections the check rejects."""
-    b, video = 0, golden.videos[0]
-    cls, off, mask = golden.eval_outputs(b)
-    points = golden.points([level.shape[0] for level in cls])
+def test_official_actionformer_decode_rejects_other_nms_settings(golden: Golden) -> None:
+    """The comparison can fail: half the soft-NMS sigma (or, for hard NMS, half the IoU threshold) gives
+    detections the check rejects, on every video where the change moves the output at all."""
     config = resolve_test_config(golden.model["test_cfg"])
-    changed = {**golden.model["test_cfg"], "nms_sigma": config.nms_sigma * 0.5}
-    ours = decode_video(points, cls, off, mask, changed, video["fps"], video["feat_stride"], video["feat_num_frames"],
-                        video["duration"])
-    official = tuple(golden.arrays[f"test/v{b}/{key}"] for key in ("segments", "scores", "labels"))
-    with pytest.raises(AssertionError):
-        assert_same_detections(ours, official, video=video, config=config)
+    if config.nms_method == "none":
+        pytest.skip("the fixture runs without NMS")
+    key = "nms_sigma" if config.nms_method == "soft" else "iou_threshold"
+    changed = {**golden.model["test_cfg"], key: getattr(config, key) * 0.5}
+    detected = 0
+    for b, video in enumerate(golden.videos):
+        cls, off, mask = golden.eval_outputs(b)
+        points = golden.points([level.shape[0] for level in cls])
+        args = (video["fps"], video["feat_stride"], video["feat_num_frames"], video["duration"])
+        right = decode_video(points, cls, off, mask, golden.model["test_cfg"], *args)
+        wrong = decode_video(points, cls, off, mask, changed, *args)
+        if right[1].shape == wrong[1].shape and torch.allclose(right[1], wrong[1], rtol=1e-3):
+            continue
+        official = tuple(golden.arrays[f"test/v{b}/{k}"] for k in ("segments", "scores", "labels"))
+        with pytest.raises(AssertionError):
+            assert_same_detections(wrong, official, video=video, config=config)
+        detected += 1
+    assert detected, f"halving {key} changed no video's detections"
 
 
 # ------------------------------------------------------------------------------------------------ #
