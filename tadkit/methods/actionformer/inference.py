@@ -14,6 +14,16 @@ soft-NMS, voting when class-agnostic, ``max_seg_num`` cap); that far is :func:`d
 the official code: ``(x * feat_stride + 0.5 * feat_num_frames) / fps`` (a feature step's time is the
 centre of its ``feat_num_frames``-frame window), clipped to ``[0, duration]``. All arithmetic stays
 in the head outputs' dtype (float32 officially).
+
+Deviations from the official code (none changes a detection beyond float32 rounding on the fixture):
+
+1. Ties are broken by the lower index: the pre-NMS top-k sort is stable, soft-NMS picks the lowest
+   input index among equal scores (the official sorts are unstable; its C++ op's order among exactly
+   equal scores follows its swap-with-last bookkeeping).
+2. NMS IoUs are float64 without the C++ op's ``1e-6`` added to each length (relative IoU change at
+   most ``2e-6 / length``, lengths above ``duration_thresh``); decayed scores come back in float32.
+3. Hard NMS (``nms_method: hard``) keeps a pair exactly at ``iou_threshold`` (tadkit's rule); the op
+   drops it.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@
   and a resumed run continues with the same value.
 * ``final_loss = cls_loss + loss_weight * reg_loss``; a non-positive ``loss_weight`` balances the
   two terms per batch: ``cls_loss.detach() / max(reg_loss, 0.01)``.
+
+Deviation: the official losses cast their inputs to float32; here float64 inputs stay float64 (the
+fixture test runs both; float32 inputs give the official numbers bit for bit).
 """
 
 from __future__ import annotations
