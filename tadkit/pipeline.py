@@ -549,7 +549,7 @@ def schedule_curve(config: Config, unit: str, records: list[dict[str, Any]]) -> 
     per_iteration = config.train.scheduler_unit == "iteration"
     done = steps if per_iteration else epochs  # scheduler steps the run has taken
     positions = np.unique(np.linspace(0, max(done - 1, 0), min(done, MAX_LR_POINTS)).round().astype(np.int64))
-    values = np.array([lr_at(config.train.lr, config, int(p), total) for p in positions])
+    values = np.array([lr_at(config.train.lr, config, int(p), total, steps_per_epoch) for p in positions])
     # scheduler step p is in force from p to p + 1 (in its own unit): draw it as a step
     edges = np.ravel(np.column_stack([positions, positions + 1])).astype(np.float64)
     lr = np.repeat(values, 2)

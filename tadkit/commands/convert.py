@@ -22,6 +22,27 @@ from tadkit.errors import TadkitError
 from tadkit.utils.cli_options import add_set_option
 
 
+def _read_checkpoint(path: str | Path) -> Any:
+    """``torch.load(weights_only=True)`` of an official file; a clear TadkitError when it is not one."""
+    import torch
+
+    from tadkit.utils.io import check_input_file
+
+    path = check_input_file(path, "checkpoint file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - corrupt files raise anything from KeyError to UnpicklingError
+        text = str(error).strip()
+        reason = f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+        raise TadkitError(f"cannot read a PyTorch checkpoint (weights_only=True): {reason}", file=str(path)) from error
+
+
+def _tensor_dict(obj: Any) -> bool:
+    import torch
+
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
 def load_official_state_dict(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``; accept a raw state_dict or one nested under
     ``"state_dict"`` / ``"model"`` (official training scripts save ``{"epoch", "model", "optimizer"}``)."""
@@ -29,15 +50,7 @@ def load_official_state_dict(path: str | Path) -> dict[str, Any]:
 
     from tadkit.models.base import strip_ddp_prefix
 
-    from tadkit.utils.io import check_input_file
-
-    path = check_input_file(path, "checkpoint file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - corrupt files raise anything from KeyError to UnpicklingError
-        text = str(error).strip()
-        reason = f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
-        raise TadkitError(f"cannot read a PyTorch checkpoint (weights_only=True): {reason}", file=str(path)) from error
+    obj = _read_checkpoint(path)
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
             if isinstance(obj.get(key), dict):
@@ -49,6 +62,20 @@ def load_official_state_dict(path: str | Path) -> dict[str, Any]:
     if bad:
         raise TadkitError("state_dict entry is not a tensor", file=str(path), field=str(bad[0]))
     return strip_ddp_prefix(obj)
+
+
+def load_official_state_dicts(path: str | Path) -> dict[str, Any]:
+    """For importers that choose among a file's state dicts (``reads_whole_checkpoint``, e.g. ActionFormer's
+    ``state_dict`` / ``state_dict_ema``): every top-level entry that is a dict of tensors, by name; a bare
+    state dict is returned as it is. Training state (optimizer, scheduler, epoch) is left out."""
+    obj = _read_checkpoint(path)
+    if _tensor_dict(obj):
+        return dict(obj)
+    entries = {key: value for key, value in obj.items() if _tensor_dict(value)} if isinstance(obj, dict) else {}
+    if not entries:
+        raise TadkitError(f"expected a state_dict (dict of tensors) or a checkpoint holding one, got {type(obj).__name__}",
+                          file=str(path))
+    return entries
 
 
 def convert_official(
@@ -66,9 +93,10 @@ def convert_official(
     spec = get_method(method, field="method")
     if spec.official_importer is None:
         raise TadkitError(f"method {spec.name!r} has no importer for official checkpoints", field="method")
-    state_dict = load_official_state_dict(src)
     kwargs = dict(overrides or {})
     function = resolve(spec.official_importer)
+    whole = getattr(function, "reads_whole_checkpoint", False)
+    state_dict = load_official_state_dicts(src) if whole else load_official_state_dict(src)
     if "source" in inspect.signature(function).parameters:
         kwargs["source"] = str(src)
     try:

@@ -3,7 +3,8 @@
 * :class:`WindowDataset` (fully supervised): ``mode="sliding"`` cuts every video into windows
   (planned once at construction from feature counts and GT; features are read lazily, window by
   window, from memory-mapped files); ``mode="resample"`` gives one window per video resampled to a
-  fixed length.
+  fixed length; ``mode="video"`` one window per video at its own feature rate, randomly cut to at
+  most ``window`` features in training (ActionFormer, :mod:`tadkit.data.truncate`).
 * :class:`VideoDataset` (weakly supervised): one whole video per sample, its video-level multi-hot
   labels and the meta CAS -> seconds needs (fps, frame_num, duration); no segment boundaries at all.
 
@@ -23,6 +24,7 @@ from tadkit.utils.progress import progress as tqdm  # a bar on a terminal, plain
 from tadkit.data.choices import RESAMPLE_MODES as CHOICE_RESAMPLE_MODES
 from tadkit.data.features import FeatureStore, FeatureTiming, frames_at, subsample_store
 from tadkit.data.records import AnnotationSet, VideoAnnotation, Window
+from tadkit.data.truncate import truncate_video
 from tadkit.data.windows import (
     PadMode,
     SlidingWindowConfig,
@@ -95,7 +97,7 @@ class WindowDataset(Dataset):
         self,
         annotations: AnnotationSet,
         feature_store: FeatureStore,
-        mode: Literal["sliding", "resample"] = "sliding",
+        mode: Literal["sliding", "resample", "video"] = "sliding",
         window: int | None = 128,
         stride: int | None = None,
         subset: str | list[str] | None = None,
@@ -112,13 +114,15 @@ class WindowDataset(Dataset):
         time_base: TimeBase = "duration",
         min_features: int = 1,
         feature_subsample: int = 1,
+        trunc_thresh: float = 0.5,
+        crop_ratio: tuple[float, float] | None = None,
         check: bool = True,
         progress: bool = True,
     ) -> None:
-        if mode not in ("sliding", "resample"):
-            raise ValueError(f"mode must be 'sliding' or 'resample', got {mode!r}")
-        if mode == "sliding" and window is None:
-            raise ValueError("sliding windows need a window length")
+        if mode not in ("sliding", "resample", "video"):
+            raise ValueError(f"mode must be 'sliding', 'resample' or 'video', got {mode!r}")
+        if mode in ("sliding", "video") and window is None:
+            raise ValueError(f"mode {mode!r} needs a window length")
         if resample_mode not in DATASET_RESAMPLE_MODES:
             raise ValueError(f"resample_mode must be one of {DATASET_RESAMPLE_MODES}, got {resample_mode!r}")
         if time_base not in ("duration", "features"):
@@ -132,6 +136,8 @@ class WindowDataset(Dataset):
         self.window = window
         self.time_base = time_base
         self.resample_mode = resample_mode
+        self.trunc_thresh = float(trunc_thresh)
+        self.crop_ratio = None if crop_ratio is None else (float(crop_ratio[0]), float(crop_ratio[1]))
         if min_gt_coverage is None:
             min_gt_coverage = 0.9 if mode == "sliding" else 0.0
         self.min_gt_coverage = float(min_gt_coverage)
@@ -164,6 +170,8 @@ class WindowDataset(Dataset):
             timing = feature_store.timing(video.video_id, video)
             segments, labels = video_targets(self.annotations, video)
             entry = _VideoEntry(video.video_id, n, timing, video.duration, segments, labels)
+            if mode == "video" and training and drop_empty and len(labels) == 0:
+                continue  # nothing to learn from (ActionFormer's loader refuses such a video)
             self.videos[video.video_id] = entry
             if mode == "sliding":
                 frames = frames_at(video, timing.fps) if start_grid == "frames" else None
@@ -195,6 +203,8 @@ class WindowDataset(Dataset):
             return materialize(plan, self.store.video(plan.video_id), self.config.pad)
         entry = self.videos[self._order[index]]
         features = self.store.video(entry.video_id)
+        if self.mode == "video":
+            return self._whole_video(entry, features)
         if self.window is None:  # whole video at its own feature rate
             return make_resampled_window(
                 entry.video_id,
@@ -220,6 +230,29 @@ class WindowDataset(Dataset):
             duration=entry.duration,
             min_gt_coverage=self.min_gt_coverage,
             rng=_torch_rng() if mode == "random" else None,
+        )
+
+    def _whole_video(self, entry: _VideoEntry, features: Any) -> Window:
+        """``mode="video"``: the video at its own rate, GT in feature steps (not clipped, as
+        ActionFormer); in training cut by :func:`tadkit.data.truncate.truncate_video`."""
+        timing = entry.timing
+        positions = timing.seconds_to_index(entry.segments).astype(np.float32).reshape(-1, 2)
+        labels = entry.labels
+        start, length = 0, entry.num_features
+        if self.training:
+            cut = truncate_video(entry.num_features, positions, labels, max_len=int(self.window or 0),
+                                 trunc_thresh=self.trunc_thresh, crop_ratio=self.crop_ratio, rng=_torch_rng(),
+                                 offset=timing.clip_frames / (2.0 * timing.stride_frames))
+            start, length, positions, labels = cut.start, cut.length, cut.segments, cut.labels
+        rows = np.array(features[start:start + length], dtype=np.float32)
+        return Window(
+            video_id=entry.video_id,
+            features=rows,
+            t0=float(timing.index_to_seconds(start)),
+            step=timing.seconds_per_feature,
+            gt_segments=positions,
+            gt_labels=np.asarray(labels, dtype=np.int64).copy(),
+            valid_length=int(rows.shape[0]),
         )
 
     def windows_per_video(self) -> dict[str, int]:

@@ -7,6 +7,8 @@ reads it; no pickled classes)::
     model_name      registry name, e.g. "a2net"
     model_config    kwargs that rebuild the model: build_model(model_name, **model_config)
     model           state_dict (DDP prefix stripped)
+    model_ema       state_dict of the weights' moving average (only with train.model_ema_decay): the
+                    weights the run evaluates, and what load_checkpoint_model loads
     optimizer, scheduler, scaler   their state_dicts (scaler: None without AMP)
     epoch           last completed epoch (1-based); global_step: optimizer steps so far
     rng             {"world_size": W, "per_rank": [rng state of rank r, ...]} (see capture_rng_state)
@@ -49,6 +51,7 @@ LAST = "last.pt"
 BEST = "best.pt"
 _PROGRESS_RE = re.compile(r"^(epoch|step)_(\d+)\.pt$")
 REQUIRED_KEYS = ("model_name", "model_config", "model", "epoch")
+EMA_KEY = "model_ema"  # the moving average of the weights (train.model_ema_decay)
 RESUME_KEYS = ("optimizer", "scheduler", "global_step", "rng", "config")
 TRAINING_STATE_KEYS = ("optimizer", "scheduler", "scaler", "rng", "sampler")  # what a weights-only file drops
 SNAPSHOT_FULL = "full"
@@ -295,11 +298,11 @@ def _tensor_bytes(tensors: Any) -> int:
 
 
 def estimate_checkpoint_disk(model: nn.Module, optimizer: torch.optim.Optimizer, manager: CheckpointManager,
-                             marks: list[int], best: bool) -> DiskEstimate:
+                             marks: list[int], best: bool, ema: bool = False) -> DiskEstimate:
     """What ``manager`` will hold once checkpoints were written at ``marks`` (epochs, or steps of an
     iteration-based run). The optimizer state is counted as Adam's two moments per trainable parameter
-    (tadkit's optimizers are Adam and AdamW)."""
-    weights = _tensor_bytes(model.state_dict().values())
+    (tadkit's optimizers are Adam and AdamW); ``ema``: every file also holds the averaged weights."""
+    weights = _tensor_bytes(model.state_dict().values()) * (2 if ema else 1)
     moments = 2 * sum(_tensor_bytes(group["params"]) for group in optimizer.param_groups)
     marks = sorted(set(marks))
     if manager.keep is None:
@@ -329,7 +332,8 @@ def load_checkpoint_model(path: str | os.PathLike, device: str | torch.device = 
     """Rebuild the model of a tadkit checkpoint (eval mode) and return ``(model, config)``.
 
     The model comes from ``build_model(model_name, **model_config)`` and loads its weights with
-    ``strict=True``; ``config`` is the run's :class:`tadkit.engine.config.Config`.
+    ``strict=True`` (the ``model_ema`` weights when the run kept a moving average: the model it
+    evaluated); ``config`` is the run's :class:`tadkit.engine.config.Config`.
     """
     from tadkit.engine.config import Config
     from tadkit.methods import get_method
@@ -346,19 +350,20 @@ def load_checkpoint_model(path: str | os.PathLike, device: str | torch.device = 
     model_config = data["model_config"]
     if not isinstance(model_config, dict):
         raise TadkitError("model_config must be a mapping", file=str(path), field="model_config")
+    weights_key = EMA_KEY if data.get(EMA_KEY) is not None else "model"
     try:
-        check_config_fits_weights(path, data["model"], lambda: spec.build(**model_config))
+        check_config_fits_weights(path, data[weights_key], lambda: spec.build(**model_config))
         model = spec.build(**model_config)
     except TadkitError as error:
         raise TadkitError(error.message, file=str(path), field=error.field or "model_name") from None
     except (TypeError, ValueError, RuntimeError, MemoryError) as error:  # RuntimeError: the allocator
         raise TadkitError(f"cannot build the model from model_config: {error}", file=str(path), field="model_config") from None
-    state = strip_ddp_prefix(data["model"])
+    state = strip_ddp_prefix(data[weights_key])
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         summary = " ".join(str(error).split())[:400]
-        raise TadkitError(f"weights do not fit the model: {summary}", file=str(path), field="model") from None
+        raise TadkitError(f"weights do not fit the model: {summary}", file=str(path), field=weights_key) from None
     model.to(device)
     model.eval()
     return model, config
@@ -394,6 +399,7 @@ def model_config_of(model: nn.Module, fallback: Mapping[str, Any]) -> dict[str, 
 
 __all__ = [
     "BEST",
+    "EMA_KEY",
     "CHECKPOINT_FORMAT",
     "LAST",
     "CheckpointManager",

@@ -46,7 +46,7 @@ BASE_KEY = "_base_"
 
 # Choice lists shared with tadkit.data / tadkit.evaluation come from torch-free modules.
 from tadkit.data.choices import FPS_TABLES, PROTOCOLS, RESAMPLE_MODES  # noqa: E402
-DATA_MODES = ("sliding", "resample")
+DATA_MODES = ("sliding", "resample", "video")
 PAD_MODES = ("repeat", "zero")
 START_GRIDS = ("features", "frames")
 TIME_BASES = ("duration", "features")
@@ -56,6 +56,7 @@ SCHEDULER_UNITS = ("epoch", "iteration")
 DEVICES = ("auto", "cpu", "cuda")
 ZERO_LENGTH = ("keep", "drop", "error")
 SNAPSHOT_STATES = ("weights", "full")
+WEIGHT_DECAY_PARAMS = ("all", "weights")
 
 
 
@@ -102,8 +103,10 @@ class DataConfig:
     subset_test: str | list[str] = _opt("test", doc="subset(s) to evaluate on")
     val_fraction: float | None = _opt(None, check=OPEN_UNIT, doc="hold out this fraction of the training videos (seeded by val_seed, never a test video) as a validation split; evaluations then score it too (val_* metrics)")
     val_seed: int = _opt(0, check=NON_NEGATIVE, doc="seed of the val_fraction split (fixed across training seeds)")
-    mode: str = _opt("sliding", choices=DATA_MODES)
-    window: int = _opt(128, check=POSITIVE, doc="sliding window length in features")
+    mode: str = _opt("sliding", choices=DATA_MODES, doc="sliding windows | resample (whole video to resample_length) | video (whole video at its own rate; training cuts at most window features, ActionFormer's truncate_feats)")
+    window: int = _opt(128, check=POSITIVE, doc="sliding window length in features (mode video: the longest training sample, max_seq_len)")
+    trunc_thresh: float = _opt(0.5, check=UNIT_INTERVAL, doc="mode video, training: a random cut is accepted when a segment keeps this share of its length")
+    crop_ratio: list[float] | None = _opt(None, check=(lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1, "must be [lo, hi] with 0 < lo <= hi <= 1"), doc="mode video, training: also cut videos shorter than window to a random share in [lo, hi] (ActionFormer [0.9, 1.0]); null = off")
     stride_train: int | None = _opt(None, check=POSITIVE, doc="null = window // 4 (A2Net)")
     stride_test: int | None = _opt(None, check=POSITIVE, doc="null = window // 2 (A2Net)")
     min_gt_coverage: float | None = _opt(None, check=UNIT_INTERVAL, doc="null = 0.9 sliding / 0 resample")
@@ -132,7 +135,7 @@ class DataConfig:
         sliding = self.mode == "sliding"
         return {
             "mode": self.mode,
-            "window": self.window if sliding else self.resample_length,
+            "window": self.window if self.mode in ("sliding", "video") else self.resample_length,
             "stride": (self.stride_train if training else self.stride_test) if sliding else None,
             "subset": self.subset_train if training else self.subset_test,
             "training": training,
@@ -147,6 +150,8 @@ class DataConfig:
             "time_base": self.time_base,
             "min_features": self.min_features,
             "feature_subsample": self.feature_subsample,
+            "trunc_thresh": self.trunc_thresh,
+            "crop_ratio": None if self.crop_ratio is None else tuple(self.crop_ratio),
         }
 
 
@@ -173,11 +178,15 @@ class TrainConfig:
     scheduler: str = _opt("multistep", choices=SCHEDULERS)
     scheduler_unit: str = _opt("epoch", choices=SCHEDULER_UNITS, doc="step the LR schedule per epoch or per iteration")
     warmup: int = _opt(0, check=NON_NEGATIVE, doc="linear warm-up length in scheduler units")
+    warmup_epochs: int | None = _opt(None, check=NON_NEGATIVE, doc="warm-up length in epochs (x steps per epoch in a per-iteration schedule); overrides warmup")
+    warmup_from_zero: bool = _opt(False, doc="warm-up lr = lr x step / (warmup - 1): 0 at the first step, lr from step warmup - 1 on (ActionFormer's LinearWarmupCosineAnnealingLR); false = lr x (step + 1) / (warmup + 1)")
     min_lr_factor: float = _opt(0.0, check=UNIT_INTERVAL, doc="cosine: final lr = lr x this")
     lr_decay_iterations: list[int] = _opt([], check=ALL_POSITIVE, doc="multistep per iteration: lr *= lr_gamma after these steps")
     batch_size: int = _opt(48, check=POSITIVE, doc="GLOBAL batch: split evenly over DDP processes")
     lr: float = _opt(1e-4, check=POSITIVE)
     weight_decay: float = _opt(0.0, check=NON_NEGATIVE)
+    weight_decay_params: str = _opt("all", choices=WEIGHT_DECAY_PARAMS, doc="which parameters weight decay applies to: all, or weights = only the weight of Linear / Conv layers (no decay on biases, norms, scales: ActionFormer's make_optimizer)")
+    model_ema_decay: float | None = _opt(None, check=OPEN_UNIT, doc="keep an exponential moving average of the weights (updated after every optimizer step, ActionFormer 0.999); evaluation, best.pt, tadkit test / detect use it; null = off")
     lr_decay_epochs: list[int] = _opt([30], check=INCREASING_POSITIVE, doc="lr *= lr_gamma after these epochs")
     lr_gamma: float = _opt(0.1, check=OPEN_UNIT_LEFT)
     seed: int = _opt(1, check=NON_NEGATIVE)

@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from tadkit import __version__
 from tadkit.engine.checkpoint import (
+    EMA_KEY,
     LINK_SUFFIX,
     RESUME_KEYS,
     CheckpointManager,
@@ -56,6 +57,7 @@ from tadkit.engine.checkpoint import (
     restore_rng_state,
 )
 from tadkit.engine.data import TrainData
+from tadkit.engine.ema import ModelEMA
 from tadkit.models.base import strip_ddp_prefix
 from tadkit.engine.config import Config, save_resolved
 from tadkit.engine.distributed import (
@@ -180,19 +182,44 @@ def group_settings(config: Config, index: int) -> tuple[float, float]:
     return lr, decay
 
 
+DECAYED_WEIGHT_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def decayed_parameter_names(model: nn.Module, config: Config) -> set[str]:
+    """Names of the parameters weight decay applies to (``train.weight_decay_params``).
+
+    ``weights``: only the ``weight`` of Linear / Conv layers (the minGPT rule ActionFormer's
+    make_optimizer follows): biases, norm weights, scales and embeddings are not decayed.
+    """
+    names = {name for name, _ in model.named_parameters()}
+    if config.train.weight_decay_params == "all":
+        return names
+    return {f"{module_name}.weight" if module_name else "weight"
+            for module_name, module in model.named_modules()
+            if isinstance(module, DECAYED_WEIGHT_MODULES) and getattr(module, "weight", None) is not None} & names
+
+
 def build_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
     """Adam or AdamW over the trainable parameters, in ``train.param_groups`` (first regex match wins).
 
-    Each group records its rule index (``"rule"``) so a resumed run can re-apply the config's values.
+    Each group records its rule index (``"rule"``) so a resumed run can re-apply the config's values;
+    with ``train.weight_decay_params: weights`` each rule splits into a decayed group and one marked
+    ``"no_decay"`` (weight decay 0).
     """
-    members: dict[int, list[nn.Parameter]] = {}
+    decayed = decayed_parameter_names(model, config)
+    members: dict[tuple[int, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            members.setdefault(_group_of(name, config), []).append(param)
+            members.setdefault((_group_of(name, config), name not in decayed), []).append(param)
     groups = []
-    for index in sorted(members, key=lambda i: (i < 0, i)):  # rules in order, the default group last
+    # rules in order, the default group last; within a rule the decayed parameters first (as ActionFormer)
+    for index, no_decay in sorted(members, key=lambda key: (key[0] < 0, key[0], key[1])):
         lr, decay = group_settings(config, index)
-        groups.append({"params": members[index], "lr": lr, "weight_decay": decay, "rule": index})
+        group = {"params": members[(index, no_decay)], "lr": lr, "weight_decay": 0.0 if no_decay else decay,
+                 "rule": index}
+        if no_decay:
+            group["no_decay"] = True
+        groups.append(group)
     if not groups:
         raise TadkitError("the model has no trainable parameter", field="model.name")
     kind = torch.optim.AdamW if config.train.optimizer == "adamw" else torch.optim.Adam
@@ -207,19 +234,34 @@ def schedule_length(config: Config, steps_per_epoch: int) -> int:
     return cfg.epochs if not cfg.iterations else max(1, math.ceil(cfg.iterations / max(steps_per_epoch, 1)))
 
 
-def lr_at(base_lr: float, config: Config, progress: int, total: int) -> float:
+def warmup_length(config: Config, steps_per_epoch: int = 1) -> int:
+    """Warm-up length in scheduler units: ``train.warmup_epochs`` (x steps per epoch when the schedule
+    steps per iteration) when set, else ``train.warmup``."""
+    cfg = config.train
+    if cfg.warmup_epochs is None:
+        return cfg.warmup
+    return cfg.warmup_epochs * (steps_per_epoch if cfg.scheduler_unit == "iteration" else 1)
+
+
+def lr_at(base_lr: float, config: Config, progress: int, total: int, steps_per_epoch: int = 1) -> float:
     """The learning rate after ``progress`` scheduler steps (epochs or iterations) of ``total``.
 
     ``multistep``: ``lr *= lr_gamma`` after each milestone, multiplied in the order MultiStepLR
     does (bit-identical to it); ``cosine``: from lr to ``lr x min_lr_factor`` over the schedule
-    (closed form of CosineAnnealingLR); both after an optional linear warm-up of ``warmup`` steps.
+    (closed form of CosineAnnealingLR); both after an optional linear warm-up of
+    :func:`warmup_length` steps: ``lr x (p + 1) / (W + 1)``, or with ``train.warmup_from_zero``
+    ``lr x p / (W - 1)`` (the closed form of ActionFormer's LinearWarmupCosineAnnealingLR, whose
+    first step has lr 0 and whose step W - 1 already has the full lr).
     """
     cfg = config.train
-    if cfg.warmup and progress < cfg.warmup:
-        return base_lr * (progress + 1) / (cfg.warmup + 1)
+    warmup = warmup_length(config, steps_per_epoch)
+    if warmup and progress < warmup:
+        if cfg.warmup_from_zero:
+            return base_lr * progress / (warmup - 1) if warmup > 1 else 0.0
+        return base_lr * (progress + 1) / (warmup + 1)
     if cfg.scheduler == "cosine":
-        span = max(total - cfg.warmup, 1)
-        t = min(progress - cfg.warmup, span)
+        span = max(total - warmup, 1)
+        t = min(progress - warmup, span)
         low = base_lr * cfg.min_lr_factor
         return low + (base_lr - low) * (1 + math.cos(math.pi * t / span)) / 2
     milestones = cfg.lr_decay_iterations if cfg.scheduler_unit == "iteration" else cfg.lr_decay_epochs
@@ -245,7 +287,7 @@ class ConfigSchedule(torch.optim.lr_scheduler.LRScheduler):
         super().__init__(optimizer)
 
     def get_lr(self) -> list[float]:
-        return [lr_at(base, self.config, self.last_epoch, self.total) for base in self.base_lrs]
+        return [lr_at(base, self.config, self.last_epoch, self.total, self.steps_per_epoch) for base in self.base_lrs]
 
     def state_dict(self) -> dict[str, Any]:  # the config is not state: it comes from the run's config
         return {k: v for k, v in super().state_dict().items() if k not in ("config", "total", "steps_per_epoch")}
@@ -267,8 +309,8 @@ def apply_config_schedule(optimizer: torch.optim.Optimizer, scheduler: ConfigSch
     bases = []
     for group in optimizer.param_groups:
         base, decay = group_settings(config, int(group.get("rule", -1)))
-        group["initial_lr"], group["weight_decay"] = base, decay
-        group["lr"] = lr_at(base, config, completed, scheduler.total)
+        group["initial_lr"], group["weight_decay"] = base, 0.0 if group.get("no_decay") else decay
+        group["lr"] = lr_at(base, config, completed, scheduler.total, scheduler.steps_per_epoch)
         bases.append(base)
     scheduler.base_lrs = bases
     scheduler.last_epoch = completed
@@ -401,6 +443,8 @@ class Trainer:
         self.evaluate_fn = evaluate_fn
         self.progress = progress and ctx.is_main
         self.module = model.to(ctx.device)
+        # the weights' moving average (train.model_ema_decay): what evaluation, best.pt and `tadkit test` use
+        self.ema = ModelEMA(self.module, self.cfg.model_ema_decay) if self.cfg.model_ema_decay is not None else None
         self.model_config = model_config_of(self.module, config.model.kwargs)
         self.amp = amp_enabled(self.cfg.amp, ctx.device)
         self.scaler = make_grad_scaler(self.amp, ctx.device)
@@ -480,6 +524,13 @@ class Trainer:
                 file=str(path), field=f"model.kwargs.{diff[0]}",
             )  # fmt: skip
         self.module.load_state_dict(strip_ddp_prefix(data["model"]))
+        if self.ema is not None:
+            if data.get(EMA_KEY) is not None:
+                self.ema.load_state_dict(strip_ddp_prefix(data[EMA_KEY]))
+            else:  # the run had no average so far: it starts from the resumed weights
+                self.ema.load_state_dict(self.module.state_dict())
+                self.start_notes.append("the checkpoint has no weight average (train.model_ema_decay was off before): "
+                                        "the average starts from the resumed weights")
         self.optimizer.load_state_dict(data["optimizer"])
         self.scheduler.load_state_dict(data["scheduler"])
         if data.get("scaler") is not None and self.amp:
@@ -567,6 +618,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update()
         if self.cfg.scheduler_unit == "iteration":
             self.scheduler.step()
         return {k: torch.as_tensor(v, device=device).detach().float() for k, v in losses.items()}
@@ -626,10 +679,13 @@ class Trainer:
 
     def evaluate(self, at: int) -> dict[str, float]:
         """``evaluate_fn`` on every rank (so it can shard with predict); rank 0's result wins."""
-        self.module.eval()
+        evaluated = self.ema.module if self.ema is not None else self.module
+        evaluated.eval()
         with torch.no_grad():
-            metrics = self.evaluate_fn(self.module, at) if self.evaluate_fn is not None else {}
+            metrics = self.evaluate_fn(evaluated, at) if self.evaluate_fn is not None else {}
         self.module.train()
+        if self.ema is not None:
+            self.ema.module.eval()
         skipped = getattr(self.evaluate_fn, "skipped", None)  # set by pipeline.make_evaluate_fn
         if skipped is not None and not self._eval_skip_logged:
             self._note(skipped.message(EVAL_SKIP_CONSEQUENCE))
@@ -656,6 +712,7 @@ class Trainer:
             "model_name": self.config.model.name,
             "model_config": self.model_config,
             "model": self.module.state_dict(),
+            **({EMA_KEY: self.ema.state_dict()} if self.ema is not None else {}),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.amp else None,
@@ -723,7 +780,7 @@ class Trainer:
     def _disk_notes(self) -> list[str]:
         """The checkpoints' expected disk use, and a warning when the disk has less room than that."""
         estimate = estimate_checkpoint_disk(self.module, self.optimizer, self.ckpt, self.checkpoint_marks(),
-                                            best=bool(self.cfg.best_metric))
+                                            best=bool(self.cfg.best_metric), ema=self.ema is not None)
         free = shutil.disk_usage(self.out_dir).free
         notes = [estimate.describe(self.ckpt.prefix, free)]
         if estimate.peak > free:

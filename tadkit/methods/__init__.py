@@ -22,6 +22,7 @@ BUILTIN_METHODS: dict[str, str] = {
     "acrnet": "tadkit.methods.acrnet",
     "afsd": "tadkit.methods.afsd",
     "afsd_e2e": "tadkit.methods.afsd:SPEC_E2E",
+    "actionformer": "tadkit.methods.actionformer",
 }
 _REGISTERED: dict[str, MethodSpec] = {}
 # "module:attr" -> spec, for plug-ins the user named (config model.name, --method-module); a
