@@ -309,7 +309,8 @@ def test_hard_nms_and_none() -> None:
     scores = torch.tensor([0.9, 0.8, 0.0005])
     labels = torch.tensor([0, 0, 0])
     out_seg, out_sc, _ = nms_with_voting(seg, scores, labels, method="hard", iou_threshold=0.5, min_score=0.001)
-    assert out_seg.tolist() == [[0.0, 10.0]] and out_sc.tolist() == [pytest.approx(0.9)]  # IoU .9 dropped, .0005 filtered
+    # [1, 10] has IoU 0.9 with [0, 10]: dropped; 0.0005 is below min_score: filtered first
+    assert out_seg.tolist() == [[0.0, 10.0]] and out_sc.tolist() == [pytest.approx(0.9)]
     same = nms_with_voting(seg, scores, labels, method="none")
     assert all(a is b for a, b in zip(same, (seg, scores, labels)))
     empty = nms_with_voting(seg[:0], scores[:0], labels[:0])

@@ -15,7 +15,6 @@ points and segments), so the positives are the official ones in both runs.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -39,7 +38,8 @@ def golden() -> Golden:
 
 
 def _official_model(golden: Golden) -> ActionFormer:
-    state = {k[len("state_dict/"):]: torch.from_numpy(v) for k, v in golden.arrays.items() if k.startswith("state_dict/")}
+    prefix = "state_dict/"
+    state = {k[len(prefix):]: torch.from_numpy(v) for k, v in golden.arrays.items() if k.startswith(prefix)}
     return from_official_state_dict(state, **golden.model)
 
 
