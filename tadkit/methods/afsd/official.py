@@ -34,6 +34,21 @@ E2E_BACKBONE_PREFIX = "backbone._model."  # BDNet.backbone = I3D_BackBone; I3D_B
 # configs/thumos14.yaml (testing) and the README's data preparation: 10 fps, 112 x 112 frames, stride 128 of 256
 OFFICIAL_FRAME_FPS = 10.0
 OFFICIAL_FRAME_SIZE = 112
+# The ActivityNet head (AFSD/anet/BDNet.py fpn_strides, multisegment_loss.py bounds, the README's training flags
+# --lw 1 --cw 1 --piou 0.6, train.py's SSL scales): what a Mixed_5c-only pyramid of 6 levels is built with
+ACTIVITYNET_HEAD: dict[str, Any] = {
+    "loc_strides": (4, 8, 16, 32, 64, 128),
+    "scale_ranges": ((0, 30), (15, 60), (30, 120), (60, 240), (96, 768), (256, 768)),
+    "adaptive_piou": True,
+    "per_sample_normalisation": True,
+    "prop_loc_loss": "smooth_l1",
+    "triplet_scales": (1.0, 4.0, 4.0),
+    "loc_weight": 1.0,
+    "cls_weight": 1.0,
+    "piou": 0.6,
+    "clip_length": 768,
+    "conf_thresh": 1e-9,  # anet/test.py keeps every candidate scoring > 1e-9 (no conf_thresh)
+}
 
 
 def from_official_state_dict(
@@ -59,7 +74,18 @@ def from_official_state_dict(
         return head[key].shape
 
     values: dict[str, Any] = {}
-    if "pyramids.0.0.conv3d.weight" in head:
+    if "pyramids.0.0.conv3d.weight" in head and "pyramids.1.0.conv3d.weight" not in head:
+        # the ActivityNet head (AFSD/anet/BDNet.py): one spatial conv on Mixed_5c, then strided Conv1d levels;
+        # the Mixed_4f entries are not used by it (official values, scaled like Mixed_5c's kernel)
+        w5 = shape("pyramids.0.0.conv3d.weight")
+        values.update(
+            input_kind="i3d",
+            pyramid_taps="mixed_5c",
+            width=int(w5[0]),
+            backbone_channels=(AFSDConfig.backbone_channels[0], int(w5[1])),
+            spatial_kernels=(2 * int(w5[-1]), int(w5[-1])),
+        )
+    elif "pyramids.0.0.conv3d.weight" in head:
         w4 = shape("pyramids.0.0.conv3d.weight")
         w5 = shape("pyramids.1.0.conv3d.weight")
         values.update(
@@ -76,6 +102,8 @@ def from_official_state_dict(
     while f"loc_heads.{num_levels}.scale" in head:
         num_levels += 1
     values["num_levels"] = num_levels
+    if values.get("pyramid_taps") == "mixed_5c" and num_levels == len(ACTIVITYNET_HEAD["loc_strides"]):
+        values.update(ACTIVITYNET_HEAD)  # overrides below still win
     end_to_end = E2E_BACKBONE_PREFIX + "Conv3d_1a_7x7.conv3d.weight" in sd and backbone is None
     backbone_overrides: dict[str, Any] = {}
     if end_to_end:
@@ -168,6 +196,10 @@ def _end_to_end_model(
     check_state_dict(backbone, state, source or "")  # every tensor used, none left over, shapes equal
     backbone.load_state_dict(state, strict=True)
     taps = tuple(backbone.out_channels[tap] for tap in TAPS)
+    if config.pyramid_taps == "mixed_5c":  # the ActivityNet head reads Mixed_5c only: take Mixed_4f's from the backbone
+        from dataclasses import replace
+
+        config = replace(config, backbone_channels=(taps[0], config.backbone_channels[1]))
     if taps != config.backbone_channels:
         raise TadkitError(f"the head takes {config.backbone_channels} tap channels, the backbone gives {taps}",
                           file=source, field=HEAD_PREFIX + "pyramids.0.0.conv3d.weight")
@@ -197,4 +229,4 @@ def official_test_settings(model: Any, crop: int) -> dict[str, Any]:
     return extras
 
 
-__all__ = ["from_official_state_dict", "official_test_settings"]
+__all__ = ["ACTIVITYNET_HEAD", "from_official_state_dict", "official_test_settings"]
