@@ -661,8 +661,9 @@ def detect_frame_store(model: nn.Module, store: Any, video_id: str, config: Conf
     from tadkit.data.records import VideoAnnotation
 
     info = store.videos[video_id]
-    duration = info.duration if info.duration is not None else info.num_frames / store.fps
-    video = VideoAnnotation(video_id=video_id, subset=DETECT_SUBSET, duration=float(duration), fps=store.fps)
+    fps = store.video_fps(video_id)
+    duration = info.duration if info.duration is not None else info.num_frames / fps
+    video = VideoAnnotation(video_id=video_id, subset=DETECT_SUBSET, duration=float(duration), fps=fps)
     return _detect_one_video(model, store, video, config, classes, progress)
 
 

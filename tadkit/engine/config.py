@@ -124,8 +124,10 @@ class DataConfig:
     stream: str = _opt("rgb", choices=("rgb", "flow", "rgb+flow"), doc="frames: which stored stream(s) the model reads (rgb+flow: channels concatenated, for test.fuse)")
     crop_size: int = _opt(96, check=POSITIVE, doc="frames: random (train) / centre (test) crop, pixels")
     contrastive: bool = _opt(True, doc="frames, training: build the boundary-contrastive copy of each clip (AFSD)")
+    clip_plan: str = _opt("thumos14", choices=("thumos14", "activitynet"), doc="frames, training: official THUMOS14 clips (sliding, GTs clipped, ioa rule) or ActivityNet's (one clip at offset 0, every GT, pad -> 0; AFSD anet_dataset.py)")
     frame_fps: float = _opt(10.0, check=POSITIVE, doc="frames: the store's frame rate (tadkit detect decodes a video to it)")
     frame_size: int = _opt(112, check=POSITIVE, doc="frames: the store's square frame side, pixels (likewise)")
+    frame_max_frames: int | None = _opt(None, check=POSITIVE, doc="frames: the store was made with `tadkit data frames --max-frames N` (ActivityNet: each video at its own rate, <= N frames); frame_fps is then not used")
 
     def window_dataset_kwargs(self, training: bool) -> dict[str, Any]:
         """Keyword arguments for :class:`tadkit.data.dataset.WindowDataset` (annotations/store excluded)."""
