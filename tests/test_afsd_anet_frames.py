@@ -267,3 +267,32 @@ def test_anet_frames_test_labels_proposals_with_the_video_classifier(anet_run: d
             assert 0.0 <= start < end <= duration + 1e-6
         # times use the video's own rate: with the 48 frames read at 10 fps nothing would end past 4.8 s
         assert max(d["segment"][1] for d in detections) > 0.5 * MAX_FRAMES / fps
+
+
+def test_official_activitynet_end_to_end_checkpoint_converts_with_its_test_recipe(tmp_path: Path) -> None:
+    """`tadkit convert afsd-official` of an ActivityNet BDNet (head of the golden fixture's layout: one conv3d on
+    Mixed_5c; backbone = pytorch-i3d keys at a quarter width): an afsd_e2e model with the ActivityNet head
+    settings and the ActivityNet test recipe (at most 768 frames, one window, class "action")."""
+    from test_pytorch_i3d_weights import official_layout
+
+    from tadkit.engine.checkpoint import load_checkpoint_model
+    from tadkit.methods.afsd.e2e import AFSDEndToEnd, BackboneConfig, build_backbone
+    from tadkit.methods.afsd.model import AFSD, AFSDConfig
+
+    backbone = official_layout(3, None, seed=4, width=0.25)
+    c5c = build_backbone(BackboneConfig(backbone_width=0.25, backbone_weights=None)).out_channels["Mixed_5c"]
+    head = AFSD(AFSDConfig(pyramid_taps="mixed_5c", backbone_channels=(8, c5c), spatial_kernels=(6, 3), width=64,
+                           num_classes=1, clip_length=768)).state_dict()
+    official = {**head, **{f"backbone._model.{k}": v for k, v in backbone.items()}}
+    source, out = tmp_path / "checkpoint-10.ckpt", tmp_path / "afsd_anet_rgb.pt"
+    torch.save(official, source)
+    assert main(["convert", "afsd-official", str(source), str(out)]) == 0
+    model, config = load_checkpoint_model(out)
+    assert isinstance(model, AFSDEndToEnd) and model.config.pyramid_taps == "mixed_5c"
+    assert model.config.backbone_channels[1] == c5c and list(model.config.loc_strides) == [4, 8, 16, 32, 64, 128]
+    assert model.config.triplet_scales == (1.0, 4.0, 4.0) and model.config.conf_thresh == 1e-9
+    assert config.data.frame_max_frames == 768 and config.data.window == config.data.stride_test == 768
+    assert config.test.nms["sigma"] == 0.85
+    assert torch.load(out, weights_only=True)["classes"] == ["action"]
+    for key, value in head.items():
+        assert torch.equal(model.state_dict()[key], value), key

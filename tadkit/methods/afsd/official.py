@@ -15,6 +15,10 @@ above, and the test-time settings of the official THUMOS14 config (10 fps frames
 from the head's spatial kernels: 96 -> 6 / 3, clip stride clip_length / 2) and, for 20 classes, the THUMOS14
 class names in the official ``Class Index_Detection.txt`` order stored with the checkpoint
 (``checkpoint_extras``), so ``tadkit detect video.mp4 --checkpoint`` runs it.
+
+The ActivityNet head (``AFSD/anet/BDNet.py``: one spatial conv on Mixed_5c, no Mixed_4f) is recognised by its
+keys; it gets :data:`ACTIVITYNET_HEAD` (strides, scale ranges, loss options; ``overrides`` still win) and,
+end to end, the ActivityNet test settings (at most 768 frames per video, one window, class ``action``).
 """
 
 from __future__ import annotations
@@ -211,11 +215,24 @@ def _end_to_end_model(
 def official_test_settings(model: Any, crop: int) -> dict[str, Any]:
     """What ``tadkit detect`` needs besides the weights: the official THUMOS14 test recipe as a run config,
     and the class names when the head has THUMOS14's 20 classes (official ``Class Index_Detection.txt``
-    order, the order of :data:`THUMOS14_CLASS_IDS`)."""
+    order, the order of :data:`THUMOS14_CLASS_IDS`). The ActivityNet head (Mixed_5c-only pyramid) gets the
+    ActivityNet recipe instead: at most 768 frames per video at its own rate, one 768-frame window, soft-NMS
+    sigma 0.85 down to 1e-9, 5000 per video, and the one class ``action``."""
     from tadkit.data.formats._common import THUMOS14_CLASS_IDS
 
     config = model.config
     stream = "rgb" if model.backbone_config.in_channels == 3 else "flow"
+    if config.pyramid_taps == "mixed_5c":  # the ActivityNet head: configs/anet.yaml + anet/test.py
+        extras = {"config": {
+            "model": {"name": "afsd_e2e", "kwargs": model.config_dict()},
+            "data": {"stream": stream, "frame_max_frames": config.clip_length, "frame_size": OFFICIAL_FRAME_SIZE,
+                     "window": config.clip_length, "stride_test": config.clip_length, "crop_size": crop},
+            "test": {"nms": {"preset": "afsd", "sigma": 0.85, "min_score": 1e-9, "max_per_class": 5000,
+                             "max_per_video": 5000}},
+        }}
+        if config.num_classes == 1:  # class-agnostic proposals; --set test.video_classifier=FILE labels them
+            extras["classes"] = ["action"]
+        return extras
     extras: dict[str, Any] = {
         "config": {
             "model": {"name": "afsd_e2e", "kwargs": model.config_dict()},
