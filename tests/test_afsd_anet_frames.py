@@ -334,3 +334,10 @@ def test_docs_commands_run_as_written(tmp_path: Path, monkeypatch: pytest.Monkey
         assert entry["fps"] == entry["native_fps"] and entry["num_frames"] == entry["native_frames"]
     saved = torch.load(tmp_path / "afsd_anet_rgb.pt", weights_only=True)
     assert saved["classes"] == ["action"]
+    # the converted checkpoint detects on an mp4: decoded with --max-frames 768 as its recipe says
+    video = sorted((tmp_path / "videos").glob("*.mp4"))[0]
+    assert main(["detect", str(video), "--checkpoint", "afsd_anet_rgb.pt", "--out", "det.json", "--no-progress"]) == 0
+    entry = index["videos"][video.stem]
+    detections = json.loads((tmp_path / "det.json").read_text())["results"][video.stem]
+    assert detections and {d["label"] for d in detections} == {"action"}
+    assert all(0.0 <= d["segment"][0] <= d["segment"][1] <= entry["duration"] + 1e-6 for d in detections)
