@@ -140,6 +140,28 @@ def test_activitynet_contrastive_augment_equals_official() -> None:
     assert 40 < augmented < 300  # both outcomes exercised
 
 
+def test_max_frames_store_rates_are_data_checked(tmp_path: Path) -> None:
+    """frames.json is data: a bad per-video rate is one error naming the file, video and field; an existing
+    directory made with other --max-frames is refused before anything is written."""
+    from tadkit.video.frames import FrameSettings, check_index, read_index
+
+    root = write_store(tmp_path / "ok", {"v1": (50, 6.4)})
+    with pytest.raises(TadkitError, match="made with max_frames 64") as err:
+        check_index(read_index(root), FrameSettings(), root / "frames.json")
+    assert err.value.field == "max_frames"
+    check_index(read_index(root), FrameSettings(size=20, max_frames=64), root / "frames.json")  # the same: fine
+    for bad in (0.0, -3.0, None):
+        broken = write_store(tmp_path / f"bad{bad}", {"v1": (50, 6.4)})
+        index = json.loads((broken / "frames.json").read_text())
+        index["videos"]["v1"]["fps"] = bad
+        (broken / "frames.json").write_text(json.dumps(index))
+        with pytest.raises(TadkitError) as err:
+            FrameStore(broken)
+        assert str(broken / "frames.json") in str(err.value)
+        if bad is not None:
+            assert err.value.video == "v1" and err.value.field == "videos.v1.fps"
+
+
 def test_max_frames_store_needs_the_config_to_say_so(tmp_path: Path) -> None:
     from tadkit.engine.config import load_config
     from tadkit.engine.data import build_frame_dataset

@@ -5,6 +5,7 @@ Store layout (``tadkit data frames VIDEO_DIR --out DIR``)::
 
     DIR/frames.json          {"format": "tadkit-frames", "version": 1, "fps": 10.0, "size": [H, W],
                               "streams": ["rgb", ...], "videos": {VIDEO: {"num_frames": n, ...}}}
+                             (``--max-frames N``: "fps": null, "max_frames": N, each video its own "fps")
     DIR/rgb/VIDEO.npy        uint8 (n, H, W, 3)
     DIR/flow/VIDEO.npy       uint8 (n, H, W, 2)   (optional)
 
@@ -99,9 +100,12 @@ class FrameStore:
             }
         except (KeyError, TypeError, ValueError) as error:
             raise TadkitError(f"malformed frame manifest: {error!r}", file=str(manifest), field="videos") from None
-        rates = [self.fps] if self.fps is not None else [v.fps for v in self.videos.values()]
-        if not all(math.isfinite(r) and r > 0 for r in rates) or len(self.size) != 2:
+        if (self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0)) or len(self.size) != 2:
             raise TadkitError("fps must be > 0 and size [H, W]", file=str(manifest), field="fps")
+        for video, info in self.videos.items():
+            if info.fps is not None and not (math.isfinite(info.fps) and info.fps > 0):
+                raise TadkitError(f"fps must be > 0, got {info.fps}", file=str(manifest), video=video,
+                                  field=f"videos.{video}.fps")
 
     def video_fps(self, video: str) -> float:
         """Frames per second of one video (the store's rate, or its own in a --max-frames store)."""

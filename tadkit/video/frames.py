@@ -278,7 +278,7 @@ def read_index(out_dir: Path) -> dict[str, Any] | None:
 def check_index(index: dict[str, Any], settings: FrameSettings, path: Path) -> None:
     """An existing index must have been made with the same settings (a field-named error otherwise)."""
     wanted = settings.index_header()
-    for key, label in (("fps", "--fps"), ("max_frames", "--max-frames"), ("size", "--size"), ("streams", "--flow"),
+    for key, label in (("max_frames", "--max-frames"), ("fps", "--fps"), ("size", "--size"), ("streams", "--flow"),
                        ("flow", "--flow-from")):
         have, want = index.get(key), wanted.get(key)
         if key == "fps" and isinstance(have, (int, float)) and isinstance(want, float):

@@ -113,7 +113,8 @@ class AFSDConfig:
             "num_classes": self.num_classes >= 1,
             "width": self.width >= 2 and self.width % 2 == 0 and self.width % self.gn_groups == 0,
             "input_kind": self.input_kind in INPUT_KINDS,
-            "pyramid_taps": self.pyramid_taps in PYRAMID_TAPS,
+            "pyramid_taps": self.pyramid_taps in PYRAMID_TAPS and (self.pyramid_taps == PYRAMID_TAPS[0]
+                                                                  or self.input_kind == "i3d"),
             "triplet_scales": self.triplet_scales is None or (len(self.triplet_scales) == 3 and min(self.triplet_scales) > 0),
             "backbone_channels": len(self.backbone_channels) == 2 and min(self.backbone_channels) > 0,
             "spatial_kernels": len(self.spatial_kernels) == 2 and min(self.spatial_kernels) > 0,
