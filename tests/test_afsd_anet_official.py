@@ -261,3 +261,42 @@ def test_afsd_anet_official_detections(golden: dict[str, Any]) -> None:
     np.testing.assert_allclose(labelled.end, a["test/seg_end"], rtol=0, atol=1e-6)
     np.testing.assert_allclose(labelled.score, a["test/seg_score"], rtol=0, atol=1e-6)
     assert float(labelled.end.max()) <= test["duration"]  # the clip's padding reached past the video
+
+
+def test_afsd_anet_official_detections_through_the_tadkit_test_pipeline(golden: dict[str, Any], tmp_path: Path) -> None:
+    """What `tadkit test afsd/anet13_frames` does with the window (the model's decode, then the config's
+    post-processing: soft-NMS preset afsd sigma 0.85 to 1e-9, reversed kept through it, times clipped after it,
+    the CUHK file's top-1 class) gives the official detections. Scores to 1e-6; times to float32 rounding
+    (the official computes seconds in float32, tadkit in float64: half an ulp, <= eps32 x |t|)."""
+    from tadkit.data.records import AnnotationSet, VideoAnnotation
+    from tadkit.engine.config import load_config
+    from tadkit.engine.inference import WindowPrediction
+    from tadkit.methods.afsd.model import decode_clips
+    from tadkit.pipeline import detections_from_predictions
+
+    a, meta, model = golden["a"], golden["meta"], golden["model"]
+    test = meta["test"]
+    outputs = {k: torch.from_numpy(a[f"test/out_{k}"]) for k in RAW}
+    outputs["priors"] = torch.from_numpy(a["out_priors"][:, :, :1])
+    window = decode_clips(outputs, model.config)[0]
+    prediction = WindowPrediction(0, {"video_id": test["video"], "t0": 0.0, "step": 1.0 / test["sample_fps"],
+                                      "valid_length": test["sample_count"]}, window)
+    classifier = tmp_path / "cuhk_val_simp_share.json"
+    classifier.write_text(json.dumps(test["cuhk"]))
+    config = load_config("afsd/anet13_frames", [f"test.video_classifier={classifier}"])
+    video = VideoAnnotation(video_id=test["video"], subset="validation", duration=test["duration"], segments=[])
+    dets = detections_from_predictions([prediction], AnnotationSet(videos={video.video_id: video}, classes=["action"]),
+                                       config)
+    assert len(dets) == test["num_detections"] and set(dets.label) == set(test["labels"])
+    ours = np.lexsort((dets.start, -dets.score))
+    theirs = np.lexsort((a["test/seg_start"], -a["test/seg_score"]))
+    np.testing.assert_allclose(dets.score[ours], a["test/seg_score"][theirs], rtol=0, atol=1e-6)
+    eps = float(np.finfo(np.float32).eps)
+    np.testing.assert_allclose(dets.start[ours], a["test/seg_start"][theirs], rtol=eps, atol=1e-6)
+    np.testing.assert_allclose(dets.end[ours], a["test/seg_end"][theirs], rtol=eps, atol=1e-6)
+    # the THUMOS order (clip when merging, reversed dropped before the NMS) keeps other detections
+    thumos_order = load_config("afsd/anet13_frames", [f"test.video_classifier={classifier}",
+                                                      "test.clip_after_nms=false", "test.drop_reversed=true"])
+    other = detections_from_predictions([prediction], AnnotationSet(videos={video.video_id: video},
+                                                                    classes=["action"]), thumos_order)
+    assert len(other) != test["num_detections"]

@@ -214,6 +214,7 @@ class TestConfig:
     nms: dict[str, Any] | None = _opt(None, doc="tadkit.postprocess.nms.NMSConfig mapping (preset + overrides); null = the method's default")
     cas: dict[str, Any] = _opt({}, doc="options of the method's CAS -> segments step (cas methods)")
     drop_reversed: bool = _opt(True, doc="drop detections with end < start before NMS (they can never match)")
+    clip_after_nms: bool = _opt(False, doc="clip times to the video AFTER the NMS and drop segments with end <= start (AFSD's ActivityNet test loop); default: clipped when the windows are merged")
     duplicate_cliffdiving: bool = _opt(False, doc="copy CliffDiving detections as Diving (A2Net)")
     drop_ambiguous: bool = _opt(False, doc="delete detections overlapping the GT's Ambiguous segments (ACRNet protocol)")
     blocked_videos: str | None = _opt(None, path=True, doc="ActivityNet blocked-video list to drop")
