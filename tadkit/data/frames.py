@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from tadkit.data.annotations import AnnotationSet
+from tadkit.data.choices import CLIP_PLANS
 from tadkit.data.dataset import subset_with_videos, video_targets
 from tadkit.data.ids import check_video_id
 from tadkit.errors import TadkitError
@@ -85,6 +86,7 @@ class FrameStore:
         self.stream = stream
         self.parts = parts
         self.channels = sum(STREAM_CHANNELS[part] for part in parts)
+
         def optional(value: Any) -> float | None:
             return None if value is None else float(value)
 
@@ -209,9 +211,6 @@ def background_gap(gts: np.ndarray, clip_length: int, th: int, choice: Callable[
         return None
     a, b = gaps[choice(len(gaps))]
     return math.ceil(a), math.floor(b)
-
-
-CLIP_PLANS = ("thumos14", "activitynet")  # official THUMOS_Dataset / ANET_Dataset
 
 
 def contrastive_augment(

@@ -45,7 +45,7 @@ from tadkit.utils.io import write_text
 BASE_KEY = "_base_"
 
 # Choice lists shared with tadkit.data / tadkit.evaluation come from torch-free modules.
-from tadkit.data.choices import FPS_TABLES, PROTOCOLS, RESAMPLE_MODES  # noqa: E402
+from tadkit.data.choices import CLIP_PLANS, FPS_TABLES, PROTOCOLS, RESAMPLE_MODES  # noqa: E402
 DATA_MODES = ("sliding", "resample")
 PAD_MODES = ("repeat", "zero")
 START_GRIDS = ("features", "frames")
@@ -124,7 +124,7 @@ class DataConfig:
     stream: str = _opt("rgb", choices=("rgb", "flow", "rgb+flow"), doc="frames: which stored stream(s) the model reads (rgb+flow: channels concatenated, for test.fuse)")
     crop_size: int = _opt(96, check=POSITIVE, doc="frames: random (train) / centre (test) crop, pixels")
     contrastive: bool = _opt(True, doc="frames, training: build the boundary-contrastive copy of each clip (AFSD)")
-    clip_plan: str = _opt("thumos14", choices=("thumos14", "activitynet"), doc="frames, training: official THUMOS14 clips (sliding, GTs clipped, ioa rule) or ActivityNet's (one clip at offset 0, every GT, pad -> 0; AFSD anet_dataset.py)")
+    clip_plan: str = _opt("thumos14", choices=CLIP_PLANS, doc="frames, training: official THUMOS14 clips (sliding, GTs clipped, ioa rule) or ActivityNet's (one clip at offset 0, every GT, pad -> 0; AFSD anet_dataset.py)")
     frame_fps: float = _opt(10.0, check=POSITIVE, doc="frames: the store's frame rate (tadkit detect decodes a video to it)")
     frame_size: int = _opt(112, check=POSITIVE, doc="frames: the store's square frame side, pixels (likewise)")
     frame_max_frames: int | None = _opt(None, check=POSITIVE, doc="frames: the store was made with `tadkit data frames --max-frames N` (ActivityNet: each video at its own rate, <= N frames); frame_fps is then not used")

@@ -154,7 +154,7 @@ def detect_video(
 
 def clip_to_duration(detections: VideoDetections, duration: float) -> VideoDetections:
     """Times clipped to ``[0, duration]`` (seconds), rows with ``end <= start`` dropped, order kept (the
-    official ActivityNet loop does this after soft-NMS; tadkit's pipeline clips before it)."""
+    official ActivityNet loop does this after soft-NMS; ``tadkit test``: ``test.clip_after_nms``)."""
     segments = detections.segments.double()  # official: Python floats
     start = segments[:, 0].clamp(min=0.0)
     end = segments[:, 1].clamp(max=float(duration))
