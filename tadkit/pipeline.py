@@ -4,8 +4,8 @@ Data flow, dispatched on the method's spec (:mod:`tadkit.methods`), never on its
 of the method's data kind (windows or whole videos) -> ``model(batch)`` + ``model.decode(outputs,
 batch)`` per sample (:func:`tadkit.engine.inference.predict`, DDP-aware) -> video seconds:
 
-* output kind ``detections``: :func:`tadkit.postprocess.merge.windows_to_detections`, then
-  ``test.drop_reversed`` (end < start can never match);
+* output kind ``detections``: :func:`tadkit.postprocess.merge.windows_to_detections` (times clipped to the
+  video, or after the NMS with ``test.clip_after_nms``), then ``test.drop_reversed`` (end < start can never match);
 * output kind ``cas``: the method's ``localize(activation, meta, test.cas)``;
 
 -> optional CliffDiving->Diving copy (``test.duplicate_cliffdiving``) -> optional removal of
@@ -66,8 +66,10 @@ def detections_from_predictions(predictions: list, annotations: AnnotationSet, c
         dets = _localize_all(spec, predictions, annotations, config, clip, log)
         trace.append(("test.cas (the method's CAS -> segments)", len(dets)))
     else:
+        clip_late = config.test.clip_after_nms and clip is not None
         dets = windows_to_detections(
-            [p.detections for p in predictions], [p.meta for p in predictions], annotations.classes, clip_to_video=clip,
+            [p.detections for p in predictions], [p.meta for p in predictions], annotations.classes,
+            clip_to_video=None if clip_late else clip,
         )
         trace.append(("decoding (windows -> seconds)", len(dets)))
         if config.test.drop_reversed:  # can never match GT: pure false positives (A2Net deviation 1 in docs)
@@ -82,12 +84,27 @@ def detections_from_predictions(predictions: list, annotations: AnnotationSet, c
     if nms is not None:
         dets = nms_detection_set(dets, nms)
         trace.append(("test.nms", len(dets)))
+    if spec.output_kind != "cas" and config.test.clip_after_nms and clip is not None:
+        dets = clip_to_videos(dets, clip)
+        trace.append(("test.clip_after_nms (times clipped to the video, end <= start dropped)", len(dets)))
     if config.test.video_classifier:  # class-agnostic proposals (after their NMS, as AFSD) x top-k video classes
         from tadkit.postprocess.video_classifier import fuse_video_labels, load_video_scores
 
         dets = fuse_video_labels(dets, load_video_scores(config.test.video_classifier), config.test.video_classifier_topk)
         trace.append(("test.video_classifier", len(dets)))
     return dets
+
+
+def clip_to_videos(dets: DetectionSet, durations: dict[str, float]) -> DetectionSet:
+    """Times clipped to ``[0, duration]`` of each row's video, rows with ``end <= start`` then dropped, order
+    kept (AFSD's ActivityNet test loop, after its soft-NMS)."""
+    missing = sorted(set(dets.video.tolist()) - set(durations))
+    if missing:
+        raise TadkitError("no duration for this video", video=str(missing[0]), field="duration")
+    limit = np.array([durations[v] for v in dets.video.tolist()], dtype=np.float64)
+    start, end = np.maximum(dets.start, 0.0), np.minimum(dets.end, limit)
+    keep = end > start
+    return DetectionSet(dets.video[keep], start[keep], end[keep], dets.label[keep], dets.score[keep])
 
 
 def explain_no_detections(trace: list[tuple[str, int]], predictions: list, config: Config) -> str:
@@ -661,8 +678,9 @@ def detect_frame_store(model: nn.Module, store: Any, video_id: str, config: Conf
     from tadkit.data.records import VideoAnnotation
 
     info = store.videos[video_id]
-    duration = info.duration if info.duration is not None else info.num_frames / store.fps
-    video = VideoAnnotation(video_id=video_id, subset=DETECT_SUBSET, duration=float(duration), fps=store.fps)
+    fps = store.video_fps(video_id)
+    duration = info.duration if info.duration is not None else info.num_frames / fps
+    video = VideoAnnotation(video_id=video_id, subset=DETECT_SUBSET, duration=float(duration), fps=fps)
     return _detect_one_video(model, store, video, config, classes, progress)
 
 

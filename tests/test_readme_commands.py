@@ -480,6 +480,9 @@ TABLE: dict[str, Row] = {
                        "tadkit view runs/test_a --videos videos/ --out runs/test_a/report.html",
                        "tadkit view runs/test_a --compare runs/test_b --out compare.html",
                        "tadkit eval --gt GT --pred PRED --protocol thumos14 --subset test --html report.html")},
+    **{command: Row(None, RUN_BY + "tests/test_afsd_anet_frames.py::test_docs_commands_run_as_written")
+       for command in ("tadkit data frames videos/ --out frames_anet --max-frames 768",
+                       "tadkit convert afsd-official checkpoint_anet_rgb.ckpt afsd_anet_rgb.pt")},
     "tadkit convert afsd-official checkpoint_rgb.ckpt afsd_rgb.pt": Row(None, RUN_BY + "tests/test_afsd_official_e2e.py::"
                                                                          "test_docs_commands_detect_thumos14_classes_on_a_synthetic_video"),
     "tadkit detect my_video.mp4 --checkpoint afsd_rgb.pt --out detections.json": Row(

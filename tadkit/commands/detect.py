@@ -251,7 +251,7 @@ def detect_frames(args, source: Path, model, config, classes: list[str], progres
 
     data = config.data
     settings = FrameSettings(fps=float(data.frame_fps), size=int(data.frame_size),
-                             flow="flow" in str(data.stream).split("+"))
+                             flow="flow" in str(data.stream).split("+"), max_frames=data.frame_max_frames)
     with tempfile.TemporaryDirectory(prefix="tadkit_detect_") as tmp:
         frames_dir = Path(tmp) / "frames"
         summary = convert_videos([source], frames_dir, settings, show_progress=progress)
@@ -260,7 +260,7 @@ def detect_frames(args, source: Path, model, config, classes: list[str], progres
                               field="input")
         video_id = (summary.written or summary.skipped)[0]
         store = FrameStore(frames_dir, stream=data.stream)
-        print(f"frames: {store.videos[video_id].num_frames} at {store.fps:g} fps, {settings.size}x{settings.size} "
+        print(f"frames: {store.videos[video_id].num_frames} at {store.video_fps(video_id):g} fps, {settings.size}x{settings.size} "
               f"({data.stream})")
         dets = detect_frame_store(model, store, video_id, config, classes, progress=progress)
         duration = store.videos[video_id].duration

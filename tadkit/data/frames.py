@@ -5,6 +5,7 @@ Store layout (``tadkit data frames VIDEO_DIR --out DIR``)::
 
     DIR/frames.json          {"format": "tadkit-frames", "version": 1, "fps": 10.0, "size": [H, W],
                               "streams": ["rgb", ...], "videos": {VIDEO: {"num_frames": n, ...}}}
+                             (``--max-frames N``: "fps": null, "max_frames": N, each video its own "fps")
     DIR/rgb/VIDEO.npy        uint8 (n, H, W, 3)
     DIR/flow/VIDEO.npy       uint8 (n, H, W, 2)   (optional)
 
@@ -21,6 +22,12 @@ Clips follow the official code:
   is pasted into a GT longer than ``2 th`` and the displaced frames shift; its segments are
   A (first action part), B (second part), G (the pasted background).
 
+``clip_plan="activitynet"`` follows ``AFSD/common/anet_dataset.py`` instead (its videos were sampled to at most
+``clip_length`` frames): one training clip per video at offset 0 with every GT of positive length, unclipped
+(no ioa rule; a video without GT is skipped), a short clip padded with 127.5 before normalisation (-> 0) in
+training too, ``th = int(floor(shortest GT) / 4)`` and a GT at least ``2 th`` long (``>=``) for the augmented
+copy, which is dropped when the official slice assignment would fail (its ``except RuntimeError``).
+
 Random draws come from torch's RNG (seeded by the engine, per DataLoader worker), not Python's
 ``random`` as in the official code: same distributions, other streams.
 """
@@ -36,6 +43,7 @@ import numpy as np
 import torch
 
 from tadkit.data.annotations import AnnotationSet
+from tadkit.data.choices import CLIP_PLANS
 from tadkit.data.dataset import subset_with_videos, video_targets
 from tadkit.data.ids import check_video_id
 from tadkit.errors import TadkitError
@@ -52,6 +60,7 @@ from tadkit.video.frames import INDEX_FILE as MANIFEST
 class FrameVideo:
     num_frames: int
     duration: float | None
+    fps: float | None = None  # its own rate (a --max-frames store); None = the store's
 
 
 class FrameStore:
@@ -77,17 +86,33 @@ class FrameStore:
         self.stream = stream
         self.parts = parts
         self.channels = sum(STREAM_CHANNELS[part] for part in parts)
+
+        def optional(value: Any) -> float | None:
+            return None if value is None else float(value)
+
         try:
-            self.fps = float(meta["fps"])
+            # a --max-frames store (ActivityNet) has no common rate: each video has its own
+            self.max_frames = None if meta.get("max_frames") is None else int(meta["max_frames"])
+            self.fps = None if self.max_frames else float(meta["fps"])
             self.size = tuple(int(v) for v in meta["size"])
             self.videos = {
-                str(v): FrameVideo(int(info["num_frames"]), None if info.get("duration") is None else float(info["duration"]))
+                str(v): FrameVideo(int(info["num_frames"]), optional(info.get("duration")),
+                                   float(info["fps"]) if self.max_frames else None)
                 for v, info in meta["videos"].items()
             }
         except (KeyError, TypeError, ValueError) as error:
             raise TadkitError(f"malformed frame manifest: {error!r}", file=str(manifest), field="videos") from None
-        if not self.fps > 0 or len(self.size) != 2:
+        if (self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0)) or len(self.size) != 2:
             raise TadkitError("fps must be > 0 and size [H, W]", file=str(manifest), field="fps")
+        for video, info in self.videos.items():
+            if info.fps is not None and not (math.isfinite(info.fps) and info.fps > 0):
+                raise TadkitError(f"fps must be > 0, got {info.fps}", file=str(manifest), video=video,
+                                  field=f"videos.{video}.fps")
+
+    def video_fps(self, video: str) -> float:
+        """Frames per second of one video (the store's rate, or its own in a --max-frames store)."""
+        own = self.videos[video].fps
+        return float(own if own is not None else self.fps)
 
     def path(self, video: str, part: str | None = None) -> Path:
         return self.root / (part or self.parts[0]) / f"{check_video_id(video, file=self.manifest)}.npy"
@@ -189,13 +214,14 @@ def background_gap(gts: np.ndarray, clip_length: int, th: int, choice: Callable[
 
 
 def contrastive_augment(
-    clip: torch.Tensor, gts: np.ndarray, th: int, choice: Callable[[int], int] = _choice
+    clip: torch.Tensor, gts: np.ndarray, th: int, choice: Callable[[int], int] = _choice, plan: str = "thumos14"
 ) -> tuple[torch.Tensor, np.ndarray] | None:
     """Official ``augment_`` on a (C, L, H, W) clip: (augmented clip, (3, 2) segments A, B, G in clip frames)
-    or None when no GT is longer than ``2 th`` or no background gap fits. ``choice(n)`` draws an index
-    in ``[0, n)`` (the official ``random.choice`` calls, in the same order)."""
+    or None when no GT is longer than ``2 th`` (ActivityNet: at least) or no background gap fits. ``choice(n)``
+    draws an index in ``[0, n)`` (the official ``random.choice`` calls, in the same order)."""
     g = np.asarray(gts, dtype=np.float64).reshape(-1, 3)
-    long = g[(g[:, 1] - g[:, 0]) > 2 * th]
+    length = g[:, 1] - g[:, 0]
+    long = g[length >= 2 * th] if plan == "activitynet" else g[length > 2 * th]
     if th <= 0 or not len(long):
         return None
     gt = long[choice(len(long))]
@@ -209,14 +235,19 @@ def contrastive_augment(
     start = choice(gap[1] - gap[0] - th) + gap[0]
     end = start + th
     out = clip.clone()
-    if gt[1] < start:  # background after the action: paste at t, shift [t, start) right by th
-        out[:, t:t + th] = clip[:, start:end]
-        out[:, t + th:end] = clip[:, t:start]
-        segments = [[gt[0], t], [t + th, th + gt[1]], [t + 1, t + th - 1]]
-    else:  # background before: shift (end, t] left by th, paste just before t
-        out[:, start:t - th] = clip[:, end:t]
-        out[:, t - th:t] = clip[:, start:end]
-        segments = [[gt[0] - th, t - th], [t, gt[1]], [t - th + 1, t - 1]]
+    try:
+        if gt[1] < start:  # background after the action: paste at t, shift [t, start) right by th
+            out[:, t:t + th] = clip[:, start:end]
+            out[:, t + th:end] = clip[:, t:start]
+            segments = [[gt[0], t], [t + th, th + gt[1]], [t + 1, t + th - 1]]
+        else:  # background before: shift (end, t] left by th, paste just before t
+            out[:, start:t - th] = clip[:, end:t]
+            out[:, t - th:t] = clip[:, start:end]
+            segments = [[gt[0] - th, t - th], [t, gt[1]], [t - th + 1, t - 1]]
+    except RuntimeError:  # slices of different sizes: ActivityNet's augment_ catches it (no copy), THUMOS's does not
+        if plan != "activitynet":
+            raise
+        return None
     return out, np.asarray(segments, dtype=np.float64)
 
 
@@ -260,7 +291,11 @@ class FrameClipDataset:
         crop: int = 96,
         training: bool = True,
         contrastive: bool = True,
+        clip_plan: str = "thumos14",
     ) -> None:
+        if clip_plan not in CLIP_PLANS:
+            raise TadkitError(f"must be one of {CLIP_PLANS}, got {clip_plan!r}", field="data.clip_plan")
+        self.clip_plan = clip_plan
         self.annotations = subset_with_videos(annotations, subset)
         self.store = store
         self.clip_length = int(clip_length)
@@ -278,7 +313,7 @@ class FrameClipDataset:
                 raise TadkitError(f"video of subset {subset!r} has no frames in {store.manifest}",
                                   file=str(store.manifest), video=video.video_id, field="videos")
             seconds, labels = video_targets(self.annotations, video)
-            gts = np.concatenate([seconds * store.fps, labels[:, None].astype(np.float64)], axis=1)
+            gts = np.concatenate([seconds * store.video_fps(video.video_id), labels[:, None].astype(np.float64)], axis=1)
             self.clips.extend(self._plan(video.video_id, gts))
         if not self.clips:
             raise TadkitError(f"no {'training ' if training else ''}clips in subset {subset!r}",
@@ -293,6 +328,12 @@ class FrameClipDataset:
         offsets = clip_offsets(n, self.clip_length, self.stride)
         if not self.training:
             return [FrameClip(video_id, o, np.zeros((0, 3)), 0) for o in offsets]
+        if self.clip_plan == "activitynet":  # anet_dataset.split_videos: offset 0, every GT as it is
+            rows = gts[gts[:, 1] > gts[:, 0]]
+            if not len(rows):
+                return []
+            shortest = min(float(self.clip_length), float((rows[:, 1] - rows[:, 0]).min()))
+            return [FrameClip(video_id, 0, rows, int(math.floor(shortest) / 4))]
         per_clip, inside = clip_gts(gts, offsets, self.clip_length)
         th = contrastive_th(gts, per_clip, n, self.clip_length)
         return [FrameClip(video_id, o, rows, th) for o, rows, keep in zip(offsets, per_clip, inside) if keep]
@@ -309,8 +350,9 @@ class FrameClipDataset:
             pixels = normalise(raw[:, top:top + self.crop, left:left + self.crop])
             if torch.rand(()) < 0.5:
                 pixels = pixels.flip(-1)
-            if valid < self.clip_length:
-                pad = torch.full((pixels.shape[0], self.clip_length - valid, self.crop, self.crop), -1.0)
+            if valid < self.clip_length:  # THUMOS pads 0 (-> -1), ActivityNet 127.5 (-> 0)
+                value = 0.0 if self.clip_plan == "activitynet" else -1.0
+                pad = torch.full((pixels.shape[0], self.clip_length - valid, self.crop, self.crop), value)
                 pixels = torch.cat([pixels, pad], dim=1)
         else:  # centre crop, pad normalised zeros
             top, left = (h - self.crop) // 2, (w - self.crop) // 2
@@ -323,15 +365,16 @@ class FrameClipDataset:
     def __getitem__(self, index: int) -> dict[str, Any]:
         clip = self.clips[index]
         pixels, valid = self._pixels(clip)
+        fps = self.store.video_fps(clip.video_id)
         sample: dict[str, Any] = {
             "clip": pixels,
             "segments": clip.gts[:, :2].astype(np.float32),
             "labels": clip.gts[:, 2].astype(np.int64),
-            "meta": {"video_id": clip.video_id, "t0": clip.offset / self.store.fps, "step": 1.0 / self.store.fps,
+            "meta": {"video_id": clip.video_id, "t0": clip.offset / fps, "step": 1.0 / fps,
                      "valid_length": valid},
         }
         if self.contrastive:
-            augmented = contrastive_augment(pixels, clip.gts, clip.th)
+            augmented = contrastive_augment(pixels, clip.gts, clip.th, plan=self.clip_plan)
             sample["ssl_valid"] = augmented is not None
             sample["ssl_clip"] = augmented[0] if augmented else pixels
             sample["ssl_segments"] = (augmented[1] if augmented else np.zeros((3, 2))).astype(np.float32)
@@ -360,6 +403,7 @@ def collate_clips(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 __all__ = [
+    "CLIP_PLANS",
     "FORMAT",
     "MANIFEST",
     "FrameClip",

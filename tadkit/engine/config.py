@@ -45,7 +45,7 @@ from tadkit.utils.io import write_text
 BASE_KEY = "_base_"
 
 # Choice lists shared with tadkit.data / tadkit.evaluation come from torch-free modules.
-from tadkit.data.choices import FPS_TABLES, PROTOCOLS, RESAMPLE_MODES  # noqa: E402
+from tadkit.data.choices import CLIP_PLANS, FPS_TABLES, PROTOCOLS, RESAMPLE_MODES  # noqa: E402
 DATA_MODES = ("sliding", "resample", "video")
 PAD_MODES = ("repeat", "zero")
 START_GRIDS = ("features", "frames")
@@ -127,8 +127,10 @@ class DataConfig:
     stream: str = _opt("rgb", choices=("rgb", "flow", "rgb+flow"), doc="frames: which stored stream(s) the model reads (rgb+flow: channels concatenated, for test.fuse)")
     crop_size: int = _opt(96, check=POSITIVE, doc="frames: random (train) / centre (test) crop, pixels")
     contrastive: bool = _opt(True, doc="frames, training: build the boundary-contrastive copy of each clip (AFSD)")
+    clip_plan: str = _opt("thumos14", choices=CLIP_PLANS, doc="frames, training: official THUMOS14 clips (sliding, GTs clipped, ioa rule) or ActivityNet's (one clip at offset 0, every GT, pad -> 0; AFSD anet_dataset.py)")
     frame_fps: float = _opt(10.0, check=POSITIVE, doc="frames: the store's frame rate (tadkit detect decodes a video to it)")
     frame_size: int = _opt(112, check=POSITIVE, doc="frames: the store's square frame side, pixels (likewise)")
+    frame_max_frames: int | None = _opt(None, check=POSITIVE, doc="frames: the store was made with `tadkit data frames --max-frames N` (ActivityNet: each video at its own rate, <= N frames); frame_fps is then not used")
 
     def window_dataset_kwargs(self, training: bool) -> dict[str, Any]:
         """Keyword arguments for :class:`tadkit.data.dataset.WindowDataset` (annotations/store excluded)."""
@@ -221,6 +223,7 @@ class TestConfig:
     nms: dict[str, Any] | None = _opt(None, doc="tadkit.postprocess.nms.NMSConfig mapping (preset + overrides); null = the method's default")
     cas: dict[str, Any] = _opt({}, doc="options of the method's CAS -> segments step (cas methods)")
     drop_reversed: bool = _opt(True, doc="drop detections with end < start before NMS (they can never match)")
+    clip_after_nms: bool = _opt(False, doc="clip times to the video AFTER the NMS and drop segments with end <= start (AFSD's ActivityNet test loop); default: clipped when the windows are merged")
     duplicate_cliffdiving: bool = _opt(False, doc="copy CliffDiving detections as Diving (A2Net)")
     drop_ambiguous: bool = _opt(False, doc="delete detections overlapping the GT's Ambiguous segments (ACRNet protocol)")
     blocked_videos: str | None = _opt(None, path=True, doc="ActivityNet blocked-video list to drop")

@@ -158,13 +158,19 @@ def build_frame_dataset(config: Config, training: bool, progress: bool = True, a
     if annotations is None or store is None:
         annotations, store = _load(config)
     data = config.data
-    if abs(store.fps - data.frame_fps) > 1e-6 or tuple(store.size) != (data.frame_size, data.frame_size):
-        raise TadkitError(f"the frames are {store.fps:g} fps {store.size[0]}x{store.size[1]}, the config says "
-                          f"data.frame_fps {data.frame_fps:g} / data.frame_size {data.frame_size}",
+    if store.max_frames != data.frame_max_frames:
+        have = f"at most {store.max_frames} frames per video" if store.max_frames else f"{store.fps:g} fps"
+        raise TadkitError(f"the frames are {have}, the config says data.frame_max_frames {data.frame_max_frames} "
+                          "(`tadkit data frames --max-frames N` makes the ActivityNet kind)",
+                          file=str(store.manifest), field="data.frame_max_frames")
+    if (store.fps is not None and abs(store.fps - data.frame_fps) > 1e-6) or tuple(store.size) != (data.frame_size, data.frame_size):
+        raise TadkitError(f"the frames are {store.fps or 'per-video'} fps {store.size[0]}x{store.size[1]}, the config "
+                          f"says data.frame_fps {data.frame_fps:g} / data.frame_size {data.frame_size}",
                           file=str(store.manifest), field="data.frame_fps")
     return FrameClipDataset(annotations, store, subset=data.subset_train if training else data.subset_test,
                             clip_length=data.window, stride=data.stride_train if training else data.stride_test,
-                            crop=data.crop_size, training=training, contrastive=data.contrastive)
+                            crop=data.crop_size, training=training, contrastive=data.contrastive,
+                            clip_plan=data.clip_plan)
 
 
 def build_video_dataset(config: Config, training: bool, progress: bool = True, annotations=None, store=None):

@@ -9,6 +9,11 @@ Follows the official AFSD preprocessing (``AFSD/common/video2npy.py`` and
   the accumulator passes after ``i + 1`` frames; ``native_fps < fps`` is refused (as the official
   script does). The loop is kept literally (:class:`AccumulatorSampler`): the floating-point
   remainder it carries decides ties (e.g. 29.97 fps) and a closed form would not reproduce it.
+* **At most N frames** (``--max-frames N``, the ActivityNet preprocessing ``AFSD/anet_data/transform_videos.py``
+  + ``video2npy.py``): each video is sampled at its own rate ``native_fps * min(1, N / native_frames)``
+  (``native_frames`` from the container, as the official ``CAP_PROP_FRAME_COUNT``; ``--fps`` is not used)
+  with the same accumulator, and cut to N frames; the rate is stored per video (``"fps"`` of its entry).
+  The official re-encodes with ``ffmpeg -r`` (timestamp-based frame picking), which can keep other frames.
 * **Resize** of each kept frame to ``size x size`` with PIL bicubic, aspect ratio not preserved.
 * **Flow** (``--flow``), TV-L1 (bound 20) encoded as denseflow does: clipped to [-20, 20] pixels and
   mapped to uint8 ``round(255 * (v + 20) / 40)``; x and y channels. Two sources:
@@ -29,7 +34,8 @@ On-disk layout (read by :class:`tadkit.data.frames.FrameStore`)::
     OUT/frames.json        {"format": "tadkit-frames", "version": 1, "fps": 10.0, "size": [H, W],
                             "streams": ["rgb"] or ["rgb", "flow"],
                             "videos": {ID: {"num_frames", "native_fps", "native_frames",
-                                            "duration", "source"}}}
+                                            "duration", "source"[, "fps"]}}}
+                           (with --max-frames: "fps": null, "max_frames": N and each video's "fps")
     OUT/rgb/ID.npy         uint8 (num_frames, H, W, 3) RGB
     OUT/flow/ID.npy        uint8 (num_frames, H, W, 2) x, y (only with --flow)
 
@@ -212,10 +218,13 @@ class FrameSettings:
     size: int = 112
     flow: bool = False
     flow_source: str = DEFAULT_FLOW_SOURCE
+    max_frames: int | None = None  # ActivityNet: each video at its own rate, at most this many frames
 
     def validate(self) -> None:
         if not (math.isfinite(self.fps) and self.fps > 0):
             raise TadkitError(f"fps must be a positive number, got {self.fps}", field="fps")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise TadkitError(f"max frames must be >= 1, got {self.max_frames}", field="max_frames")
         if self.size < 1:
             raise TadkitError(f"size must be >= 1, got {self.size}", field="size")
         if self.flow_source not in FLOW_SOURCES:
@@ -233,10 +242,12 @@ class FrameSettings:
         header: dict[str, Any] = {
             "format": FORMAT,
             "version": VERSION,
-            "fps": float(self.fps),
+            "fps": None if self.max_frames else float(self.fps),
             "size": list(self.hw),
             "streams": self.streams,
         }
+        if self.max_frames:
+            header["max_frames"] = int(self.max_frames)
         if self.flow:
             header["flow"] = {"method": "TV-L1 (OpenCV Dual TV-L1 defaults)", "bound": FLOW_BOUND,
                               "source": self.flow_source}
@@ -267,7 +278,8 @@ def read_index(out_dir: Path) -> dict[str, Any] | None:
 def check_index(index: dict[str, Any], settings: FrameSettings, path: Path) -> None:
     """An existing index must have been made with the same settings (a field-named error otherwise)."""
     wanted = settings.index_header()
-    for key, label in (("fps", "--fps"), ("size", "--size"), ("streams", "--flow"), ("flow", "--flow-from")):
+    for key, label in (("max_frames", "--max-frames"), ("fps", "--fps"), ("size", "--size"), ("streams", "--flow"),
+                       ("flow", "--flow-from")):
         have, want = index.get(key), wanted.get(key)
         if key == "fps" and isinstance(have, (int, float)) and isinstance(want, float):
             same = math.isclose(float(have), want, rel_tol=0, abs_tol=1e-9)
@@ -329,13 +341,20 @@ def convert_video(
     video = video_id_of(path)
     flow = _flow_fn_or_error(flow_fn) if settings.flow else None
     info = probe_video(path)
-    if info.native_fps < settings.fps:
+    fps = settings.fps
+    if settings.max_frames:  # the ActivityNet rate: native, lowered so the video gives at most max_frames
+        native_count = info.num_frames or (round(info.duration * info.native_fps) if info.duration else 0)
+        if native_count <= 0:
+            raise TadkitError("the container gives no frame count or duration (needed by --max-frames)",
+                              file=str(path), video=video, field="num_frames")
+        fps = info.native_fps * min(1.0, settings.max_frames / native_count)
+    elif info.native_fps < settings.fps:
         raise TadkitError(
             f"native frame rate {info.native_fps:g} fps is below the sampling rate {settings.fps:g} fps "
             "(the official sampler refuses such videos)",
             file=str(path), video=video, field="native_fps",
         )
-    sample = AccumulatorSampler(info.native_fps, settings.fps)
+    sample = AccumulatorSampler(info.native_fps, fps)
     hw = settings.hw
     from_video = settings.flow and settings.flow_source == "video"
 
@@ -360,6 +379,8 @@ def convert_video(
                 previous = None
             if not sample():
                 continue
+            if settings.max_frames and rgb_out.count >= settings.max_frames:
+                break  # video2npy.py: imgs[:max_frame_num]
             small = resize_bicubic(image, hw)
             rgb_out.append(small)
             if settings.flow and not from_video:
@@ -379,13 +400,16 @@ def convert_video(
                 flow_out.append(flow_out.last)
             flow_out.finish()
         rgb_out.finish()
-    return {
+    entry = {
         "num_frames": rgb_out.count,
         "native_fps": float(info.native_fps),
         "native_frames": native,
         "duration": native / float(info.native_fps),
         "source": str(path.resolve()),
     }
+    if settings.max_frames:
+        entry["fps"] = float(fps)
+    return entry
 
 
 def _convert_worker(path: str, out_dir: str, settings: FrameSettings) -> tuple[str, dict[str, Any] | str]:
@@ -653,6 +677,9 @@ def register_frames_command(data_subparsers: argparse._SubParsersAction) -> argp
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
     parser.add_argument("--fps", type=float, default=10.0, help="sampling rate (default 10, the official)")
     parser.add_argument("--size", type=int, default=112, help="output frames are SIZE x SIZE (default 112)")
+    parser.add_argument("--max-frames", type=int, default=None, metavar="N", dest="max_frames",
+                        help="ActivityNet (AFSD anet_data): each video at its own rate native_fps x min(1, N / "
+                             "its frames), at most N frames (official 768); --fps is then not used")
     parser.add_argument("--flow", action="store_true",
                         help="also write TV-L1 flow (needs the opencv-contrib extra: pip install 'tadkit[flow]')")
     parser.add_argument("--flow-from", choices=FLOW_SOURCES, default=DEFAULT_FLOW_SOURCE, dest="flow_source",
@@ -673,7 +700,7 @@ def run_frames_command(args: argparse.Namespace) -> int:
     from tadkit.video.sharding import JOB_TIMEOUT_S, write_failure_list
 
     settings = FrameSettings(fps=float(args.fps), size=int(args.size), flow=bool(args.flow),
-                             flow_source=args.flow_source)
+                             flow_source=args.flow_source, max_frames=args.max_frames)
     settings.validate()
     ctx = init_distributed("cpu", timeout_s=JOB_TIMEOUT_S)  # under torchrun: this rank's share
     finished = False

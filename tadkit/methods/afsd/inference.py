@@ -9,6 +9,9 @@
   reproduces the official loop, which stops while ONE candidate is still pending and so never emits it;
 * :func:`detect_video` — all windows of a video -> seconds -> per-class soft-NMS -> the official
   result list order (class 1..C, then kept candidates in window/point order);
+* :func:`clip_to_duration` — the ActivityNet loop's last step (``anet/test.py``): after soft-NMS, times
+  clipped to ``[0, duration]`` and segments with ``end <= start`` dropped (then the video classifier labels
+  them: :func:`tadkit.postprocess.video_classifier.fuse_video_labels`);
 * :func:`fuse_outputs` — RGB + flow fusion by averaging raw outputs.
 """
 
@@ -114,10 +117,13 @@ def detect_video(
     sigma: float = 0.5,
     top_k: int = 5000,
     keep_last: bool = False,
+    score_threshold: float = 0.001,
 ) -> VideoDetections:
     """The official test loop for one video from per-window raw outputs (``loc``, ``conf``, ``prop_loc``,
     ``prop_conf``, ``center``; with or without a batch axis of 1). ``offsets`` in frames, ``fps`` the
-    sampled frame rate; ``num_classes`` action classes (background excluded)."""
+    sampled frame rate; ``num_classes`` action classes (background excluded). ``score_threshold`` is
+    soft-NMS's (THUMOS14 loop: the ``softnms_v2`` default 0.001; ActivityNet loop: 1e-9, with
+    ``conf_thresh`` 1e-9 too, its candidate mask)."""
     priors = priors.reshape(-1, 1)
     segs, scs, cls = [], [], []
     for out, offset in zip(window_outputs, offsets):
@@ -136,7 +142,7 @@ def detect_video(
         idx = (all_cls == c).nonzero()[:, 0]
         if idx.numel() == 0:
             continue
-        kept, kept_scores = soft_nms(all_segs[idx], all_scores[idx], sigma, top_k, keep_last=keep_last)
+        kept, kept_scores = soft_nms(all_segs[idx], all_scores[idx], sigma, top_k, score_threshold, keep_last=keep_last)
         positive = kept_scores > 0
         out_segs.append(all_segs[idx][kept][positive].cpu())
         out_scores.append(kept_scores[positive])
@@ -144,6 +150,17 @@ def detect_video(
     if not out_segs:
         return VideoDetections(torch.zeros(0, 2), torch.zeros(0), torch.zeros(0, dtype=torch.long))
     return VideoDetections(torch.cat(out_segs), torch.cat(out_scores), torch.cat(out_cls))
+
+
+def clip_to_duration(detections: VideoDetections, duration: float) -> VideoDetections:
+    """Times clipped to ``[0, duration]`` (seconds), rows with ``end <= start`` dropped, order kept (the
+    official ActivityNet loop does this after soft-NMS; ``tadkit test``: ``test.clip_after_nms``)."""
+    segments = detections.segments.double()  # official: Python floats
+    start = segments[:, 0].clamp(min=0.0)
+    end = segments[:, 1].clamp(max=float(duration))
+    keep = end > start
+    segments = torch.stack([start, end], -1)[keep]
+    return VideoDetections(segments, detections.scores[keep], detections.classes[keep])
 
 
 def fuse_outputs(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -165,6 +182,7 @@ def window_offsets(num_frames: int, clip_length: int, stride: int) -> list[int]:
 __all__ = [
     "RAW_KEYS",
     "VideoDetections",
+    "clip_to_duration",
     "decode_window",
     "detect_video",
     "fuse_outputs",

@@ -26,10 +26,12 @@ Deviations from the official code (each is also in docs/afsd.md):
    and fails).
 7. The level-0 boundary labels are the clip labels nearest-downsampled with ``scale_factor`` (official
    ``1/4``); when that does not give the level-0 length (other clip lengths) ``size=`` is used.
-8. The official ActivityNet head's training pieces are options of this head (``loc_strides``,
-   ``scale_ranges``, ``adaptive_piou``, ``per_sample_normalisation``; ``AFSD/anet/BDNet.py`` and
-   ``multisegment_loss.py``), not a second network: its Mixed_5c-only pyramid is not implemented. With
-   them off (default) the head is the THUMOS14 one.
+8. The official ActivityNet head is options of this head, not a second network (``AFSD/anet/BDNet.py``
+   and ``multisegment_loss.py``): ``pyramid_taps: mixed_5c`` (level 0 = the spatial conv of Mixed_5c,
+   then strided Conv1d levels; no Mixed_4f), ``loc_strides``, ``scale_ranges``, ``adaptive_piou``,
+   ``per_sample_normalisation`` and ``triplet_scales`` (its SSL pooling divides by the THUMOS values
+   1, 4, 4 although its level 0 is clip / 8 long: kept by default in ``afsd/anet13_frames``, null
+   fixes it). With them off (default) the head is the THUMOS14 one.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from tadkit.methods.afsd.targets import boundary_labels
 from tadkit.models.base import WindowDetections
 
 INPUT_KINDS = ("i3d", "features")
+PYRAMID_TAPS = ("mixed_4f+mixed_5c", "mixed_5c")  # THUMOS14 head / ActivityNet head (input_kind "i3d")
 PROP_LOC_LOSSES = ("l1", "smooth_l1")
 
 
@@ -67,6 +70,7 @@ class AFSDConfig:
     width: int = 512  # every 512 of the official head
     input_kind: str = "i3d"  # "i3d": Mixed_4f + Mixed_5c taps; "features": (B, in_dim, T) windows
     backbone_channels: tuple[int, int] = (832, 1024)  # Mixed_4f, Mixed_5c (input_kind "i3d")
+    pyramid_taps: str = "mixed_4f+mixed_5c"  # "mixed_5c": the ActivityNet head (level 0 from Mixed_5c alone)
     spatial_kernels: tuple[int, int] = (6, 3)  # spatial size of Mixed_4f / Mixed_5c at 96x96 crops
     in_dim: int = 2048  # input_kind "features"
     clip_length: int = 256  # frames per clip (frame-level feature length, "frame_num")
@@ -89,6 +93,9 @@ class AFSDConfig:
     scale_ranges: tuple[tuple[float, float], ...] | None = None  # per-level (lo, hi] of a positive's max distance
     adaptive_piou: bool = False  # refinement positives at IoU >= min(piou, the sample's best coarse IoU)
     per_sample_normalisation: bool = False  # each term / that sample's positives, then the batch mean
+    # SSL pooling scales of (frame-level, loc branch, conf branch); None = (1, L / level-0 length, same),
+    # the THUMOS14 values; the official ActivityNet code keeps THUMOS's (1, 4, 4) with a level 0 of L / 8
+    triplet_scales: tuple[float, float, float] | None = None
     # inference
     conf_thresh: float = 0.01
 
@@ -96,6 +103,8 @@ class AFSDConfig:
         self.backbone_channels = tuple(int(v) for v in self.backbone_channels)  # type: ignore[assignment]
         self.spatial_kernels = tuple(int(v) for v in self.spatial_kernels)  # type: ignore[assignment]
         self.triplet_weights = tuple(float(v) for v in self.triplet_weights)  # type: ignore[assignment]
+        if self.triplet_scales is not None:
+            self.triplet_scales = tuple(float(v) for v in self.triplet_scales)  # type: ignore[assignment]
         if self.loc_strides is not None:
             self.loc_strides = tuple(float(v) for v in self.loc_strides)  # type: ignore[assignment]
         if self.scale_ranges is not None:
@@ -104,6 +113,9 @@ class AFSDConfig:
             "num_classes": self.num_classes >= 1,
             "width": self.width >= 2 and self.width % 2 == 0 and self.width % self.gn_groups == 0,
             "input_kind": self.input_kind in INPUT_KINDS,
+            "pyramid_taps": self.pyramid_taps in PYRAMID_TAPS and (self.pyramid_taps == PYRAMID_TAPS[0]
+                                                                  or self.input_kind == "i3d"),
+            "triplet_scales": self.triplet_scales is None or (len(self.triplet_scales) == 3 and min(self.triplet_scales) > 0),
             "backbone_channels": len(self.backbone_channels) == 2 and min(self.backbone_channels) > 0,
             "spatial_kernels": len(self.spatial_kernels) == 2 and min(self.spatial_kernels) > 0,
             "in_dim": self.in_dim > 0,
@@ -286,7 +298,10 @@ class CoarsePyramid(nn.Module):
         w, g, nc = config.width, config.gn_groups, config.num_outputs
         self.frame_num = config.clip_length
         self.pyramids = nn.ModuleList()
-        if config.input_kind == "i3d":
+        if config.input_kind == "i3d" and self.mixed_5c_only:  # ActivityNet: level 0 = Mixed_5c (clip / 8)
+            self.pyramids.append(conv_gn_relu(Unit3D(config.backbone_channels[1], w, config.spatial_kernels[1]), w, g))
+            first_strided = 1
+        elif config.input_kind == "i3d":
             c4f, c5c = config.backbone_channels
             self.pyramids.append(conv_gn_relu(Unit3D(c4f, w, config.spatial_kernels[0]), w, g))
             self.pyramids.append(conv_gn_relu(Unit3D(c5c, w, config.spatial_kernels[1]), w, g))
@@ -316,6 +331,10 @@ class CoarsePyramid(nn.Module):
 
     # ---- pieces ------------------------------------------------------------------------------------
 
+    @property
+    def mixed_5c_only(self) -> bool:
+        return self.config.pyramid_taps == "mixed_5c"
+
     def priors(self, length: int) -> torch.Tensor:
         if length not in self._priors:
             self._priors[length] = level_priors(length)
@@ -326,7 +345,14 @@ class CoarsePyramid(nn.Module):
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Pyramid levels and the frame-level feature (B, W, clip_length)."""
         feats: list[torch.Tensor] = []
-        if self.config.input_kind == "i3d":
+        if self.config.input_kind == "i3d" and self.mixed_5c_only:
+            _, mixed_5c = inputs  # Mixed_4f unused (may be None)
+            x = self.pyramids[0](mixed_5c).squeeze(-1).squeeze(-1)
+            feats = [x]
+            for conv in self.pyramids[1:]:
+                x = conv(x)
+                feats.append(x)
+        elif self.config.input_kind == "i3d":
             mixed_4f, mixed_5c = inputs
             x0 = self.pyramids[0](mixed_4f).squeeze(-1).squeeze(-1)
             x = self.pyramids[1](mixed_5c).squeeze(-1).squeeze(-1)
@@ -462,14 +488,17 @@ class AFSD(nn.Module):
                           "for feature windows use model.kwargs.input_kind: features", field="batch")
 
     def forward_taps(
-        self, mixed_4f: torch.Tensor, mixed_5c: torch.Tensor, *, return_regions: bool = False
+        self, mixed_4f: torch.Tensor | None, mixed_5c: torch.Tensor, *, return_regions: bool = False
     ) -> dict[str, torch.Tensor]:
+        """``mixed_4f`` may be None for the Mixed_5c-only (ActivityNet) pyramid."""
         return self.coarse_pyramid_detection(mixed_4f, mixed_5c, return_regions=return_regions)
 
-    def boundary_features_taps(self, mixed_4f: torch.Tensor, mixed_5c: torch.Tensor) -> list[torch.Tensor]:
+    def boundary_features_taps(self, mixed_4f: torch.Tensor | None, mixed_5c: torch.Tensor) -> list[torch.Tensor]:
         return self.coarse_pyramid_detection.boundary_features(mixed_4f, mixed_5c)
 
     def triplet_scales(self, level0_length: int) -> tuple[float, float, float]:
+        if self.config.triplet_scales is not None:  # the official ActivityNet code: (1, 4, 4)
+            return self.config.triplet_scales  # type: ignore[return-value]
         ratio = self.config.clip_length / level0_length  # official: 256 / 64 = 4
         return (1.0, ratio, ratio)
 

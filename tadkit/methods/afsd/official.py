@@ -15,6 +15,10 @@ above, and the test-time settings of the official THUMOS14 config (10 fps frames
 from the head's spatial kernels: 96 -> 6 / 3, clip stride clip_length / 2) and, for 20 classes, the THUMOS14
 class names in the official ``Class Index_Detection.txt`` order stored with the checkpoint
 (``checkpoint_extras``), so ``tadkit detect video.mp4 --checkpoint`` runs it.
+
+The ActivityNet head (``AFSD/anet/BDNet.py``: one spatial conv on Mixed_5c, no Mixed_4f) is recognised by its
+keys; it gets :data:`ACTIVITYNET_HEAD` (strides, scale ranges, loss options; ``overrides`` still win) and,
+end to end, the ActivityNet test settings (at most 768 frames per video, one window, class ``action``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,21 @@ E2E_BACKBONE_PREFIX = "backbone._model."  # BDNet.backbone = I3D_BackBone; I3D_B
 # configs/thumos14.yaml (testing) and the README's data preparation: 10 fps, 112 x 112 frames, stride 128 of 256
 OFFICIAL_FRAME_FPS = 10.0
 OFFICIAL_FRAME_SIZE = 112
+# The ActivityNet head (AFSD/anet/BDNet.py fpn_strides, multisegment_loss.py bounds, the README's training flags
+# --lw 1 --cw 1 --piou 0.6, train.py's SSL scales): what a Mixed_5c-only pyramid of 6 levels is built with
+ACTIVITYNET_HEAD: dict[str, Any] = {
+    "loc_strides": (4, 8, 16, 32, 64, 128),
+    "scale_ranges": ((0, 30), (15, 60), (30, 120), (60, 240), (96, 768), (256, 768)),
+    "adaptive_piou": True,
+    "per_sample_normalisation": True,
+    "prop_loc_loss": "smooth_l1",
+    "triplet_scales": (1.0, 4.0, 4.0),
+    "loc_weight": 1.0,
+    "cls_weight": 1.0,
+    "piou": 0.6,
+    "clip_length": 768,
+    "conf_thresh": 1e-9,  # anet/test.py keeps every candidate scoring > 1e-9 (no conf_thresh)
+}
 
 
 def from_official_state_dict(
@@ -59,7 +78,18 @@ def from_official_state_dict(
         return head[key].shape
 
     values: dict[str, Any] = {}
-    if "pyramids.0.0.conv3d.weight" in head:
+    if "pyramids.0.0.conv3d.weight" in head and "pyramids.1.0.conv3d.weight" not in head:
+        # the ActivityNet head (AFSD/anet/BDNet.py): one spatial conv on Mixed_5c, then strided Conv1d levels;
+        # the Mixed_4f entries are not used by it (official values, scaled like Mixed_5c's kernel)
+        w5 = shape("pyramids.0.0.conv3d.weight")
+        values.update(
+            input_kind="i3d",
+            pyramid_taps="mixed_5c",
+            width=int(w5[0]),
+            backbone_channels=(AFSDConfig.backbone_channels[0], int(w5[1])),
+            spatial_kernels=(2 * int(w5[-1]), int(w5[-1])),
+        )
+    elif "pyramids.0.0.conv3d.weight" in head:
         w4 = shape("pyramids.0.0.conv3d.weight")
         w5 = shape("pyramids.1.0.conv3d.weight")
         values.update(
@@ -76,6 +106,8 @@ def from_official_state_dict(
     while f"loc_heads.{num_levels}.scale" in head:
         num_levels += 1
     values["num_levels"] = num_levels
+    if values.get("pyramid_taps") == "mixed_5c" and num_levels == len(ACTIVITYNET_HEAD["loc_strides"]):
+        values.update(ACTIVITYNET_HEAD)  # overrides below still win
     end_to_end = E2E_BACKBONE_PREFIX + "Conv3d_1a_7x7.conv3d.weight" in sd and backbone is None
     backbone_overrides: dict[str, Any] = {}
     if end_to_end:
@@ -168,6 +200,10 @@ def _end_to_end_model(
     check_state_dict(backbone, state, source or "")  # every tensor used, none left over, shapes equal
     backbone.load_state_dict(state, strict=True)
     taps = tuple(backbone.out_channels[tap] for tap in TAPS)
+    if config.pyramid_taps == "mixed_5c":  # the ActivityNet head reads Mixed_5c only: take Mixed_4f's from the backbone
+        from dataclasses import replace
+
+        config = replace(config, backbone_channels=(taps[0], config.backbone_channels[1]))
     if taps != config.backbone_channels:
         raise TadkitError(f"the head takes {config.backbone_channels} tap channels, the backbone gives {taps}",
                           file=source, field=HEAD_PREFIX + "pyramids.0.0.conv3d.weight")
@@ -179,11 +215,24 @@ def _end_to_end_model(
 def official_test_settings(model: Any, crop: int) -> dict[str, Any]:
     """What ``tadkit detect`` needs besides the weights: the official THUMOS14 test recipe as a run config,
     and the class names when the head has THUMOS14's 20 classes (official ``Class Index_Detection.txt``
-    order, the order of :data:`THUMOS14_CLASS_IDS`)."""
+    order, the order of :data:`THUMOS14_CLASS_IDS`). The ActivityNet head (Mixed_5c-only pyramid) gets the
+    ActivityNet recipe instead: at most 768 frames per video at its own rate, one 768-frame window, soft-NMS
+    sigma 0.85 down to 1e-9, 5000 per video, and the one class ``action``."""
     from tadkit.data.formats._common import THUMOS14_CLASS_IDS
 
     config = model.config
     stream = "rgb" if model.backbone_config.in_channels == 3 else "flow"
+    if config.pyramid_taps == "mixed_5c":  # the ActivityNet head: configs/anet.yaml + anet/test.py
+        extras = {"config": {
+            "model": {"name": "afsd_e2e", "kwargs": model.config_dict()},
+            "data": {"stream": stream, "frame_max_frames": config.clip_length, "frame_size": OFFICIAL_FRAME_SIZE,
+                     "window": config.clip_length, "stride_test": config.clip_length, "crop_size": crop},
+            "test": {"nms": {"preset": "afsd", "sigma": 0.85, "min_score": 1e-9, "max_per_class": 5000,
+                             "max_per_video": 5000}},
+        }}
+        if config.num_classes == 1:  # class-agnostic proposals; --set test.video_classifier=FILE labels them
+            extras["classes"] = ["action"]
+        return extras
     extras: dict[str, Any] = {
         "config": {
             "model": {"name": "afsd_e2e", "kwargs": model.config_dict()},
@@ -197,4 +246,4 @@ def official_test_settings(model: Any, crop: int) -> dict[str, Any]:
     return extras
 
 
-__all__ = ["from_official_state_dict", "official_test_settings"]
+__all__ = ["ACTIVITYNET_HEAD", "from_official_state_dict", "official_test_settings"]
