@@ -11,7 +11,8 @@ Tolerances (derived, so they hold for any well-formed fixture):
   IoU in float32 and adds 1e-6 to each length; tadkit computes in float64 without it. Per factor that moves
   ``ln(score)`` by at most ``(2 / sigma) * (2e-6 / L + 4 eps32) + 2 eps32`` (``L``: the shorter length in
   feature steps, at least ``duration_thresh``), so detection ``i`` gets
-  ``rtol_i = 4 eps32 + n_i * that``, ``n_i`` = its class's higher-scored kept detections touching it.
+  ``rtol_i = 4 eps32 + n_i * that``, ``n_i`` = its class's (all classes' when class-agnostic) higher-scored
+  kept detections touching it.
 * Times. Without voting the kept segments are the candidates themselves, converted by the same float32
   operations (bit-equal); voting's weighted mean accumulates float32 rounding over its neighbours, so
   ``atol = 1e-5 * max(1, duration)`` seconds.
@@ -31,7 +32,13 @@ from scipy.optimize import linear_sum_assignment
 
 from actionformer_golden import Golden, load_golden
 from tadkit.errors import TadkitError
-from tadkit.methods.actionformer.inference import ActionFormerTestConfig, decode_video, level_candidates
+from tadkit.methods.actionformer.inference import (
+    decode_feature_grid,
+    decode_video,
+    level_candidates,
+    resolve_test_config,
+)
+from tadkit.methods.actionformer.model import ActionFormerTestConfig
 from tadkit.methods.actionformer.points import make_points
 from tadkit.postprocess.voting import nms_with_voting, vote_segments
 
@@ -49,7 +56,7 @@ def golden() -> Golden:
 
 
 def _score_rtol(segments: np.ndarray, scores: np.ndarray, labels: np.ndarray, steps_per_second: float,
-                sigma: float, duration_thresh: float) -> np.ndarray:
+                sigma: float, duration_thresh: float, multiclass: bool) -> np.ndarray:
     """Per-detection relative score tolerance (module docstring) from the official output itself."""
     order = np.argsort(-scores, kind="stable")
     rank = np.empty_like(order)
@@ -57,7 +64,8 @@ def _score_rtol(segments: np.ndarray, scores: np.ndarray, labels: np.ndarray, st
     start, end = segments[:, 0], segments[:, 1]
     lengths = np.maximum((end - start) * steps_per_second, duration_thresh)
     touching = (np.maximum(start[:, None], start[None]) <= np.minimum(end[:, None], end[None]))
-    earlier_same_class = (labels[:, None] == labels[None]) & (rank[None] < rank[:, None])
+    same_group = (labels[:, None] == labels[None]) if multiclass else np.ones((len(labels),) * 2, dtype=bool)
+    earlier_same_class = same_group & (rank[None] < rank[:, None])
     shorter = np.minimum(lengths[:, None], lengths[None])
     per_factor = (2.0 / sigma) * (2e-6 / shorter + 4 * EPS32) + 2 * EPS32
     return 4 * EPS32 + np.where(touching & earlier_same_class, per_factor, 0.0).sum(axis=1)
@@ -71,7 +79,7 @@ def assert_same_detections(ours: tuple[torch.Tensor, ...], official: tuple[np.nd
     assert seg.shape == oseg.shape, f"{name}: {len(seg)} detections, official {len(oseg)}"
     duration = float(video["duration"])
     rtol = _score_rtol(oseg.astype(np.float64), osc.astype(np.float64), olab, video["fps"] / video["feat_stride"],
-                       config.nms_sigma, config.duration_thresh)
+                       config.nms_sigma, config.duration_thresh, config.multiclass_nms)
     atol_time = 1e-5 * max(1.0, duration)
     compatible = (
         (lab[None, :] == olab[:, None])
@@ -96,7 +104,7 @@ def assert_same_detections(ours: tuple[torch.Tensor, ...], official: tuple[np.nd
 
 
 def test_official_actionformer_decode_matches_fixture(golden: Golden) -> None:
-    config = ActionFormerTestConfig.coerce(golden.model["test_cfg"])
+    config = resolve_test_config(golden.model["test_cfg"])
     assert golden.videos, "the fixture has no videos"
     for b, video in enumerate(golden.videos):
         cls, off, mask = golden.eval_outputs(b)
@@ -110,18 +118,28 @@ def test_official_actionformer_decode_matches_fixture(golden: Golden) -> None:
         assert float(ours[0].min()) >= 0.0 and float(ours[0].max()) <= video["duration"]
 
 
-def test_official_actionformer_decode_fails_with_another_sigma(golden: Golden) -> None:
-    """The comparison can fail: a different soft-NMS sigma gives detections the check rejects."""
-    b, video = 0, golden.videos[0]
-    cls, off, mask = golden.eval_outputs(b)
-    points = golden.points([level.shape[0] for level in cls])
-    config = ActionFormerTestConfig.coerce(golden.model["test_cfg"])
-    changed = {**golden.model["test_cfg"], "nms_sigma": config.nms_sigma * 0.5}
-    ours = decode_video(points, cls, off, mask, changed, video["fps"], video["feat_stride"], video["feat_num_frames"],
-                        video["duration"])
-    official = tuple(golden.arrays[f"test/v{b}/{key}"] for key in ("segments", "scores", "labels"))
-    with pytest.raises(AssertionError):
-        assert_same_detections(ours, official, video=video, config=config)
+def test_official_actionformer_decode_rejects_other_nms_settings(golden: Golden) -> None:
+    """The comparison can fail: half the soft-NMS sigma (or, for hard NMS, half the IoU threshold) gives
+    detections the check rejects, on every video where the change moves the output at all."""
+    config = resolve_test_config(golden.model["test_cfg"])
+    if config.nms_method == "none":
+        pytest.skip("the fixture runs without NMS")
+    key = "nms_sigma" if config.nms_method == "soft" else "iou_threshold"
+    changed = {**golden.model["test_cfg"], key: getattr(config, key) * 0.5}
+    detected = 0
+    for b, video in enumerate(golden.videos):
+        cls, off, mask = golden.eval_outputs(b)
+        points = golden.points([level.shape[0] for level in cls])
+        args = (video["fps"], video["feat_stride"], video["feat_num_frames"], video["duration"])
+        right = decode_video(points, cls, off, mask, golden.model["test_cfg"], *args)
+        wrong = decode_video(points, cls, off, mask, changed, *args)
+        if right[1].shape == wrong[1].shape and torch.allclose(right[1], wrong[1], rtol=1e-3):
+            continue
+        official = tuple(golden.arrays[f"test/v{b}/{k}"] for k in ("segments", "scores", "labels"))
+        with pytest.raises(AssertionError):
+            assert_same_detections(wrong, official, video=video, config=config)
+        detected += 1
+    assert detected, f"halving {key} changed no video's detections"
 
 
 # ------------------------------------------------------------------------------------------------ #
@@ -164,11 +182,24 @@ def test_decode_video_converts_feature_steps_to_seconds_and_clips() -> None:
     assert torch.allclose(segments, torch.tensor([[0.32, 0.5]]))  # clipped to the duration
 
 
+def test_decode_feature_grid_levels_in_order_without_nms() -> None:
+    points = make_points([2, 1], [1, 2], [(0.0, 4.0), (4.0, 100.0)])
+    logits = [torch.tensor([[_logit(0.2)], [_logit(0.6)]]), torch.tensor([[_logit(0.9)]])]
+    offsets = [torch.ones(2, 2), torch.full((1, 2), 2.0)]
+    masks = [torch.ones(2, dtype=torch.bool), torch.ones(1, dtype=torch.bool)]
+    segments, scores, _ = decode_feature_grid(points, logits, offsets, masks, {"nms_method": "none"})
+    # level 0 first (most probable first within it), then level 1: no global sort without NMS, as officially
+    assert torch.allclose(scores, torch.tensor([0.6, 0.2, 0.9]))
+    assert segments.tolist() == [[0.0, 2.0], [-1.0, 1.0], [-4.0, 4.0]]
+    with pytest.raises(TadkitError, match="levels"):
+        decode_feature_grid(points[:1], logits, offsets, masks, {})
+
+
 def test_test_config_rejects_unknown_keys_and_bad_values() -> None:
     with pytest.raises(TadkitError, match="unknown"):
-        ActionFormerTestConfig.coerce({"pre_nms_tresh": 0.1})
+        resolve_test_config({"pre_nms_tresh": 0.1})
     with pytest.raises(TadkitError, match="nms_method"):
-        ActionFormerTestConfig.coerce({"nms_method": "gaussian"})
+        resolve_test_config({"nms_method": "gaussian"})
     with pytest.raises(TadkitError, match="max_seg_num"):
         ActionFormerTestConfig(max_seg_num=0)
 
@@ -278,7 +309,8 @@ def test_hard_nms_and_none() -> None:
     scores = torch.tensor([0.9, 0.8, 0.0005])
     labels = torch.tensor([0, 0, 0])
     out_seg, out_sc, _ = nms_with_voting(seg, scores, labels, method="hard", iou_threshold=0.5, min_score=0.001)
-    assert out_seg.tolist() == [[0.0, 10.0]] and out_sc.tolist() == [pytest.approx(0.9)]  # IoU .9 dropped, .0005 filtered
+    # [1, 10] has IoU 0.9 with [0, 10]: dropped; 0.0005 is below min_score: filtered first
+    assert out_seg.tolist() == [[0.0, 10.0]] and out_sc.tolist() == [pytest.approx(0.9)]
     same = nms_with_voting(seg, scores, labels, method="none")
     assert all(a is b for a, b in zip(same, (seg, scores, labels)))
     empty = nms_with_voting(seg[:0], scores[:0], labels[:0])

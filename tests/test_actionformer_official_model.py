@@ -142,20 +142,29 @@ def test_official_actionformer_eval_heads_match_every_level_of_every_video(fixtu
 
 @pytest.mark.shared
 def test_official_actionformer_heads_of_a_padded_batch_equal_each_video_alone(fixture):
-    """Videos batched together (each padded to the common length) give their single-video outputs."""
+    """Videos batched together give their single-video outputs when each is padded alone too (see
+    ActionFormer.padded_length); with use_abs_pe only videos of one padded length share a batch."""
     arrays, meta = fixture
     model = official_model(arrays, meta).double()
-    feats = [torch.from_numpy(arrays[f"input/v{b}/feats"]).double() for b in range(num_videos(meta))]
-    length = model.padded_length(max(f.shape[-1] for f in feats), training=True)
-    batch = torch.stack([F.pad(f, (0, length - f.shape[-1])) for f in feats])
-    mask = torch.arange(length)[None] < torch.tensor([f.shape[-1] for f in feats])[:, None]
-    with torch.no_grad():
-        together = model.forward_heads(batch, mask)
-        for b in range(len(feats)):
-            alone = model.forward_heads(batch[b : b + 1], mask[b : b + 1])
-            for level in range(len(alone.cls_logits)):
-                torch.testing.assert_close(together.cls_logits[level][b], alone.cls_logits[level][0], rtol=1e-9, atol=1e-9)
-                torch.testing.assert_close(together.offsets[level][b], alone.offsets[level][0], rtol=1e-9, atol=1e-9)
+    feats = {b: torch.from_numpy(arrays[f"input/v{b}/feats"]).double() for b in range(num_videos(meta))}
+    alone_length = {b: model.padded_length(f.shape[-1], training=False) for b, f in feats.items()}
+    padded = [b for b, f in feats.items() if alone_length[b] > f.shape[-1]]
+    groups = [[b for b in padded if alone_length[b] == n] for n in sorted({alone_length[b] for b in padded})]
+    if not model.config.use_abs_pe:
+        groups = [padded]
+    for group in groups:
+        length = max(alone_length[b] for b in group)
+        batch = torch.stack([F.pad(feats[b], (0, length - feats[b].shape[-1])) for b in group])
+        mask = torch.arange(length)[None] < torch.tensor([feats[b].shape[-1] for b in group])[:, None]
+        with torch.no_grad():
+            together = model.forward_heads(batch, mask)
+            for i, b in enumerate(group):
+                x, m = padded_input(model, arrays[f"input/v{b}/feats"])
+                alone = model.forward_heads(x.double(), m)
+                for level in range(len(alone.cls_logits)):
+                    n = alone.cls_logits[level].shape[1]
+                    for ours, single in ((together.cls_logits, alone.cls_logits), (together.offsets, alone.offsets)):
+                        torch.testing.assert_close(ours[level][i, :n], single[level][0], rtol=1e-9, atol=1e-9)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -339,3 +348,65 @@ def test_actionformer_padded_length_follows_the_official_preprocessing():
     assert model.padded_length(100, training=True) == 2304
     with pytest.raises(ValueError):
         model.padded_length(2305, training=True)
+
+
+
+# --------------------------------------------------------------------------------------------------
+# `tadkit convert actionformer-official`
+# --------------------------------------------------------------------------------------------------
+
+
+def _set_options(meta: dict) -> list[str]:
+    """Every official model setting of the fixture as ``--set key=<JSON>`` (JSON is YAML)."""
+    options = []
+    for key, value in meta["model"].items():
+        options += ["--set", f"{key}={json.dumps(value)}"]
+    return options
+
+
+def _one_line_error(capsys, *needles: str) -> None:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.shared
+def test_official_actionformer_convert_cli_loads_the_ema_of_a_training_file(fixture, tmp_path, capsys):
+    """The file the authors' train.py writes (DataParallel ``module.`` keys, ``state_dict_ema``) converts to
+    a tadkit checkpoint that ``tadkit test`` / ``detect`` rebuild with the EMA weights and the settings."""
+    from tadkit.cli import main
+    from tadkit.engine.checkpoint import load_checkpoint_model
+
+    arrays, meta = fixture
+    state = official_state(arrays)
+    src, dst = tmp_path / "epoch_034.pth.tar", tmp_path / "out" / "actionformer.pt"
+    torch.save({"epoch": 35, "state_dict": {f"module.{k}": v - 1.0 for k, v in state.items()},
+                "state_dict_ema": {f"module.{k}": v for k, v in state.items()},
+                "scheduler": {"last_epoch": 7}, "optimizer": {"state": {}, "param_groups": []}}, src)
+    assert main(["convert", "actionformer-official", str(src), str(dst), *_set_options(meta)]) == 0
+    model, _ = load_checkpoint_model(dst)
+    loaded = model.official_state_dict()
+    assert set(loaded) == set(state) and all(torch.equal(loaded[k], state[k]) for k in state)
+    assert model.config_dict() == official_model(arrays, meta).config_dict()
+    assert [p.name for p in dst.parent.iterdir()] == ["actionformer.pt"]
+
+
+@pytest.mark.shared
+def test_official_actionformer_convert_cli_refuses_a_wrong_shape_or_an_extra_key(fixture, tmp_path, capsys):
+    from tadkit.cli import main
+
+    arrays, meta = fixture
+    state = official_state(arrays)
+    key = "reg_head.offset_head.conv.weight"
+    cases = {
+        "shape.pth": (dict(state, **{key: torch.zeros(3, *state[key].shape[1:])}), key),
+        "extra.pth": (dict(state, **{"cls_head.extra.weight": torch.zeros(2)}), "cls_head.extra.weight"),
+    }
+    for name, (sd, field) in cases.items():
+        src, dst = tmp_path / name, tmp_path / "out" / f"{name}.pt"
+        torch.save({"state_dict": sd, "state_dict_ema": sd}, src)
+        assert main(["convert", "actionformer-official", str(src), str(dst), *_set_options(meta)]) == 2
+        _one_line_error(capsys, str(src), field)
+        assert not dst.parent.exists() or not any(dst.parent.iterdir())

@@ -25,7 +25,7 @@ import torch
 from actionformer_golden import Golden, load_golden
 from test_actionformer_official_decode import assert_same_detections
 from tadkit.data.features import FeatureTiming
-from tadkit.methods.actionformer.inference import ActionFormerTestConfig
+from tadkit.methods.actionformer.inference import resolve_test_config
 from tadkit.methods.actionformer.method import ActionFormerMethod, from_official_state_dict
 from tadkit.postprocess.merge import windows_to_detections
 
@@ -108,7 +108,7 @@ def test_official_actionformer_compact_padding_gives_the_outputs_of_the_official
 
 def test_official_actionformer_decode_protocol_gives_the_official_detections(golden: Golden) -> None:
     model = official_method(golden).eval()
-    config = ActionFormerTestConfig.coerce(golden.model["test_cfg"])
+    config = resolve_test_config(golden.model["test_cfg"])
     classes = [f"c{i}" for i in range(int(golden.model["num_classes"]))]
     for b, video in enumerate(golden.videos):
         cls, off, mask = golden.eval_outputs(b)

@@ -186,6 +186,11 @@ def test_loss_normaliser_ema_and_checkpoint_round_trip() -> None:
     assert resumed.update(7) == norm.update(7)
     with pytest.raises(TadkitError):
         LossNormaliser(init_loss_norm=0)
+    norm.update(3)
+    before = float(norm.value)
+    assert before != float(torch.tensor(before, dtype=torch.float32))  # not a float32 number
+    holder = torch.nn.Sequential(norm).float().half()  # a whole-model dtype cast leaves the EMA exact
+    assert holder[0].value.dtype == torch.float64 and float(holder[0].value) == before
 
 
 @dataclass

@@ -38,6 +38,7 @@ from tadkit.postprocess.nms import (
     soft_nms_indices,
     soft_nms_numpy,
 )
+from tadkit.postprocess.voting import nms_with_voting, vote_segments
 
 __all__ = [
     "CAS_PRESETS", "CASProposalConfig", "CASProposals", "cas_proposals", "find_runs", "localize_from_cas",
@@ -46,4 +47,5 @@ __all__ = [
     "windows_to_detections",
     "NMS_PRESETS", "NMSConfig", "batched_nms", "batched_nms_numpy", "nms_detection_set", "nms_numpy",
     "segment_iou", "soft_nms", "soft_nms_indices", "soft_nms_numpy",
+    "nms_with_voting", "vote_segments",
 ]

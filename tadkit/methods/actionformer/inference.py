@@ -9,68 +9,47 @@ Per pyramid level (the official per-level filtering, kept per level on purpose):
    offsets; keep segments longer than ``duration_thresh`` feature steps.
 
 Then over all levels: :func:`tadkit.postprocess.voting.nms_with_voting` (multiclass Gaussian
-soft-NMS, voting when class-agnostic, ``max_seg_num`` cap), and feature steps -> seconds exactly as
+soft-NMS, voting when class-agnostic, ``max_seg_num`` cap); that far is :func:`decode_feature_grid`
+(segments in feature steps). :func:`decode_video` adds feature steps -> seconds exactly as
 the official code: ``(x * feat_stride + 0.5 * feat_num_frames) / fps`` (a feature step's time is the
 centre of its ``feat_num_frames``-frame window), clipped to ``[0, duration]``. All arithmetic stays
 in the head outputs' dtype (float32 officially).
+
+Deviations from the official code (none changes a detection beyond float32 rounding on the fixture):
+
+1. Ties are broken by the lower index: the pre-NMS top-k sort is stable, soft-NMS picks the lowest
+   input index among equal scores (the official sorts are unstable; its C++ op's order among exactly
+   equal scores follows its swap-with-last bookkeeping).
+2. NMS IoUs are float64 without the C++ op's ``1e-6`` added to each length (relative IoU change at
+   most ``2e-6 / length``, lengths above ``duration_thresh``); decayed scores come back in float32.
+3. Hard NMS (``nms_method: hard``) keeps a pair exactly at ``iou_threshold`` (tadkit's rule); the op
+   drops it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from tadkit.errors import TadkitError, reject_unknown_fields
-from tadkit.postprocess.voting import VotingNMSMethod, nms_with_voting
+from tadkit.methods.actionformer.model import ActionFormerTestConfig
+from tadkit.postprocess.voting import nms_with_voting
 
-__all__ = ["ActionFormerTestConfig", "decode_video", "level_candidates"]
+__all__ = [
+    "decode_feature_grid", "decode_video", "feature_steps_to_seconds", "level_candidates", "resolve_test_config",
+]
 
 
-@dataclass(frozen=True)
-class ActionFormerTestConfig:
-    """The official ``test_cfg`` (names and THUMOS14 I3D defaults of ``configs/thumos_i3d.yaml``).
-
-    ``ext_score_file`` (ActivityNet's external video-level classifier scores) is read by the
-    evaluation step, not by :func:`decode_video`.
-    """
-
-    pre_nms_thresh: float = 0.001
-    pre_nms_topk: int = 2000
-    iou_threshold: float = 0.1
-    min_score: float = 0.001
-    max_seg_num: int = 200
-    nms_method: VotingNMSMethod = "soft"
-    duration_thresh: float = 0.05
-    multiclass_nms: bool = True
-    nms_sigma: float = 0.5
-    voting_thresh: float = 0.7
-    ext_score_file: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.nms_method not in ("soft", "hard", "none"):
-            raise TadkitError(f"must be 'soft', 'hard' or 'none', got {self.nms_method!r}", field="test_cfg.nms_method")
-        for name in ("pre_nms_topk", "max_seg_num"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise TadkitError(f"must be a positive integer, got {value!r}", field=f"test_cfg.{name}")
-        if not self.nms_sigma > 0:
-            raise TadkitError(f"must be > 0, got {self.nms_sigma!r}", field="test_cfg.nms_sigma")
-
-    @classmethod
-    def coerce(cls, value: "ActionFormerTestConfig | Mapping[str, Any] | Any") -> "ActionFormerTestConfig":
-        """This class, the official dict, or any dataclass with the same field names."""
-        if isinstance(value, cls):
-            return value
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            value = dataclasses.asdict(value)
-        if not isinstance(value, Mapping):
-            raise TadkitError(f"expected a mapping, got {type(value).__name__}", field="test_cfg")
-        reject_unknown_fields(cls, value, "test_cfg key(s)", field="test_cfg")
-        return cls(**value)
+def resolve_test_config(value: ActionFormerTestConfig | Mapping[str, Any]) -> ActionFormerTestConfig:
+    """The model's :class:`~.model.ActionFormerTestConfig`, or the official ``test_cfg`` dict as one."""
+    if isinstance(value, ActionFormerTestConfig):
+        return value
+    if not isinstance(value, Mapping):
+        raise TadkitError(f"expected a mapping, got {type(value).__name__}", field="test_cfg")
+    reject_unknown_fields(ActionFormerTestConfig, value, "test_cfg key(s)", field="test_cfg")
+    return ActionFormerTestConfig(**dict(value))
 
 
 def level_candidates(
@@ -93,43 +72,64 @@ def level_candidates(
     return torch.stack((start, end), dim=-1)[long_enough], scores[long_enough], labels[long_enough]
 
 
-def decode_video(
+def decode_feature_grid(
     points: Sequence[Tensor],
     cls_logits: Sequence[Tensor],
     offsets: Sequence[Tensor],
     masks: Sequence[Tensor],
-    test_cfg: ActionFormerTestConfig | Mapping[str, Any] | Any,
-    fps: float,
-    feat_stride: float,
-    feat_num_frames: float,
-    duration: float,
+    test_cfg: ActionFormerTestConfig | Mapping[str, Any],
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Detections of one video: ``(segments (K, 2) in seconds, scores (K,), labels (K,))``, score desc.
+    """Detections of one video on the level-0 feature grid: ``(segments (K, 2) in feature steps, scores (K,),
+    labels (K,))``, score desc (except ``nms_method="none"``: the candidates in level order, as officially).
 
     Args:
         points: per level ``(T_l, 4)`` (:func:`.points.make_points`).
         cls_logits, offsets, masks: per level ``(T_l, C)`` logits, ``(T_l, 2)`` offsets (in strides),
             ``(T_l,)`` bool (False on padding) of this video.
-        test_cfg: :class:`ActionFormerTestConfig` or the official ``test_cfg`` dict.
-        fps, feat_stride, feat_num_frames, duration: the video's frame rate, frames between two
-            feature steps, frames per feature window, and length in seconds.
+        test_cfg: the model's :class:`~.model.ActionFormerTestConfig` or the official ``test_cfg`` dict.
     """
-    config = ActionFormerTestConfig.coerce(test_cfg)
+    config = resolve_test_config(test_cfg)
     if not len(points) == len(cls_logits) == len(offsets) == len(masks):
         raise TadkitError(
             f"{len(points)} point levels but {len(cls_logits)} / {len(offsets)} / {len(masks)} output levels",
             field="heads",
         )
-    if not fps > 0:
-        raise TadkitError(f"must be > 0, got {fps!r}", field="fps")
     parts = [level_candidates(*level, config) for level in zip(points, cls_logits, offsets, masks)]
     segments, scores, labels = (torch.cat(column) for column in zip(*parts))
-    if config.nms_method != "none":
-        segments, scores, labels = nms_with_voting(
-            segments.cpu(), scores.cpu(), labels.cpu(),
-            method=config.nms_method, iou_threshold=config.iou_threshold, min_score=config.min_score,
-            max_seg_num=config.max_seg_num, multiclass=config.multiclass_nms, sigma=config.nms_sigma,
-            voting_thresh=config.voting_thresh,
-        )
-    segments = ((segments * feat_stride + 0.5 * feat_num_frames) / fps).clamp(min=0.0, max=duration)
-    return segments, scores, labels
+    if config.nms_method == "none":
+        return segments, scores, labels
+    return nms_with_voting(
+        segments.cpu(), scores.cpu(), labels.cpu(),
+        method=config.nms_method, iou_threshold=config.iou_threshold, min_score=config.min_score,
+        max_seg_num=config.max_seg_num, multiclass=config.multiclass_nms, sigma=config.nms_sigma,
+        voting_thresh=config.voting_thresh,
+    )
+
+
+def feature_steps_to_seconds(segments: Tensor, fps: float, feat_stride: float, feat_num_frames: float,
+                             duration: float) -> Tensor:
+    """The official conversion: ``(x * feat_stride + 0.5 * feat_num_frames) / fps``, clipped to ``[0, duration]``
+    (in the segments' dtype, float32 officially)."""
+    if not fps > 0:
+        raise TadkitError(f"must be > 0, got {fps!r}", field="fps")
+    return ((segments * feat_stride + 0.5 * feat_num_frames) / fps).clamp(min=0.0, max=duration)
+
+
+def decode_video(
+    points: Sequence[Tensor],
+    cls_logits: Sequence[Tensor],
+    offsets: Sequence[Tensor],
+    masks: Sequence[Tensor],
+    test_cfg: ActionFormerTestConfig | Mapping[str, Any],
+    fps: float,
+    feat_stride: float,
+    feat_num_frames: float,
+    duration: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Detections of one video in seconds: :func:`decode_feature_grid` then :func:`feature_steps_to_seconds`.
+
+    ``fps``, ``feat_stride``, ``feat_num_frames``, ``duration``: the video's frame rate, frames between two
+    feature steps, frames per feature window, and length in seconds.
+    """
+    segments, scores, labels = decode_feature_grid(points, cls_logits, offsets, masks, test_cfg)
+    return feature_steps_to_seconds(segments, fps, feat_stride, feat_num_frames, duration), scores, labels

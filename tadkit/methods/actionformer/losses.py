@@ -11,6 +11,9 @@
   and a resumed run continues with the same value.
 * ``final_loss = cls_loss + loss_weight * reg_loss``; a non-positive ``loss_weight`` balances the
   two terms per batch: ``cls_loss.detach() / max(reg_loss, 0.01)``.
+
+Deviation: the official losses cast their inputs to float32; here float64 inputs stay float64 (the
+fixture test runs both; float32 inputs give the official numbers bit for bit).
 """
 
 from __future__ import annotations
@@ -48,6 +51,14 @@ class LossNormaliser(nn.Module):
         self.momentum = float(momentum)
         # float64 like the official Python float, so the EMA is the same number after any resume
         self.register_buffer("value", torch.tensor(float(init_loss_norm), dtype=torch.float64))
+
+    def _apply(self, fn: Any, recurse: bool = True) -> "LossNormaliser":
+        """Device moves apply; dtype casts (``model.float()`` / ``.half()``) do not: the EMA stays float64."""
+        value = float(self.value)
+        super()._apply(fn, recurse)
+        if self.value.dtype != torch.float64:
+            self.value = torch.tensor(value, dtype=torch.float64, device=self.value.device)
+        return self
 
     def update(self, num_positives: int) -> float:
         """Move the average towards ``max(num_positives, 1)`` and return the new value."""

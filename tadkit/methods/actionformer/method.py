@@ -38,7 +38,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from tadkit.errors import TadkitError
-from tadkit.methods.actionformer.inference import ActionFormerTestConfig, level_candidates
+from tadkit.methods.actionformer.inference import level_candidates, resolve_test_config
 from tadkit.methods.actionformer.losses import LossNormaliser, actionformer_losses
 from tadkit.methods.actionformer.model import ActionFormer, ActionFormerConfig, ActionFormerHeads
 from tadkit.methods.actionformer.points import make_points
@@ -133,7 +133,7 @@ class ActionFormerMethod(ActionFormer):
     def decode(self, outputs: Mapping[str, Any], batch: Mapping[str, Any] | None = None) -> list[WindowDetections]:
         """Per video: the official candidates per level, soft-NMS + voting, the cap; on the feature grid."""
         points = self.points_for(outputs)
-        test_cfg = ActionFormerTestConfig.coerce(self.config.test_cfg)
+        test_cfg = resolve_test_config(self.config.test_cfg)
         detections = []
         for b in range(int(outputs["cls_logits"][0].shape[0])):
             parts = [level_candidates(p, cls[b], off[b], mask[b], test_cfg)

@@ -205,9 +205,10 @@ class ActionFormerConfig:
 
     @property
     def divisors(self) -> list[int]:
-        """Per level: the length must be a multiple of this for the official sliding-chunk attention."""
-        strides = [self.scale_factor**i for i in range(self.backbone_arch[2] + 1)]
-        return [s * (w // 2) * 2 if w > 1 else s for s, w in zip(strides, self.window_sizes)]
+        """What the official code requires ``max_seq_len`` (and pads test inputs) to be a multiple of: per output
+        level, stride x 2 (window // 2). As there, output level l is paired with backbone level l's window
+        (the two differ only when ``fpn_start_level`` > 0)."""
+        return [s * (w // 2) * 2 if w > 1 else s for s, w in zip(self.fpn_strides, self.window_sizes)]
 
     @property
     def max_div_factor(self) -> int:
@@ -592,7 +593,13 @@ class ActionFormer(nn.Module):
     def padded_length(self, length: int, training: bool) -> int:
         """The official batch length for a longest input of ``length`` steps: training pads to ``max_seq_len``
         (longer inputs are an error; the data side crops them); test pads to ``max_seq_len`` or, when longer,
-        to the next multiple of ``max_div_factor``."""
+        to the next multiple of ``max_div_factor``.
+
+        Padding steps are not neutral at the edge: after the embedding they hold ReLU(LayerNorm bias), which the
+        convs and max-pools next to the last real step read, where an unpadded input reads zeros. So a video
+        batched with longer ones gets its batch-of-one outputs only if it is padded when alone too (its length
+        is not itself a padded length), and, with ``use_abs_pe``, if the batch is not longer than
+        ``max_seq_len`` (longer test inputs stretch the position table)."""
         c = self.config
         if training:
             if length > c.max_seq_len:
