@@ -13,9 +13,11 @@ Deviations from the official code (numbered; docs/actionformer.md repeats them):
    the clip centre for ``offset_frames: centre`` features, ``step`` = stride / fps) and clips them to
    the video duration: the official ``(x * feat_stride + 0.5 * num_frames) / fps`` in float32, the
    same numbers to float32 rounding when the features declare clip-centre timing.
-2. Test batches may hold several videos (``test.batch_size``); each is padded to the batch's padded
-   length, and masking makes its outputs those of a batch of one up to float rounding. The official
-   code allows batch 1 only.
+2. Test batches may hold several videos (``test.batch_size``; the configs keep the official 1). A video
+   then keeps its batch-of-one outputs unless it has no padding alone (its length is itself a padded
+   length) or, with ``use_abs_pe``, the batch is longer than ``max_seq_len`` (the position table is
+   stretched to it): see :meth:`.model.ActionFormer.padded_length`. The official code allows batch 1
+   only.
 3. Under DDP each process updates the loss normaliser with its own share of the batch (the official
    code trains with DataParallel: one normaliser for the whole batch).
 4. Padding: the official ``preprocessing`` pads every training batch to ``max_seq_len`` and every test
@@ -38,13 +40,12 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from tadkit.errors import TadkitError
-from tadkit.methods.actionformer.inference import level_candidates, resolve_test_config
+from tadkit.methods.actionformer.inference import decode_feature_grid
 from tadkit.methods.actionformer.losses import LossNormaliser, actionformer_losses
 from tadkit.methods.actionformer.model import ActionFormer, ActionFormerConfig, ActionFormerHeads
 from tadkit.methods.actionformer.points import make_points
 from tadkit.methods.actionformer.targets import assign_targets
 from tadkit.models.base import WindowDetections
-from tadkit.postprocess.voting import nms_with_voting
 
 
 def compact_length(longest: int, official: int, multiple: int, strides: Sequence[int], reach: int) -> int:
@@ -131,21 +132,14 @@ class ActionFormerMethod(ActionFormer):
 
     @torch.no_grad()
     def decode(self, outputs: Mapping[str, Any], batch: Mapping[str, Any] | None = None) -> list[WindowDetections]:
-        """Per video: the official candidates per level, soft-NMS + voting, the cap; on the feature grid."""
+        """Per video: :func:`.inference.decode_feature_grid` (the official candidates per level, soft-NMS +
+        voting, the cap), on the feature grid; the pipeline maps them to seconds (deviation 1)."""
         points = self.points_for(outputs)
-        test_cfg = resolve_test_config(self.config.test_cfg)
         detections = []
         for b in range(int(outputs["cls_logits"][0].shape[0])):
-            parts = [level_candidates(p, cls[b], off[b], mask[b], test_cfg)
-                     for p, cls, off, mask in zip(points, outputs["cls_logits"], outputs["offsets"], outputs["masks"])]
-            segments, scores, labels = (torch.cat(column) for column in zip(*parts))
-            if test_cfg.nms_method != "none":
-                segments, scores, labels = nms_with_voting(
-                    segments.cpu(), scores.cpu(), labels.cpu(), method=test_cfg.nms_method,
-                    iou_threshold=test_cfg.iou_threshold, min_score=test_cfg.min_score,
-                    max_seg_num=test_cfg.max_seg_num, multiclass=test_cfg.multiclass_nms, sigma=test_cfg.nms_sigma,
-                    voting_thresh=test_cfg.voting_thresh,
-                )
+            segments, scores, labels = decode_feature_grid(
+                points, [x[b] for x in outputs["cls_logits"]], [x[b] for x in outputs["offsets"]],
+                [x[b] for x in outputs["masks"]], self.config.test_cfg)
             detections.append(WindowDetections(segments, scores, labels.long()))
         return detections
 
