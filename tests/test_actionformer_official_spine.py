@@ -74,13 +74,36 @@ def test_official_actionformer_training_losses_through_forward_and_loss(golden: 
     assert float(model.loss_normaliser.value) != float(golden.model["train_cfg"]["init_loss_norm"])
 
 
-def test_official_actionformer_test_padding_is_the_official_preprocessing(golden: Golden) -> None:
-    model = official_method(golden).eval()
-    for b in range(len(golden.videos)):
-        feats, mask = model.pad_batch(video_batch(golden, [b]))
-        official_mask = torch.from_numpy(golden.arrays[f"eval/v{b}/mask/l0"][0, 0])
-        assert mask.shape == (1, official_mask.shape[0]) and torch.equal(mask[0], official_mask)
-        assert float(feats[0, :, ~mask[0]].abs().sum()) == 0.0  # zero padding, as the official padding_val
+def test_official_actionformer_compact_padding_gives_the_outputs_of_the_official_padding(golden: Golden) -> None:
+    """Deviation 4 of method.py: padding to the batch's longest video (rounded up to max_div_factor) instead
+    of the official max_seq_len changes nothing on real steps. The fixture's weights with 3-step windows and
+    a max_seq_len longer than every video make the two paddings differ; float64 on both sides."""
+    values = dict(golden.model, n_mha_win_size=3)
+    strides = golden.strides
+    multiple = strides[-1] * 2  # level stride x (window // 2) x 2 for window 3
+    longest = max(golden.arrays[f"input/v{b}/feats"].shape[1] for b in range(len(golden.videos)))
+    values["max_seq_len"] = (longest // multiple + 2) * multiple
+    state = {k[len(STATE):]: torch.from_numpy(v) for k, v in golden.arrays.items() if k.startswith(STATE)}
+    model = from_official_state_dict(state, **values).double()
+    indices = list(range(len(golden.videos)))
+    for training in (False, True):
+        model.train(training)
+        batch = video_batch(golden, indices, torch.float64)
+        feats, mask = model.pad_batch(batch)
+        official_length = model.padded_length(longest, training)  # the official preprocessing's rule
+        assert feats.shape[-1] < official_length and feats.shape[-1] % multiple == 0
+        assert float(feats[~mask[:, None, :].expand_as(feats)].abs().sum()) == 0.0  # zero padding
+        wide = torch.nn.functional.pad(feats, (0, official_length - feats.shape[-1]))
+        wide_mask = torch.nn.functional.pad(mask, (0, official_length - mask.shape[-1]))
+        with torch.no_grad():
+            compact, official = model.forward_heads(feats, mask), model.forward_heads(wide, wide_mask)
+        for level, stride in enumerate(strides):
+            real = -(-feats.shape[-1] // stride)
+            level_mask = compact.masks[level]
+            assert torch.equal(level_mask, official.masks[level][:, :real])
+            for name in ("cls_logits", "offsets"):
+                ours, theirs = getattr(compact, name)[level], getattr(official, name)[level][:, :real]
+                torch.testing.assert_close(ours[level_mask], theirs[level_mask], rtol=1e-9, atol=1e-9)
 
 
 def test_official_actionformer_decode_protocol_gives_the_official_detections(golden: Golden) -> None:

@@ -375,6 +375,25 @@ TABLE: dict[str, Row] = {
              + ("--set train.iterations=3 train.checkpoint_every=1" if iterations else "--set train.epochs=2"),),
             needs=(f"tadkit train configs/{method}/synthetic.yaml --out runs/{method}_synth",))),
     )},
+    # ---- docs/actionformer.md
+    "tadkit train configs/actionformer/synthetic.yaml --out runs/actionformer_synth": Row(
+        ("tadkit train configs/actionformer/synthetic.yaml --out runs/actionformer_synth --set train.epochs=1",),
+        needs=(SYNTH_DEMO,), slow=True),  # the config's own data path: data/synth_demo of the clone
+    "tadkit test configs/actionformer/synthetic.yaml --checkpoint runs/actionformer_synth/last.pt "
+    "--out runs/actionformer_synth/test": Row(
+        ("tadkit test configs/actionformer/synthetic.yaml --checkpoint runs/actionformer_synth/last.pt "
+         "--out runs/actionformer_synth/test",),
+        needs=("tadkit train configs/actionformer/synthetic.yaml --out runs/actionformer_synth",),
+        check=_check_report("actionformer_synth/test", detects=False)),
+    "tadkit demo --method actionformer --out demo_actionformer": Row(
+        ("tadkit demo --method actionformer --out demo_actionformer --videos 4 --epochs 1",), slow=True,
+        check=lambda ws, out: (ws.root / "demo_actionformer" / "report.json").is_file()),
+    f"tadkit train actionformer/thumos14 {THUMOS_SETS} --out runs/actionformer": Row(
+        (f"tadkit train actionformer/thumos14 {THUMOS_SETS} --out runs/actionformer --set train.epochs=1 "
+         "model.kwargs.embd_dim=64 model.kwargs.fpn_dim=64 model.kwargs.head_dim=64",), slow=True),
+    "tadkit convert actionformer-official epoch_035.pth.tar actionformer_thumos.pt --set max_seq_len=2304": Row(
+        None, "needs the authors' checkpoint (a download); tests/test_actionformer_e2e.py converts a file of the "
+        "official train.py layout"),
     # ---- docs/annotations.md
     "tadkit data convert IN --out OUT.json [--format F] [--subset S] [--video-info CSV] "
     "[--zero-length keep|drop|error] [--indent N]": Row(

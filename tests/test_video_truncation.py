@@ -135,3 +135,33 @@ def test_config_passes_the_video_mode_options():
 
     with pytest.raises(TadkitError, match="crop_ratio"):
         Config.from_dict({"data": {"crop_ratio": [1.0, 0.5]}})
+
+
+def test_video_mode_resampling_is_actionformers_force_upsampling(store_and_annotations):
+    """ActivityNet recipe (libs/datasets/anet.py, feat_stride > 0 and force_upsampling): features linearly
+    resized to L (F.interpolate, align_corners False); feat_stride = ((n - 1) stride + clip) / L frames,
+    num_frames = feat_stride; GT x = t fps / feat_stride - 0.5; training drops / clips GT past L + 0.5."""
+    import torch
+    from torch.nn import functional as F
+
+    store, ann, videos = store_and_annotations
+    length = 16
+    test = WindowDataset(ann, store, "video", window=length, training=False, progress=False, video_length=length)
+    sample = test[0]
+    n = videos["a"].shape[0]
+    expected = F.interpolate(torch.from_numpy(videos["a"].T[None]), size=length, mode="linear", align_corners=False)[0].T
+    np.testing.assert_allclose(sample.features, expected.numpy(), rtol=1e-6, atol=1e-6)
+    feat_stride = ((n - 1) * STRIDE + CLIP) / length
+    assert sample.step == pytest.approx(feat_stride / FPS) and sample.t0 == pytest.approx(0.5 * feat_stride / FPS)
+    official = np.array([[5.0, 9.0], [30.0, 34.0]]) * FPS / feat_stride - 0.5
+    np.testing.assert_allclose(sample.gt_segments, official, rtol=1e-5)
+    # a segment running past the features' end (x = L + 0.5, i.e. (L + 1) feat_stride / fps = 43.775 s here):
+    # kept and clipped when >= trunc_thresh of it is inside, else dropped
+    end = (length + 1) * feat_stride / FPS
+    ann.videos["a"].segments.append(Segment(end - 0.7, end + 6.3, "x"))  # 10 % inside
+    ann.videos["a"].segments.append(Segment(end - 2.0, end + 1.0, "y"))  # 67 % inside
+    train = WindowDataset(ann, store, "video", window=length, training=True, progress=False, video_length=length)
+    cut = train[0]
+    assert cut.features.shape[0] == length  # L = window: no crop without crop_ratio
+    assert sorted(cut.gt_labels.tolist()) == [0, 1, 1]
+    assert float(cut.gt_segments.max()) == pytest.approx(length + 0.5)

@@ -3,7 +3,8 @@
 Synthetic THUMOS-like data (generated once) -> train the method's CPU-sized config
 (``tadkit/configs/<method>/synthetic.yaml``) -> detect on the test subset -> both official protocols
 + per-duration mAP -> results JSON, THUMOS txt and PNG plots. A2Net (fully supervised) is the default;
-``--method ecm|acrnet`` trains a weakly supervised method from the same videos' labels only.
+``--method ecm|acrnet`` trains a weakly supervised method from the same videos' labels only;
+``--method afsd|actionformer`` the other fully supervised ones.
 ``--method afsd --frames`` runs AFSD end to end from pixels instead: synthetic videos
 (``tadkit data synth --video``) -> frames (``tadkit data frames``) -> ``afsd/synthetic_frames``.
 """
@@ -16,7 +17,7 @@ from typing import Any
 
 from tadkit.errors import TadkitError
 
-DEMO_METHODS = ("a2net", "ecm", "acrnet", "afsd")
+DEMO_METHODS = ("a2net", "ecm", "acrnet", "afsd", "actionformer")
 FEATURE_DIM = 256  # the synthetic features' width (the CPU-sized configs take 256-d input)
 FEATURE_VIDEOS = 100  # per subset, feature demos
 FRAME_VIDEOS = 40  # per subset, --frames (about 34 s each at 64 px)
@@ -39,6 +40,8 @@ def demo_config(method: str, data_dir: Path, epochs: int | None, seed: int, fram
             config.train.iterations = max(1, round(config.train.iterations * epochs / config.train.epochs))
         else:
             config.train.lr_decay_epochs = [max(1, int(epochs * 0.75))] if config.train.lr_decay_epochs else []
+            if config.train.warmup_epochs:  # keep the warm-up's share of the run (ActionFormer: 1/6)
+                config.train.warmup_epochs = min(config.train.warmup_epochs, max(1, epochs // 6))
             config.train.epochs = epochs
     return config.to_dict()
 

@@ -67,6 +67,31 @@ def video_targets(annotations: AnnotationSet, video: VideoAnnotation) -> tuple[n
     return video.segment_array(), np.asarray(labels, dtype=np.int64)
 
 
+def upsampled_timing(entry: _VideoEntry, length: int | None = None) -> FeatureTiming:
+    """ActionFormer's ``force_upsampling`` clock: the features span ``(n - 1) x stride + clip`` frames, cut
+    into ``length`` equal steps, each standing for its centre (step frames = clip frames, offset half a step)."""
+    base = entry.timing
+    span = (entry.num_features - 1) * base.stride_frames + base.clip_frames
+    step = span / float(length if length is not None else entry.num_features)
+    return FeatureTiming(base.fps, step, step, step / 2.0)
+
+
+def upsampled_targets(timing: FeatureTiming, entry: _VideoEntry, length: int, training: bool,
+                      trunc_thresh: float) -> tuple[np.ndarray, np.ndarray]:
+    """GT in resampled steps; in training ActionFormer's ActivityNet fix for videos with missing frames:
+    a segment starting past the features' end (``length`` + half a step) is dropped, one reaching past it
+    is kept when ``trunc_thresh`` of it lies inside, clipped there."""
+    positions = timing.seconds_to_index(entry.segments).astype(np.float32).reshape(-1, 2)
+    labels = entry.labels
+    if not training:
+        return positions, labels
+    end = np.float32(length + 0.5)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inside = (np.minimum(positions[:, 1], end) - positions[:, 0]) / (positions[:, 1] - positions[:, 0])
+    keep = (positions[:, 0] < end) & (inside >= trunc_thresh)
+    return np.minimum(positions[keep], end), labels[keep]
+
+
 def _torch_rng() -> np.random.Generator:
     """NumPy generator seeded from torch's RNG, so DataLoader worker seeding and torch.manual_seed apply."""
     return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
@@ -116,6 +141,7 @@ class WindowDataset(Dataset):
         feature_subsample: int = 1,
         trunc_thresh: float = 0.5,
         crop_ratio: tuple[float, float] | None = None,
+        video_length: int | None = None,
         check: bool = True,
         progress: bool = True,
     ) -> None:
@@ -138,6 +164,7 @@ class WindowDataset(Dataset):
         self.resample_mode = resample_mode
         self.trunc_thresh = float(trunc_thresh)
         self.crop_ratio = None if crop_ratio is None else (float(crop_ratio[0]), float(crop_ratio[1]))
+        self.video_length = None if video_length is None else int(video_length)
         if min_gt_coverage is None:
             min_gt_coverage = 0.9 if mode == "sliding" else 0.0
         self.min_gt_coverage = float(min_gt_coverage)
@@ -233,26 +260,31 @@ class WindowDataset(Dataset):
         )
 
     def _whole_video(self, entry: _VideoEntry, features: Any) -> Window:
-        """``mode="video"``: the video at its own rate, GT in feature steps (not clipped, as
-        ActionFormer); in training cut by :func:`tadkit.data.truncate.truncate_video`."""
-        timing = entry.timing
-        positions = timing.seconds_to_index(entry.segments).astype(np.float32).reshape(-1, 2)
-        labels = entry.labels
-        start, length = 0, entry.num_features
+        """``mode="video"``: the video at its own rate (or linearly resampled to ``video_length``), GT in
+        its steps (not clipped, as ActionFormer); in training cut by :func:`tadkit.data.truncate.truncate_video`."""
+        if self.video_length is None:
+            rows, timing = features, entry.timing
+            labels = entry.labels
+            positions = timing.seconds_to_index(entry.segments).astype(np.float32).reshape(-1, 2)
+        else:
+            rows = resample_features(features, self.video_length, "interpolate")
+            timing = upsampled_timing(entry, self.video_length)
+            positions, labels = upsampled_targets(timing, entry, self.video_length, self.training, self.trunc_thresh)
+        num_steps = int(rows.shape[0])
+        start, length = 0, num_steps
         if self.training:
-            cut = truncate_video(entry.num_features, positions, labels, max_len=int(self.window or 0),
+            cut = truncate_video(num_steps, positions, labels, max_len=int(self.window or 0),
                                  trunc_thresh=self.trunc_thresh, crop_ratio=self.crop_ratio, rng=_torch_rng(),
                                  offset=timing.clip_frames / (2.0 * timing.stride_frames))
             start, length, positions, labels = cut.start, cut.length, cut.segments, cut.labels
-        rows = np.array(features[start:start + length], dtype=np.float32)
         return Window(
             video_id=entry.video_id,
-            features=rows,
+            features=np.array(rows[start:start + length], dtype=np.float32),
             t0=float(timing.index_to_seconds(start)),
             step=timing.seconds_per_feature,
             gt_segments=positions,
             gt_labels=np.asarray(labels, dtype=np.int64).copy(),
-            valid_length=int(rows.shape[0]),
+            valid_length=int(length),
         )
 
     def windows_per_video(self) -> dict[str, int]:

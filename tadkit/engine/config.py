@@ -116,7 +116,7 @@ class DataConfig:
     pad: str = _opt("repeat", choices=PAD_MODES)
     start_grid: str = _opt("features", choices=START_GRIDS)
     official_quirks: bool = _opt(False, doc="reproduce A2Net's window-count quirks")
-    resample_length: int | None = _opt(None, check=POSITIVE, doc="resample mode: L; null = own length")
+    resample_length: int | None = _opt(None, check=POSITIVE, doc="resample mode: L; null = own length (mode video: every video linearly resampled to L, ActionFormer's force_upsampling)")
     resample_mode: str = _opt("interpolate", choices=RESAMPLE_MODES)
     time_base: str = _opt("duration", choices=TIME_BASES)
     min_features: int = _opt(1, check=POSITIVE, doc="skip videos with fewer features")
@@ -153,6 +153,7 @@ class DataConfig:
             "min_features": self.min_features,
             "feature_subsample": self.feature_subsample,
             "trunc_thresh": self.trunc_thresh,
+            "video_length": self.resample_length if self.mode == "video" else None,
             "crop_ratio": None if self.crop_ratio is None else tuple(self.crop_ratio),
         }
 
