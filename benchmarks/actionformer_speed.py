@@ -266,11 +266,10 @@ def tadkit_detect(model: torch.nn.Module, batch: dict, video: Video) -> int:
     return int(detections.scores.numel())
 
 
-def seconds(fn: Callable[[], object], count: int) -> float:
-    """Wall seconds of ``count`` calls of ``fn``."""
+def seconds(fn: Callable[[], object]) -> float:
+    """Wall seconds of one call of ``fn``."""
     start = time.perf_counter()
-    for _ in range(count):
-        fn()
+    fn()
     return time.perf_counter() - start
 
 
@@ -324,9 +323,11 @@ def run_rounds(sides: Sequence[Side], batches: int, iters: int, repeats: int, vi
         order = list(sides) if r % 2 == 0 else list(reversed(sides))
         for side in order:
             side.model.train()
-            side.train_seconds.append(seconds(lambda: [side.train_step(i % batches) for i in range(iters)], 1) / iters)
+            side.train_seconds.append(seconds(lambda: [side.train_step(i % batches) for i in range(iters)]) / iters)
             side.model.eval()
-            side.infer_seconds.append(seconds(lambda: [side.detect(v) for v in range(videos)], 1) / videos)
+            side.infer_seconds.append(seconds(lambda: [side.detect(v) for v in range(videos)]) / videos)
+            print(f"round {r + 1}/{repeats} {side.name}: {side.train_seconds[-1]:.2f} s / training iteration, "
+                  f"{side.infer_seconds[-1]:.3f} s / video", file=sys.stderr, flush=True)  # progress of long runs
 
 
 def summary(sides: Sequence[Side]) -> dict[str, Any]:
