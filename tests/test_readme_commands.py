@@ -519,6 +519,10 @@ TABLE: dict[str, Row] = {
         None, RUN_BY + "tests/test_pytorch_i3d_weights.py::test_docs_commands_run_as_written"),
     "tadkit extract video.mp4 --out features_acrnet/ --preset acrnet_thumos14 --stream rgb --weights rgb_imagenet.pt": Row(
         None, RUN_BY + "tests/test_extract_presets.py::test_docs_command_runs_as_written"),
+    "python benchmarks/actionformer_speed.py --official /tmp/actionformer_release --iters 3 --repeats 5 --videos 1": Row(
+        None, "needs an official ActionFormer checkout with its C++ NMS op built (the script's docstring) and takes "
+              "~20 min at these sizes; tests/test_actionformer_speed_bench.py runs its tadkit half, and the "
+              "comparison at tiny sizes when TADKIT_ACTIONFORMER_OFFICIAL names a checkout"),
 }
 
 
