@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
 
-from conftest import shared_path
+from actionformer_golden import fixture_path
 from tadkit.errors import TadkitError
 from tadkit.methods.actionformer.model import (
     PADDED_KEY_SCORE,
@@ -43,19 +41,9 @@ RELATIVE_TOL = 1e-5
 NOISE_FACTOR = 20.0
 
 
-def _fixture_path() -> Path:
-    env = os.environ.get("TADKIT_ACTIONFORMER_FIXTURE")
-    if env:
-        path = Path(env)
-        if not path.exists():
-            pytest.skip(f"needs {path} (TADKIT_ACTIONFORMER_FIXTURE)")
-        return path
-    return shared_path("fixtures", "actionformer_official_small.npz")
-
-
 @pytest.fixture(scope="module")
 def fixture() -> tuple[dict[str, np.ndarray], dict]:
-    path = _fixture_path()
+    path = fixture_path()
     meta_path = path.with_suffix(".json")
     if not meta_path.exists():
         pytest.skip(f"needs {meta_path} (the fixture's sizes and settings)")

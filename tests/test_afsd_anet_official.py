@@ -31,21 +31,19 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from tadkit.data.records import DetectionSet
 from tadkit.methods.afsd.inference import clip_to_duration, detect_video
 from tadkit.methods.afsd.losses import boundary_losses, detection_losses, triplet_loss, weighted_total
 from tadkit.methods.afsd.model import AFSD, triplet_features
 from tadkit.methods.afsd.official import from_official_state_dict
+from afsd_golden import RAW, close, compare_levels
 from tadkit.methods.afsd.targets import boundary_labels, clip_targets
 from tadkit.postprocess.video_classifier import VideoScores, fuse_video_labels
 
 DEFAULT_FIXTURE = Path(__file__).parent / "fixtures" / "afsd_anet_official" / "afsd_anet_official_small.npz"
-RAW = ("loc", "conf", "prop_loc", "prop_conf", "center")
 FRAME_LEVEL = ("start", "end", "start_loc_prop", "end_loc_prop", "start_conf_prop", "end_conf_prop")
 LOSSES = ("loc", "conf", "prop_loc", "prop_conf", "center", "start", "end")
-WELL_CONDITIONED_VALUES = 4
 
 
 def _fixture_path() -> Path:
@@ -79,53 +77,6 @@ def golden() -> dict[str, Any]:
     return {"a": arrays, "meta": meta, "model": model, "out": out, "model64": copy.deepcopy(model).double()}
 
 
-def _close(ours: torch.Tensor | np.ndarray, official: np.ndarray, tol: float, name: str) -> None:
-    ours = ours.detach().numpy() if isinstance(ours, torch.Tensor) else np.asarray(ours)
-    assert ours.shape == official.shape, f"{name}: {ours.shape} vs {official.shape}"
-    err = np.abs(ours.astype(np.float64) - official.astype(np.float64))
-    worst = float((err / (tol * np.maximum(1.0, np.abs(official.astype(np.float64))))).max()) if err.size else 0.0
-    assert worst <= 1.0, f"{name}: max |diff| {err.max():.3g} exceeds {tol:g} * max(1, |official|)"
-
-
-def _float64_with_conditioning(model64: AFSD, mixed_5c: np.ndarray):
-    """Forward in float64 and, per sequence length, the largest ``max|x_g| / sqrt(var_g + eps)`` of GroupNorm inputs."""
-    kappa: dict[int, float] = {}
-
-    def record(module: nn.GroupNorm, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
-        groups = inputs[0].reshape(inputs[0].shape[0], module.num_groups, -1)
-        ratio = groups.abs().amax(-1) / (groups.var(-1, unbiased=False) + module.eps).sqrt()
-        kappa[inputs[0].shape[2]] = max(kappa.get(inputs[0].shape[2], 1.0), float(ratio.max()))
-
-    hooks = [m.register_forward_hook(record) for m in model64.modules() if isinstance(m, nn.GroupNorm)]
-    try:
-        with torch.no_grad():
-            out = model64.forward_taps(None, torch.from_numpy(mixed_5c).double())
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return out, kappa
-
-
-def _compare_levels(golden: dict[str, Any], ours: dict[str, torch.Tensor], official: dict[str, np.ndarray],
-                    mixed_5c: np.ndarray, name: str) -> None:
-    cfg = golden["model"].config
-    lengths = [int(n) for n in golden["meta"]["level_lengths"]]
-    ill = [i for i, n in enumerate(lengths) if cfg.width // cfg.gn_groups * n <= WELL_CONDITIONED_VALUES]
-    out64, kappa = _float64_with_conditioning(golden["model64"], mixed_5c) if ill else ({}, {})
-    edges = np.cumsum([0] + lengths)
-    for key in RAW:
-        for i in range(len(lengths)):
-            part = slice(int(edges[i]), int(edges[i + 1]))
-            label = f"{name}{key} level {i}"
-            if i not in ill:
-                _close(ours[key][:, part], official[key][:, part], 1e-5, label)
-                continue
-            tol = 1e-5 * max(1.0, kappa[lengths[i]])
-            reference = out64[key][:, part].numpy()
-            _close(reference, official[key][:, part], tol, f"{label} (official float32 vs tadkit float64)")
-            _close(ours[key][:, part], reference, tol, f"{label} (tadkit float32 vs float64)")
-
-
 def test_afsd_anet_official_sizes_and_head_settings_from_the_importer(golden: dict[str, Any]) -> None:
     a, meta, cfg = golden["a"], golden["meta"], golden["model"].config
     assert cfg.pyramid_taps == "mixed_5c"  # read off the keys: one conv3d, on Mixed_5c
@@ -147,9 +98,9 @@ def test_afsd_anet_official_sizes_and_head_settings_from_the_importer(golden: di
 def test_afsd_anet_official_forward(golden: dict[str, Any]) -> None:
     a, out = golden["a"], golden["out"]
     for key in FRAME_LEVEL:
-        _close(out[key], a[f"out_{key}"], 1e-5, key)
+        close(out[key], a[f"out_{key}"], 1e-5, key)
     np.testing.assert_array_equal(out["priors"][0, :, 0].numpy(), a["out_priors"][0, :, 0])
-    _compare_levels(golden, out, {k: a[f"out_{k}"] for k in RAW}, a["input_mixed_5c"], "")
+    compare_levels(golden, out, {k: a[f"out_{k}"] for k in RAW}, None, a["input_mixed_5c"], "")
 
 
 def test_afsd_anet_official_boundary_regions_exact(golden: dict[str, Any]) -> None:
@@ -191,17 +142,17 @@ def test_afsd_anet_official_losses(golden: dict[str, Any]) -> None:
     terms = detection_losses(out, targets, cfg)
     terms.update(boundary_losses(out, labels, cfg.boundary_aux_weight))  # level-0 labels: 768 -> 96 (1/8)
     for key in LOSSES:
-        _close(terms[key], a[f"train/loss_{key}"], 1e-5, f"loss_{key}")
-    _close(weighted_total(terms, cfg), a["train/loss_total_without_triplet"], 1e-5, "total_without_triplet")
+        close(terms[key], a[f"train/loss_{key}"], 1e-5, f"loss_{key}")
+    close(weighted_total(terms, cfg), a["train/loss_total_without_triplet"], 1e-5, "total_without_triplet")
 
     # SSL pass on the augmented copy of sample 0 (its Mixed_5c = input sample 0), official scales (1, 4, 4)
     feats = model.boundary_features_taps(None, _tensor(a["input_mixed_5c"][:1]))
     scales = model.triplet_scales(feats[1].shape[2])
     anchors, positives, negatives = triplet_features(feats, torch.from_numpy(a["ssl/target"])[None], scales)
     terms["triplet"] = triplet_loss(anchors, positives, negatives, cfg.triplet_weights, cfg.triplet_margin)
-    _close(terms["triplet"], a["ssl/loss_triplet"], 1e-5, "loss_triplet")
-    _close(terms["triplet"] * cfg.ssl_weight, a["ssl/loss_triplet_x_ssl"], 1e-5, "loss_triplet_x_ssl")
-    _close(weighted_total(terms, cfg), a["train/loss_total"], 1e-5, "loss_total")
+    close(terms["triplet"], a["ssl/loss_triplet"], 1e-5, "loss_triplet")
+    close(terms["triplet"] * cfg.ssl_weight, a["ssl/loss_triplet_x_ssl"], 1e-5, "loss_triplet_x_ssl")
+    close(weighted_total(terms, cfg), a["train/loss_total"], 1e-5, "loss_total")
     weighted_total(terms, cfg).backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
@@ -234,7 +185,7 @@ def test_afsd_anet_official_test_window_forward(golden: dict[str, Any]) -> None:
     assert test["clip_shape"][2] == model.config.clip_length  # one window of 768 frames (a shorter video padded)
     with torch.no_grad():
         ours = model.forward_taps(None, _tensor(a["test/input_mixed_5c"]))
-    _compare_levels(golden, ours, {k: a[f"test/out_{k}"] for k in RAW}, a["test/input_mixed_5c"], "test/")
+    compare_levels(golden, ours, {k: a[f"test/out_{k}"] for k in RAW}, None, a["test/input_mixed_5c"], "test/")
 
 
 def test_afsd_anet_official_detections(golden: dict[str, Any]) -> None:

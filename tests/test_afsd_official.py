@@ -33,19 +33,17 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from conftest import shared_path
 from tadkit.methods.afsd.inference import detect_video, window_offsets
 from tadkit.methods.afsd.losses import boundary_losses, detection_losses, triplet_loss, weighted_total
 from tadkit.methods.afsd.model import AFSD, triplet_features
 from tadkit.methods.afsd.official import from_official_state_dict
+from afsd_golden import RAW, WELL_CONDITIONED_VALUES, close, compare_levels, float64_with_conditioning
 from tadkit.methods.afsd.targets import boundary_labels, clip_targets
 
 pytestmark = pytest.mark.shared
 
-RAW = ("loc", "conf", "prop_loc", "prop_conf", "center")  # per point of every level, levels concatenated
-WELL_CONDITIONED_VALUES = 4  # a group normalising more values than this keeps the plain 1e-5 tolerance
 FORWARD = RAW + ("priors", "start", "end", "start_loc_prop", "end_loc_prop", "start_conf_prop", "end_conf_prop")
 LOSSES = ("loc", "conf", "prop_loc", "prop_conf", "center", "start", "end")
 
@@ -83,58 +81,6 @@ def golden() -> dict[str, Any]:
     return {"a": arrays, "meta": meta, "model": model, "out": out, "model64": copy.deepcopy(model).double()}
 
 
-def _float64_with_conditioning(model64: AFSD, mixed_4f: np.ndarray, mixed_5c: np.ndarray):
-    """tadkit's forward in float64, and per sequence length the largest ``max|x_g| / sqrt(var_g + eps)``
-    over the GroupNorm inputs and groups seen at that length (a level's length identifies its layers)."""
-    kappa: dict[int, float] = {}
-
-    def record(module: nn.GroupNorm, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
-        x = inputs[0]
-        groups = x.reshape(x.shape[0], module.num_groups, -1)
-        ratio = groups.abs().amax(-1) / (groups.var(-1, unbiased=False) + module.eps).sqrt()
-        kappa[x.shape[2]] = max(kappa.get(x.shape[2], 1.0), float(ratio.max()))
-
-    hooks = [m.register_forward_hook(record) for m in model64.modules() if isinstance(m, nn.GroupNorm)]
-    try:
-        with torch.no_grad():
-            out = model64.forward_taps(torch.from_numpy(mixed_4f).double(), torch.from_numpy(mixed_5c).double())
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return out, kappa
-
-
-def _compare_levels(golden: dict[str, Any], ours: dict[str, torch.Tensor], official: dict[str, np.ndarray],
-                    mixed_4f: np.ndarray, mixed_5c: np.ndarray, name: str) -> None:
-    """Per-point outputs level by level: 1e-5 where GroupNorm is well conditioned, else the float64 bound."""
-    cfg = golden["model"].config
-    lengths = [int(n) for n in golden["meta"]["level_lengths"]]
-    per_group = cfg.width // cfg.gn_groups
-    ill = [i for i, n in enumerate(lengths) if per_group * n <= WELL_CONDITIONED_VALUES]
-    out64, kappa = _float64_with_conditioning(golden["model64"], mixed_4f, mixed_5c) if ill else ({}, {})
-    edges = np.cumsum([0] + lengths)
-    for key in RAW:
-        for i in range(len(lengths)):
-            part = slice(int(edges[i]), int(edges[i + 1]))
-            label = f"{name}{key} level {i}"
-            if i not in ill:
-                _close(ours[key][:, part], official[key][:, part], 1e-5, label)
-                continue
-            tol = 1e-5 * max(1.0, kappa[lengths[i]])
-            reference = out64[key][:, part].numpy()
-            _close(reference, official[key][:, part], tol, f"{label} (official float32 vs tadkit float64)")
-            _close(ours[key][:, part], reference, tol, f"{label} (tadkit float32 vs float64)")
-
-
-def _close(ours: torch.Tensor | np.ndarray, official: np.ndarray, tol: float, name: str) -> None:
-    ours = ours.detach().numpy() if isinstance(ours, torch.Tensor) else np.asarray(ours)
-    assert ours.shape == official.shape, name
-    err = np.abs(ours.astype(np.float64) - official.astype(np.float64))
-    bound = tol * np.maximum(1.0, np.abs(official.astype(np.float64)))
-    worst = float((err / bound).max()) if err.size else 0.0
-    assert worst <= 1.0, f"{name}: max |diff| {err.max():.3g} exceeds {tol:g} * max(1, |official|)"
-
-
 def test_afsd_official_sizes_read_from_file(golden: dict[str, Any]) -> None:
     a, meta, cfg = golden["a"], golden["meta"], golden["model"].config
     assert cfg.width == meta["width"]
@@ -149,8 +95,8 @@ def test_afsd_official_forward(golden: dict[str, Any]) -> None:
     a, out = golden["a"], golden["out"]
     for key in FORWARD:
         if key not in RAW:  # frame-level outputs (level 0 and the 256-frame branch) and the priors
-            _close(out[key], a[f"out_{key}"], 1e-5, key)
-    _compare_levels(golden, out, {k: a[f"out_{k}"] for k in RAW}, a["input_mixed_4f"], a["input_mixed_5c"], "")
+            close(out[key], a[f"out_{key}"], 1e-5, key)
+    compare_levels(golden, out, {k: a[f"out_{k}"] for k in RAW}, a["input_mixed_4f"], a["input_mixed_5c"], "")
 
 
 def test_afsd_official_conditioning_rule_is_used(golden: dict[str, Any]) -> None:
@@ -158,7 +104,7 @@ def test_afsd_official_conditioning_rule_is_used(golden: dict[str, Any]) -> None
     values, and kappa there is measured, finite and >= 1."""
     a, cfg = golden["a"], golden["model"].config
     lengths = [int(n) for n in golden["meta"]["level_lengths"]]
-    _, kappa = _float64_with_conditioning(golden["model64"], a["input_mixed_4f"], a["input_mixed_5c"])
+    _, kappa = float64_with_conditioning(golden["model64"], a["input_mixed_4f"], a["input_mixed_5c"])
     assert set(lengths) <= set(kappa) and all(np.isfinite(v) and v >= 1.0 for v in kappa.values())
     values = [cfg.width // cfg.gn_groups * n for n in lengths]
     assert values == sorted(values, reverse=True) and values[0] > WELL_CONDITIONED_VALUES
@@ -201,17 +147,17 @@ def test_afsd_official_losses(golden: dict[str, Any]) -> None:
     terms = detection_losses(out, targets, cfg)
     terms.update(boundary_losses(out, labels, cfg.boundary_aux_weight))
     for key in LOSSES:
-        _close(terms[key], a[f"train/loss_{key}"], 1e-5, f"loss_{key}")
-    _close(weighted_total(terms, cfg), a["train/loss_total_without_triplet"], 1e-5, "total_without_triplet")
+        close(terms[key], a[f"train/loss_{key}"], 1e-5, f"loss_{key}")
+    close(weighted_total(terms, cfg), a["train/loss_total_without_triplet"], 1e-5, "total_without_triplet")
 
     feats = model.boundary_features_taps(torch.from_numpy(a["ssl/input_mixed_4f"]), torch.from_numpy(a["ssl/input_mixed_5c"]))
     anchors, positives, negatives = triplet_features(
         feats, torch.from_numpy(a["ssl/target"])[None], model.triplet_scales(feats[1].shape[2])
     )
     terms["triplet"] = triplet_loss(anchors, positives, negatives, cfg.triplet_weights, cfg.triplet_margin)
-    _close(terms["triplet"], a["ssl/loss_triplet"], 1e-5, "loss_triplet")
-    _close(terms["triplet"] * cfg.ssl_weight, a["ssl/loss_triplet_x_ssl"], 1e-5, "loss_triplet_x_ssl")
-    _close(weighted_total(terms, cfg), a["train/loss_total"], 1e-5, "loss_total")
+    close(terms["triplet"], a["ssl/loss_triplet"], 1e-5, "loss_triplet")
+    close(terms["triplet"] * cfg.ssl_weight, a["ssl/loss_triplet_x_ssl"], 1e-5, "loss_triplet_x_ssl")
+    close(weighted_total(terms, cfg), a["train/loss_total"], 1e-5, "loss_total")
     # the losses are differentiable end to end (the triplet term included)
     weighted_total(terms, cfg).backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
@@ -234,7 +180,7 @@ def test_afsd_official_window_forward(golden: dict[str, Any]) -> None:
         for j, stored in enumerate(outs):
             x4, x5 = a[f"test/win{j}/input_mixed_4f"], a[f"test/win{j}/input_mixed_5c"]
             ours = model.forward_taps(torch.from_numpy(x4), torch.from_numpy(x5))
-            _compare_levels(golden, ours, {k: v.numpy() for k, v in stored.items()}, x4, x5, f"win{j}/")
+            compare_levels(golden, ours, {k: v.numpy() for k, v in stored.items()}, x4, x5, f"win{j}/")
 
 
 def _detect(golden: dict[str, Any], keep_last: bool = False):
