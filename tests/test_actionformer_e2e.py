@@ -87,7 +87,7 @@ def test_demo_runs_actionformer(tmp_path) -> None:
     history = json.loads((out / "run_actionformer" / "history.json").read_text())["epochs"]
     assert [h["epoch"] for h in history] == [1, 2]
     report = json.loads((out / "report.json").read_text())
-    assert report["primary_protocol"] == "thumos14"
+    assert report["primary_protocol"] == "activitynet"  # as the official eval.py (ANETdetection)
     assert (out / "results.json").exists()
 
 
