@@ -222,3 +222,74 @@ def test_docs_command_runs_as_written(tmp_path, monkeypatch, capsys):
     assert main(tadkit_argv(again)) == 2
     assert "already holds another time mapping (preset 'acrnet_thumos14'" in capsys.readouterr().err
     assert json.loads((tmp_path / "features_acrnet/features.json").read_text())["preset"] == "acrnet_thumos14"
+
+
+def test_release_presets_resize_frames_to_340x256_then_squeeze_to_224():
+    """A2Net's / ECM's / the CMCS recipe: every frame to 340 x 256, then the whole frame to 224 x 224 (CMCS
+    `--sample_mode resize`, PIL ANTIALIAS = LANCZOS), against a literal re-statement with PIL; ACRNet's and
+    ActionFormer's keep the short-side-256 centre crop."""
+    from PIL import Image
+
+    from tadkit.video.decode import Preprocess, preprocess_rgb
+
+    for name in ("a2net_thumos14", "ecm_thumos14", "cmcs_thumos14"):
+        assert (PRESETS[name].frame_size, PRESETS[name].squeeze) == ((340, 256), True), name
+    for name in ("acrnet_thumos14", "actionformer_thumos14"):
+        assert (PRESETS[name].frame_size, PRESETS[name].squeeze) == (None, False), name
+    frame = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    spec = Preprocess(frame_size=(340, 256), squeeze=True)
+    expected = np.asarray(Image.fromarray(frame).resize((340, 256), Image.BILINEAR).resize((224, 224), Image.LANCZOS))
+    np.testing.assert_array_equal(preprocess_rgb(frame, spec), expected.astype(np.float32) * (2 / 255) - 1)
+    # the short-side default differs (it crops; the release sees the whole frame): this check can fail
+    assert not np.allclose(preprocess_rgb(frame), preprocess_rgb(frame, spec), atol=0.05)
+
+
+def test_release_flow_is_computed_at_340x256_clipped_then_squeezed():
+    """The flow program sees 340 x 256 frames; fields are clipped to the bound, scaled, then resized as the
+    release's flow images are (values kept, not rescaled with the image)."""
+    from tadkit.video.decode import Preprocess
+    from tadkit.video.flow import FlowCache, to_gray
+
+    seen = []
+
+    def constant_flow(gray0: np.ndarray, gray1: np.ndarray) -> np.ndarray:
+        seen.append(gray0.shape)
+        field = np.zeros(gray0.shape + (2,), dtype=np.float32)
+        field[..., 0], field[..., 1] = 30.0, -5.0  # 30 px is past the 20 px bound
+        return field
+
+    spec = Preprocess(frame_size=(340, 256), squeeze=True)
+    frames = np.random.default_rng(1).integers(0, 256, (3, 120, 160, 3), dtype=np.uint8)
+    grays = [to_gray(f, spec) for f in frames]
+    flows = FlowCache(constant_flow, 224, preprocess=spec).stack(0, grays)
+    assert seen == [(256, 340), (256, 340)] and flows.shape == (2, 224, 224, 2)
+    np.testing.assert_allclose(flows[..., 0], 1.0, atol=1e-6)
+    np.testing.assert_allclose(flows[..., 1], -0.25, atol=1e-6)
+
+
+def test_release_spatial_steps_reach_the_extractor_and_the_sidecar(tmp_path):
+    """`extract_video` with the preset's spatial steps feeds I3D 224 x 224 squeezed frames (the index the
+    probe reads survives a flat frame's resize) and the sidecar says which steps ran."""
+    preset = get_preset("a2net_thumos14")
+    video = write_indexed_video(tmp_path / "v.mp4", 40, 30.0)
+    features, meta = extract_video(video, IndexProbe(), fps=preset.fps, stack=preset.stack, step=preset.step,
+                                   streams="rgb", frame_size=preset.frame_size, squeeze=preset.squeeze)
+    assert np.array_equal(features[:, :16].astype(np.int64), script_chunks(40, preset.step)[: len(features)])
+    assert meta["preprocess"] == {"frame_size": [340, 256], "resize": "PIL bilinear", "crop": 224,
+                                  "squeeze": "PIL LANCZOS"}
+    _, plain = extract_video(video, IndexProbe(), stack=16, step=4, streams="rgb")
+    assert plain["preprocess"] == {"short_side": 256, "crop": 224, "resize": "PIL bilinear"}
+
+
+def test_cli_preset_applies_the_release_frames(tmp_path, capsys):
+    """`tadkit extract --preset a2net_thumos14` runs the release's spatial steps (sidecar says so)."""
+    from test_pytorch_i3d_weights import official_layout
+
+    video = write_indexed_video(tmp_path / "video.mp4", 24, 30.0)
+    torch.save(official_layout(3, 400, seed=4), tmp_path / "rgb_imagenet.pt")
+    out = tmp_path / "features_a2net"
+    assert main(["extract", str(video), "--out", str(out), "--preset", "a2net_thumos14", "--stream", "rgb",
+                 "--weights", str(tmp_path / "rgb_imagenet.pt"), "--no-progress"]) == 0, capsys.readouterr().err
+    side = json.loads((out / "video.json").read_text())
+    assert side["preprocess"]["frame_size"] == [340, 256] and side["preprocess"]["squeeze"] == "PIL LANCZOS"
+    assert np.load(out / "video.npy").shape == (3, 1024)  # 24 RGB frames: chunks at 0, 4 and 8

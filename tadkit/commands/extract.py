@@ -94,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
     from tadkit.video.weights import load_i3d
 
     preset = apply_to_args(args, args.option_defaults)
-    settings = ExtractSettings(fps=args.fps, stack=args.stack, step=args.step, streams=args.stream)
+    settings = ExtractSettings(fps=args.fps, stack=args.stack, step=args.step, streams=args.stream,
+                               frame_size=None if preset is None else preset.frame_size,
+                               squeeze=preset is not None and preset.squeeze)
     settings.validate()
     if args.batch < 1:
         raise TadkitError(f"--batch must be >= 1, got {args.batch}", field="batch")

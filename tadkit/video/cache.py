@@ -69,6 +69,7 @@ def cache_key(video: str | Path, settings: ExtractSettings, rgb: torch.nn.Module
         "short_side": settings.short_side,
         "crop": settings.crop,
         "flow_bound": settings.flow_bound if "flow" in STREAMS[settings.streams] else None,
+        **({} if settings.frame_size is None else {"frame_size": list(settings.frame_size), "squeeze": settings.squeeze}),
         "rgb": model_fingerprint(rgb) if "rgb" in STREAMS[settings.streams] else None,
         "flow": model_fingerprint(flow) if "flow" in STREAMS[settings.streams] else None,
     }

@@ -44,10 +44,17 @@ class VideoInfo:
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Spatial preprocessing: short side resized to ``short_side``, centre crop ``crop`` x ``crop``."""
+    """Spatial preprocessing: short side resized to ``short_side``, centre crop ``crop`` x ``crop``.
+
+    The releases' recipe instead (``tadkit extract --preset a2net_thumos14``): every frame resized to exactly
+    ``frame_size`` (width, height; their 340 x 256 frames), then, with ``squeeze``, the whole frame resized
+    to ``crop`` x ``crop`` (the CMCS extractor's ``--sample_mode resize``) rather than centre-cropped.
+    """
 
     short_side: int = 256
     crop: int = 224
+    frame_size: tuple[int, int] | None = None
+    squeeze: bool = False
 
 
 @dataclass
@@ -191,6 +198,32 @@ def resize_short_side(frame: np.ndarray, short_side: int = 256) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize((new_w, new_h), Image.BILINEAR))
 
 
+def resize_frame(frame: np.ndarray, spec: Preprocess) -> np.ndarray:
+    """The first spatial step: to ``spec.frame_size`` exactly when set, else short side ``spec.short_side``."""
+    if spec.frame_size is None:
+        return resize_short_side(frame, spec.short_side)
+    width, height = spec.frame_size
+    if frame.shape[:2] == (height, width):
+        return frame
+    return np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR))
+
+
+def squeeze_to(image: np.ndarray, side: int) -> np.ndarray:
+    """Resize a whole (H, W) or (H, W, C) image to ``side`` x ``side`` with PIL's LANCZOS (its old name
+    ANTIALIAS, the CMCS script's filter); float channels are resized one by one and keep their values."""
+    if image.dtype == np.uint8:
+        return np.asarray(Image.fromarray(image).resize((side, side), Image.LANCZOS))
+    channels = image[..., None] if image.ndim == 2 else image
+    out = [np.asarray(Image.fromarray(np.ascontiguousarray(channels[..., c], dtype=np.float32), mode="F")
+                      .resize((side, side), Image.LANCZOS)) for c in range(channels.shape[-1])]
+    return np.stack(out, axis=-1) if image.ndim == 3 else out[0]
+
+
+def crop_or_squeeze(image: np.ndarray, spec: Preprocess) -> np.ndarray:
+    """The second spatial step: centre crop ``spec.crop``, or with ``spec.squeeze`` the whole image resized."""
+    return squeeze_to(image, spec.crop) if spec.squeeze else center_crop(image, spec.crop)
+
+
 def center_crop(frames: np.ndarray, crop: int = 224) -> np.ndarray:
     """Centre crop the two axes before the last (works for (H, W, C) and (N, H, W, C))."""
     height, width = frames.shape[-3], frames.shape[-2]
@@ -207,7 +240,7 @@ def to_unit_range(frames: np.ndarray) -> np.ndarray:
 
 def preprocess_rgb(frame: np.ndarray, spec: Preprocess = Preprocess()) -> np.ndarray:
     """One decoded RGB frame -> (crop, crop, 3) float32 in [-1, 1]."""
-    return to_unit_range(center_crop(resize_short_side(frame, spec.short_side), spec.crop))
+    return to_unit_range(crop_or_squeeze(resize_frame(frame, spec), spec))
 
 
 def frame_in_some_stack(index: np.ndarray | int, length: int, step: int) -> np.ndarray | bool:
@@ -271,6 +304,8 @@ __all__ = [
     "iter_frames",
     "resized_size",
     "resize_short_side",
+    "resize_frame",
+    "crop_or_squeeze",
     "center_crop",
     "to_unit_range",
     "preprocess_rgb",

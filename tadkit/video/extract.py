@@ -47,6 +47,8 @@ class ExtractSettings:
     short_side: int = 256
     crop: int = 224
     flow_bound: float = 20.0
+    frame_size: tuple[int, int] | None = None  # (width, height): frames resized to exactly this (a preset's 340 x 256)
+    squeeze: bool = False  # whole frame resized to crop x crop instead of centre-cropped (CMCS sample_mode resize)
 
     def validate(self) -> None:
         if self.streams not in STREAMS:
@@ -59,11 +61,21 @@ class ExtractSettings:
             raise TadkitError(f"fps must be a positive number, got {self.fps}", field="fps")
         if self.crop < MIN_SIDE or self.short_side < self.crop:
             raise TadkitError(f"need short_side >= crop >= {MIN_SIDE} (I3D's final 7x7 pool)", field="crop")
+        if self.frame_size is not None and min(self.frame_size) < self.crop:
+            raise TadkitError(f"frame size {self.frame_size} is smaller than the {self.crop} crop", field="crop")
 
     @property
     def window(self) -> int:
         """Frames per stack window (one more with flow: S flow fields need S + 1 frames)."""
         return self.stack + (1 if "flow" in STREAMS[self.streams] else 0)
+
+
+def preprocess_record(settings: ExtractSettings) -> dict[str, Any]:
+    """What the sidecar says about the spatial steps."""
+    if settings.frame_size is None:
+        return {"short_side": settings.short_side, "crop": settings.crop, "resize": "PIL bilinear"}
+    return {"frame_size": list(settings.frame_size), "resize": "PIL bilinear",
+            "crop": settings.crop, "squeeze": "PIL LANCZOS" if settings.squeeze else "centre crop"}
 
 
 @dataclass
@@ -145,7 +157,7 @@ class StackReader:
         self.flow_fn = flow_fn
         self.info = probe_video(self.path)
         self.used_fps = self.info.native_fps if settings.fps is None else float(settings.fps)
-        self.spec = Preprocess(settings.short_side, settings.crop)
+        self.spec = Preprocess(settings.short_side, settings.crop, settings.frame_size, settings.squeeze)
         self.num_frames = 0
         self.last_time = 0.0
 
@@ -169,7 +181,7 @@ class StackReader:
         settings, stack = self.settings, self.settings.stack
         flows = None
         if "flow" in self.wanted:
-            flows = FlowCache(self.flow_fn or make_tvl1(), settings.crop, FlowSpec(settings.flow_bound))
+            flows = FlowCache(self.flow_fn or make_tvl1(), settings.crop, FlowSpec(settings.flow_bound), self.spec)
         frames = _Counter(iter_frames(self.path, settings.fps))
         windows = iter_windows(frames, settings.window, settings.step, self._transform)
         emitted = 0
@@ -208,7 +220,7 @@ class StackReader:
             "container_duration": info.duration,
             "resample": "native" if fps is None else "nearest",
             "requested_fps": fps,
-            "preprocess": {"short_side": settings.short_side, "crop": settings.crop, "resize": "PIL bilinear"},
+            "preprocess": preprocess_record(settings),
             "weights": weights,
         }
         if "flow" in self.wanted:
@@ -258,14 +270,18 @@ def extract_video(
     batch: int = 1,
     flow_fn: FlowFn | None = None,
     progress: bool = False,
+    frame_size: tuple[int, int] | None = None,
+    squeeze: bool = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Features (T, 1024 * n_streams) float32 and metadata of one video, decoded in this process.
 
     ``model`` is the RGB I3D (from :func:`tadkit.video.weights.load_i3d`), ``flow_model`` the 2-channel
     flow I3D; each is needed only if its stream is requested. ``flow_fn`` overrides TV-L1 (tests).
+    ``frame_size`` / ``squeeze``: the releases' spatial steps (:class:`~tadkit.video.decode.Preprocess`).
     Raises :class:`TadkitError` for unreadable videos and videos shorter than one stack.
     """
-    settings = ExtractSettings(fps=fps, stack=stack, step=step, streams=streams)
+    settings = ExtractSettings(fps=fps, stack=stack, step=step, streams=streams, frame_size=frame_size,
+                               squeeze=squeeze)
     settings.validate()
     if batch < 1:
         raise TadkitError(f"batch must be >= 1, got {batch}", field="batch")

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from tadkit.errors import TadkitError
-from tadkit.video.decode import Preprocess, center_crop, resize_short_side
+from tadkit.video.decode import Preprocess, crop_or_squeeze, resize_frame
 
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (gray0, gray1) uint8 (H, W) -> (H, W, 2) float32
 
@@ -71,10 +71,10 @@ def make_tvl1() -> FlowFn:
 
 
 def to_gray(frame: np.ndarray, spec: Preprocess = Preprocess()) -> np.ndarray:
-    """Decoded RGB frame -> resized (short side ``spec.short_side``) uint8 grayscale (H, W)."""
+    """Decoded RGB frame -> resized (short side ``spec.short_side``, or ``spec.frame_size``) uint8 grayscale."""
     import cv2
 
-    return cv2.cvtColor(resize_short_side(frame, spec.short_side), cv2.COLOR_RGB2GRAY)
+    return cv2.cvtColor(resize_frame(frame, spec), cv2.COLOR_RGB2GRAY)
 
 
 def flow_to_unit(flow: np.ndarray, spec: FlowSpec = FlowSpec()) -> np.ndarray:
@@ -86,10 +86,13 @@ def flow_to_unit(flow: np.ndarray, spec: FlowSpec = FlowSpec()) -> np.ndarray:
 class FlowCache:
     """Flow of each consecutive frame pair, computed once even when stacks overlap (step < S)."""
 
-    def __init__(self, flow_fn: FlowFn, crop: int = 224, spec: FlowSpec = FlowSpec()) -> None:
+    def __init__(self, flow_fn: FlowFn, crop: int = 224, spec: FlowSpec = FlowSpec(),
+                 preprocess: Preprocess | None = None) -> None:
         self.flow_fn = flow_fn
         self.crop = crop
         self.spec = spec
+        # the flow field is cropped (or squeezed, as the releases resize their flow images) like RGB
+        self.preprocess = Preprocess(crop=crop) if preprocess is None else preprocess
         self._flows: dict[int, np.ndarray] = {}
 
     def stack(self, start: int, grays: list[np.ndarray]) -> np.ndarray:
@@ -101,6 +104,7 @@ class FlowCache:
             key = start + offset
             if key not in self._flows:
                 flow = self.flow_fn(grays[offset], grays[offset + 1])
-                self._flows[key] = flow_to_unit(center_crop(flow, self.crop), self.spec)
+                # clip + scale first: the releases clip their flow before storing and resizing the images
+                self._flows[key] = crop_or_squeeze(flow_to_unit(flow, self.spec), self.preprocess)
             out.append(self._flows[key])
         return np.stack(out)

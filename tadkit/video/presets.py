@@ -44,6 +44,8 @@ class Preset:
     streams: str = "rgb+flow"
     stack: int = CHUNK
     flow_bound: float = 20.0
+    frame_size: tuple[int, int] | None = None  # (width, height) every frame is resized to first; None = short side 256
+    squeeze: bool = False  # then the whole frame to 224 x 224 (CMCS --sample_mode resize) instead of a centre crop
     # what tadkit does not reproduce (printed by --preset, listed in docs/video.md)
     source_frames: str = ""
     source_flow: str = ""
@@ -94,6 +96,9 @@ _TSN_FLOW = "TV-L1 by TSN's dense_flow (GPU), clipped to [-20, 20] and stored as
 _NOT_CROP = ("tadkit resizes the short side to 256 and centre-crops 224 (keeps the aspect ratio) where the "
              "release squeezes the whole frame to 224 x 224")
 _NOT_JPEG = "frames and flow are not round-tripped through JPEG / 8-bit images"
+_RELEASE_FRAMES = ("frames resized to 340 x 256 with PIL bilinear (TSN's extractor used OpenCV), then the whole "
+                   "frame to 224 x 224 with PIL LANCZOS (= ANTIALIAS); flow clipped, then resized the same way")
+_RELEASE_SIZE = {"frame_size": (340, 256), "squeeze": True}
 _NOT_GPU_FLOW = "flow is OpenCV's CPU Dual TV-L1 with default parameters, not the release's GPU program"
 
 PRESETS: dict[str, Preset] = {
@@ -102,17 +107,17 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="a2net_thumos14",
             release="A2Net THUMOS14 features (CMCS extractor, frequency 4, resize)",
-            fps=None, step=4, offset_frames=0.0,
+            fps=None, step=4, offset_frames=0.0, **_RELEASE_SIZE,
             source_frames=_CMCS_RESIZE, source_flow=_TSN_FLOW,
-            differences=(_NOT_CROP, _NOT_JPEG, _NOT_GPU_FLOW),
+            differences=(_RELEASE_FRAMES, _NOT_JPEG, _NOT_GPU_FLOW),
         ),
         Preset(
             name="ecm_thumos14",
             release="ECM THUMOS14 features (not documented; A2Net's CMCS stride-4 recipe assumed)",
-            fps=None, step=4, offset_frames=0.0,
+            fps=None, step=4, offset_frames=0.0, **_RELEASE_SIZE,
             source_frames="not stated by the release; assumed as A2Net: " + _CMCS_RESIZE,
             source_flow="not stated by the release; assumed as A2Net: " + _TSN_FLOW,
-            differences=(_NOT_CROP, _NOT_JPEG, _NOT_GPU_FLOW,
+            differences=(_RELEASE_FRAMES, _NOT_JPEG, _NOT_GPU_FLOW,
                          "the release's fixed 750-step resampling is done at load time by the ECM config"),
         ),
         Preset(
@@ -138,12 +143,12 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="cmcs_thumos14",
             release="CMCS extractor README recipe (25 fps, chunk 16, frequency 16)",
-            fps=25.0, step=16, offset_frames=0.0,
+            fps=25.0, step=16, offset_frames=0.0, **_RELEASE_SIZE,
             source_frames=("videos formatted to 25 fps (README), frames 340 x 256; --sample_mode has no default "
-                           "(resize, center_crop, or oversample, which stops at a pdb.set_trace() in the script)"),
+                           "(resize, center_crop, or oversample, which stops at a pdb.set_trace() in the script); "
+                           "tadkit takes resize, the mode of A2Net's CMCS features"),
             source_flow="not stated (flow images 340 x 256 rescaled like RGB)",
-            differences=(_NOT_CROP + " (center_crop mode: rows 16:240, cols 58:282 of 256 x 340)", _NOT_JPEG,
-                         _NOT_GPU_FLOW),
+            differences=(_RELEASE_FRAMES, _NOT_JPEG, _NOT_GPU_FLOW),
         ),
     )
 }
