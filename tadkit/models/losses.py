@@ -127,9 +127,7 @@ def centre_diou_loss(
     denominators are clamped at ``eps`` (ActionFormer's ``ctr_diou_loss_1d``)."""
     pl, pr = pred[..., 0], pred[..., 1]
     tl, tr = target[..., 0], target[..., 1]
-    inter = torch.minimum(pl, tl) + torch.minimum(pr, tr)
-    union = (pl + pr) + (tl + tr) - inter
-    iou = inter / union.clamp(min=eps)
+    iou = distance_iou(pred, target, eps)
     enclosing = torch.maximum(pl, tl) + torch.maximum(pr, tr)
     centre_distance = 0.5 * (pr - pl - tr + tl)
     return _reduce(1.0 - iou + torch.square(centre_distance / enclosing.clamp(min=eps)), reduction)
