@@ -191,7 +191,7 @@ def run(args) -> int:
         return run_zero_shot(args, source)
 
     from tadkit.commands import load_method_modules
-    from tadkit.engine.checkpoint import load_checkpoint, load_checkpoint_model
+    from tadkit.engine.checkpoint import build_checkpoint_model, load_checkpoint
     from tadkit.engine.config import Config, load_config
     from tadkit.engine.data import method_of
     from tadkit.pipeline import detect_feature_store, single_video_store
@@ -200,7 +200,7 @@ def run(args) -> int:
     # the user's config before the checkpoint: a plug-in method comes from it (or --method-module), never a file
     user_config = load_config(args.config, args.overrides) if args.config else None
     checkpoint = load_checkpoint(args.checkpoint, map_location="cpu", require=("model_name", "model_config", "model"))
-    model, ckpt_config = load_checkpoint_model(args.checkpoint)
+    model, ckpt_config = build_checkpoint_model(checkpoint, args.checkpoint)  # the file is read once
     config: Config = user_config if user_config is not None else ckpt_config
     if not args.config and args.overrides:
         from tadkit.engine.config import apply_overrides

@@ -66,10 +66,10 @@ class StreamCheckpoint:
 
 def read_stream_checkpoint(path: str | Path) -> StreamCheckpoint:
     from tadkit.commands.detect import checkpoint_classes
-    from tadkit.engine.checkpoint import load_checkpoint, load_checkpoint_model
+    from tadkit.engine.checkpoint import build_checkpoint_model, load_checkpoint
 
     stored = load_checkpoint(path, map_location="cpu", require=("model_name", "model_config", "model"))
-    model, config = load_checkpoint_model(path)
+    model, config = build_checkpoint_model(stored, path)
     return StreamCheckpoint(str(path), model, config, checkpoint_classes(stored, model))
 
 

@@ -335,11 +335,17 @@ def load_checkpoint_model(path: str | os.PathLike, device: str | torch.device = 
     ``strict=True`` (the ``model_ema`` weights when the run kept a moving average: the model it
     evaluated); ``config`` is the run's :class:`tadkit.engine.config.Config`.
     """
+    # model-only checkpoints (e.g. `tadkit convert a2net-official`) have no training state
+    data = load_checkpoint(path, map_location="cpu", require=("model_name", "model_config", "model"))
+    return build_checkpoint_model(data, path, device)
+
+
+def build_checkpoint_model(data: dict[str, Any], path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """:func:`load_checkpoint_model` on a checkpoint already read with :func:`load_checkpoint` (``require``
+    model_name, model_config, model), for callers that also need its other entries: the file is read once."""
     from tadkit.engine.config import Config
     from tadkit.methods import get_method
 
-    # model-only checkpoints (e.g. `tadkit convert a2net-official`) have no training state
-    data = load_checkpoint(path, map_location="cpu", require=("model_name", "model_config", "model"))
     # a checkpoint is data: the method it names must already be known (never a module to import)
     spec = get_method(str(data["model_name"]), field="model_name", file=str(path), allow_import=False)
     # lenient: a checkpoint must stay loadable when later tadkit versions add or drop config keys
@@ -410,6 +416,7 @@ __all__ = [
     "capture_rng_state",
     "epoch_filename",
     "load_checkpoint",
+    "build_checkpoint_model",
     "load_checkpoint_model",
     "model_config_of",
     "restore_rng_state",
